@@ -1,0 +1,200 @@
+"""The Python API: launch, resume and load studies.
+
+>>> import tuner
+>>> study = tuner.launch("search_spaces/mnist1d_mlp.yaml", strategy="gp", trials=30)
+>>> study.best_params, study.best_value, study.epochs()
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import strategies
+from tuner.errors import StorageError, TunerError
+from tuner.executors import make_executor
+from tuner.orchestrator import INTERRUPTED, Orchestrator, Progress
+from tuner.spec import CALLABLE_PREFIX, StudySpec, load_spec
+from tuner.store import Store
+
+SPEC_ATTR = "tuner.spec"
+
+
+class Study:
+    """A tuner study: Optuna's study plus tuner's per-epoch records."""
+
+    def __init__(self, optuna_study: optuna.Study, store: Store) -> None:
+        self.optuna = optuna_study
+        self.store = store
+
+    @property
+    def name(self) -> str:
+        return self.optuna.study_name
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.optuna.user_attrs.get(SPEC_ATTR, {}))
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.optuna.trials
+
+    @property
+    def best_trial(self) -> FrozenTrial:
+        return self.optuna.best_trial
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.optuna.best_params
+
+    @property
+    def best_value(self) -> float:
+        return self.optuna.best_value
+
+    def epochs(self, trial: int | None = None) -> list[dict[str, Any]]:
+        """One dict per recorded epoch (``trial`` is the trial number), in order."""
+        return self.store.epochs(self.optuna, None if trial is None else [trial])
+
+    def __repr__(self) -> str:
+        return f"Study(name={self.name!r}, trials={len(self.trials)}, storage={self.store.safe_url!r})"
+
+
+def launch(
+    spec_path_or_dict: str | Path | Mapping[str, Any] | None = None,
+    *,
+    objective: Callable[..., Any] | None = None,
+    space: Mapping[str, Any] | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    executor: str = "ray",
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[StudySpec, Study], None] | None = None,
+    **overrides: Any,
+) -> Study:
+    """Validate a spec, create its study, and run it to its budget.
+
+    ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
+    ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
+    ``metric``/``direction`` set the objective.
+    """
+    spec = _make_spec(spec_path_or_dict, objective, space, overrides)
+    workload = objective if objective is not None else spec.workload_target
+    store = Store(storage)
+    name = study or spec.name
+    store.check_new(name)
+    runner = make_executor(executor, ray_address)
+    runner.start(spec.resources.model_dump(), spec.parallel)
+    try:
+        optuna_study = _create(store, name, spec)
+    except BaseException:
+        runner.close()
+        raise
+    result = Study(optuna_study, store)
+    if on_start is not None:
+        on_start(spec, result)
+    Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+    return result
+
+
+def resume(
+    name: str,
+    *,
+    objective: Callable[..., Any] | None = None,
+    storage: str | None = None,
+    executor: str = "ray",
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    **overrides: Any,
+) -> Study:
+    """Continue a study to its budget with the spec it was launched with.
+
+    Trials left RUNNING by an orchestrator that died are marked failed (they
+    do not count toward the budget); ``trials`` may be raised to run more.
+    """
+    store = Store(storage)
+    optuna_study = store.load_study(name)
+    saved = optuna_study.user_attrs.get(SPEC_ATTR)
+    if not saved:
+        raise StorageError(f"study {name!r} was not launched by tuner (it has no {SPEC_ATTR!r}); nothing to resume.")
+    spec = load_spec({**saved, "name": saved.get("name", name)}, _renamed(overrides))
+    if spec.workload.startswith(CALLABLE_PREFIX) and objective is None:
+        raise TunerError(
+            f"study {name!r} runs a Python function ({spec.workload.removeprefix(CALLABLE_PREFIX)}); "
+            "resume it from Python: tuner.resume(name, objective=that_function)."
+        )
+    optuna_study = store.load_study(name, sampler=strategies.make_sampler(spec))
+    _fail_stale(store, optuna_study)
+    runner = make_executor(executor, ray_address)
+    runner.start(spec.resources.model_dump(), spec.parallel)
+    workload = objective if objective is not None else spec.workload_target
+    Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+    return Study(optuna_study, store)
+
+
+def load(name: str, storage: str | None = None) -> Study:
+    """Open an existing study (read it, or look at its epochs)."""
+    store = Store(storage)
+    return Study(store.load_study(name), store)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _renamed(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(overrides)
+    if "n_trials" in out:
+        out["trials"] = out.pop("n_trials")
+    metric, direction = out.pop("metric", None), out.pop("direction", None)
+    if metric is not None or direction is not None:
+        out["objective"] = {k: v for k, v in (("metric", metric), ("direction", direction)) if v is not None}
+    return out
+
+
+def _make_spec(
+    source: str | Path | Mapping[str, Any] | None,
+    objective: Callable[..., Any] | None,
+    space: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+) -> StudySpec:
+    extra = _renamed(overrides)
+    if source is None:
+        if space is None or objective is None:
+            raise TunerError(
+                "launch() needs a spec (a YAML path or a dict), or both `space=` and `objective=`."
+            )
+        source = {"name": getattr(objective, "__name__", "study").replace("_", "-").strip("-") or "study"}
+    if space is not None:
+        extra["params"] = dict(space)
+    if objective is not None:
+        extra["workload"] = f"{CALLABLE_PREFIX}{objective.__module__}:{objective.__qualname__}"
+    return load_spec(source, extra)
+
+
+def _create(store: Store, name: str, spec: StudySpec) -> optuna.Study:
+    """Create the study with its spec snapshot and, for grid search, every point queued."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = store.create_study(name, spec.direction, strategies.make_sampler(spec))
+    study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
+    if spec.strategy == "grid":
+        # Queue every point now: Optuna's GridSampler alone may hand the same
+        # point to two trials running at once.
+        for params in strategies.grid_points(spec):
+            study.enqueue_trial(params)
+    return study
+
+
+def _fail_stale(store: Store, study: optuna.Study) -> None:
+    """Trials RUNNING in a study no orchestrator runs are marked FAIL, not left forever."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        store.set_trial_attrs(
+            trial._trial_id,
+            {"fail_reason": "the orchestrator stopped while this trial ran", "fail_kind": INTERRUPTED},
+        )
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)

@@ -1,0 +1,341 @@
+"""The ``tuner`` command: one small function per subcommand.
+
+A user's mistake prints one clear message and exits with status 2 (``--debug``
+shows the traceback); Ctrl-C exits with 130 and leaves no trial RUNNING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    from tuner.errors import TunerError
+
+    try:
+        return int(args.func(args) or 0)
+    except TunerError as exc:
+        if args.debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: running trials were marked FAIL; `tuner resume` continues the study.")
+        return 130
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    import tuner
+
+    overrides = {
+        "strategy": args.strategy, "trials": args.trials, "parallel": args.parallel,
+        "epochs": args.epochs, "seed": args.seed, "timeout": args.timeout,
+    }
+    with _progress_display(args.quiet) as (on_start, on_progress):
+        study = tuner.launch(
+            args.spec, study=args.study, storage=args.storage, executor=args.executor,
+            ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, **overrides,
+        )
+    _print_result(study)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    import tuner
+
+    with _progress_display(args.quiet) as (_, on_progress):
+        study = tuner.resume(
+            args.study, storage=args.storage, executor=args.executor, ray_address=args.ray_address,
+            on_progress=on_progress, trials=args.trials, timeout=args.timeout,
+        )
+    _print_result(study)
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
+    from tuner.store import Store
+
+    store = Store(args.storage)
+    table = Table("study", "direction", "trials", "complete", "failed", "best value", title=store.safe_url)
+    for s in store.storage.get_all_studies():
+        trials = store.storage.get_all_trials(s._study_id, deepcopy=False)
+        states = [t.state for t in trials]
+        best = _best_value(trials, s.direction.name.lower())
+        table.add_row(
+            s.study_name, s.direction.name.lower(), str(len(trials)),
+            str(states.count(TrialState.COMPLETE)), str(states.count(TrialState.FAIL)), _fmt(best),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import tuner
+
+    study = tuner.load(args.study, args.storage)
+    if args.trial is not None:
+        return _show_epochs(study, args.trial)
+    direction = study.optuna.direction.name.lower()
+    trials = sorted(study.trials, key=lambda t: _rank(t, direction))
+    table = Table("#", "state", "value", "best ep", "gap", "epochs", "seconds", "device", "params", "reason",
+                  title=f"{study.name} ({len(trials)} trials, best first)")
+    for t in trials:
+        a = t.user_attrs
+        table.add_row(
+            str(t.number), t.state.name, _fmt(t.value), _fmt(a.get("best_epoch")), _fmt(a.get("final_gap")),
+            _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
+            _params(t.params), a.get("fail_reason", ""),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    import tuner
+
+    study = tuner.load(args.study, args.storage)
+    try:
+        best = study.best_trial
+    except ValueError:
+        from tuner.errors import TunerError
+
+        raise TunerError(f"study {args.study!r} has no completed trial yet.") from None
+    record = {"study": study.name, "trial": best.number, "value": best.value, "params": best.params,
+              **{k: v for k, v in best.user_attrs.items() if k in ("best_epoch", "final_gap", "epochs")}}
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        console.print(f"best trial {best.number}: {study.spec.get('objective', {}).get('metric', 'value')} = {_fmt(best.value)}")
+        for key, value in best.params.items():
+            console.print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_epochs(args: argparse.Namespace) -> int:
+    import tuner
+
+    study = tuner.load(args.study, args.storage)
+    rows = study.epochs(args.trial)
+    columns = _columns(rows)
+    if args.csv:
+        try:
+            with open(args.csv, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as exc:
+            from tuner.errors import TunerError
+
+            raise TunerError(f"--csv: cannot write {args.csv!r}: {exc.strerror}. Fix: choose a writable path.") from None
+        err.print(f"wrote {len(rows)} epoch rows to {args.csv}")
+        return 0
+    table = Table(*columns, title=f"{study.name}: {len(rows)} epochs")
+    for row in rows:
+        table.add_row(*[_fmt(row.get(c)) for c in columns])
+    console.print(table)
+    return 0
+
+
+def _show_epochs(study: Any, number: int) -> int:
+    from tuner.errors import TunerError
+
+    if number not in {t.number for t in study.trials}:
+        raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
+    trial = study.trials[number]
+    console.print(f"trial {number}: {trial.state.name}, value {_fmt(trial.value)}, params {_params(trial.params)}")
+    for key, value in trial.user_attrs.items():
+        console.print(f"  {key}: {value}")
+    rows = study.epochs(number)
+    columns = [c for c in _columns(rows) if c not in ("trial", "device")]
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*[_fmt(row.get(c)) for c in columns])
+    console.print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------- display
+
+
+class _progress_display:
+    """A live bar: trials done of planned, running, failed, best value, elapsed."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> tuple[Callable[..., None], Callable[..., None]]:
+        if not self.quiet:
+            self.bar.start()
+        return self.on_start, self.on_progress
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+    def on_start(self, spec: Any, study: Any) -> None:
+        from tuner import strategies
+
+        if self.quiet:
+            return
+        self.bar.console.print(
+            f"study [bold]{study.name}[/] · {strategies.describe(spec)} · {spec.objective.resolved_direction} "
+            f"{spec.objective.metric} · {strategies.planned_trials(spec)} trials, {spec.parallel} in parallel, "
+            f"{spec.epochs} epochs · store {study.store.safe_url}", highlight=False,
+        )
+
+    def on_progress(self, p: Any) -> None:
+        if self.quiet:
+            return
+        status = f"running {p.running} · failed {p.failed} · best {_fmt(p.best_value)}"
+        if self.task is None:
+            self.task = self.bar.add_task("trials", total=p.planned, status=status)
+        self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
+
+
+def _print_result(study: Any) -> None:
+    try:
+        best = study.best_trial
+    except ValueError:
+        console.print(f"study {study.name}: no trial completed.")
+        return
+    console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
+    console.print(
+        f"next: tuner show {study.name} · tuner epochs {study.name} · "
+        f"optuna-dashboard {study.store.safe_url}", highlight=False,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def _rank(trial: Any, direction: str) -> tuple[int, float, int]:
+    if trial.value is None or not math.isfinite(trial.value):
+        return (1, 0.0, trial.number)
+    return (0, trial.value if direction == "minimize" else -trial.value, trial.number)
+
+
+def _best_value(trials: Any, direction: str) -> float | None:
+    values = [t.value for t in trials if t.value is not None]
+    if not values:
+        return None
+    return min(values) if direction == "minimize" else max(values)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns and row[k] is not None]
+    return columns or ["trial", "epoch"]
+
+
+def _quiet_libraries() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tuner", description="Hyperparameter tuning for deep-learning training.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=help)
+        cmd.set_defaults(func=func)
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        return cmd
+
+    launch = add("launch", cmd_launch, "launch a study from a search-space YAML file")
+    launch.add_argument("spec", help="search-space file, e.g. search_spaces/mnist1d_mlp.yaml")
+    launch.add_argument("--study", help="study name (default: the spec's name)")
+    launch.add_argument("--strategy", help="grid, random, tpe, gp, cmaes or qmc")
+    launch.add_argument("--trials", type=int, help="number of trials")
+    launch.add_argument("--parallel", type=int, help="trials running at once")
+    launch.add_argument("--epochs", type=int, help="epochs per trial")
+    launch.add_argument("--seed", type=int, help="seed of the strategy and the workloads")
+    _run_options(launch)
+
+    resume = add("resume", cmd_resume, "continue a study to its budget (stale RUNNING trials are marked FAIL)")
+    resume.add_argument("study")
+    resume.add_argument("--trials", type=int, help="raise the study's budget to this many trials")
+    _run_options(resume)
+
+    studies = add("studies", cmd_studies, "list the studies in the store")
+    _storage_option(studies)
+
+    show = add("show", cmd_show, "a table of a study's trials, best first")
+    show.add_argument("study")
+    show.add_argument("--trial", type=int, help="show this trial's per-epoch records instead")
+    _storage_option(show)
+
+    best = add("best", cmd_best, "the best trial's value and params")
+    best.add_argument("study")
+    best.add_argument("--json", action="store_true", help="print JSON")
+    _storage_option(best)
+
+    epochs = add("epochs", cmd_epochs, "every recorded epoch of a study")
+    epochs.add_argument("study")
+    epochs.add_argument("--trial", type=int, help="only this trial")
+    epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
+    _storage_option(epochs)
+    return p
+
+
+def _storage_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--storage", help="database URL (default: $TUNER_STORAGE, else sqlite:///tuner.db)")
+
+
+def _run_options(cmd: argparse.ArgumentParser) -> None:
+    _storage_option(cmd)
+    cmd.add_argument("--executor", choices=("ray", "inline"), default="ray",
+                     help="ray (default; local Ray unless --ray-address) or inline (this process, for debugging)")
+    cmd.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    cmd.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

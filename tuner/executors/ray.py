@@ -1,0 +1,195 @@
+"""Run trials as Ray tasks, locally or on a cluster. The only module that imports ray.
+
+Each trial is one Ray task with the spec's ``cpu``/``gpu`` resources (Ray sets
+CUDA_VISIBLE_DEVICES for it). Ray Tune's per-trial machinery is not used: a
+plain task costs milliseconds, which is what makes short trials cheap.
+Epoch rows go from the worker to a small actor, which the driver drains; so
+workers never touch the database and need no route to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+
+from tuner.errors import TunerError
+from tuner.executors.base import Executor
+from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome, run_trial
+
+
+@ray.remote(num_cpus=0)
+class EpochChannel:
+    """Holds rows pushed by workers until the driver drains them; carries stop requests back."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.stopped: set[int] = set()
+
+    def push(self, rows: list[dict[str, Any]]) -> set[int]:
+        self.rows.extend(rows)
+        return self.stopped
+
+    def drain(self) -> list[dict[str, Any]]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def stop(self, numbers: list[int]) -> None:
+        self.stopped.update(numbers)
+
+
+class _Pusher:
+    """The worker's ``deliver``: push rows without waiting; learn of stops one push later."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.last: Any = None
+        self.stopped: set[int] = set()
+
+    def __call__(self, rows: list[dict[str, Any]]) -> set[int]:
+        if self.last is not None:
+            ready, _ = ray.wait([self.last], timeout=0)
+            if ready:
+                self.stopped = ray.get(ready[0])
+        self.last = self.channel.push.remote(rows)
+        return self.stopped
+
+    def settle(self) -> None:
+        # The driver drains the channel after it sees this task finish, so
+        # every push must have landed before the task returns.
+        if self.last is not None:
+            ray.get(self.last)
+
+
+@ray.remote(max_retries=0)
+def _remote_trial(job: TrialJob, channel: Any) -> TrialOutcome:
+    pusher = _Pusher(channel)
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    outcome = run_trial(job, pusher, node=node)
+    pusher.settle()
+    return outcome
+
+
+class RayExecutor(Executor):
+    """Trials as Ray tasks; starts a quiet local Ray on 127.0.0.1 unless given an address."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address or os.environ.get("RAY_ADDRESS")
+        self.started_ray = False
+        self.refs: dict[Any, tuple[TrialJob, float]] = {}
+        self.last_drain = 0.0
+
+    @property
+    def capacity(self) -> int:  # type: ignore[override]
+        return 1_000_000  # Ray queues what the cluster cannot run yet
+
+    def start(self, resources: dict[str, float], parallel: int) -> None:
+        self.started_ray = _connect(self.address)
+        self.task_options = {"num_cpus": resources.get("cpu", 1.0), "num_gpus": resources.get("gpu", 0.0)}
+        try:
+            _check_resources(self.task_options, self.address)
+        except TunerError:
+            self.close()
+            raise
+        self.channel = EpochChannel.remote()
+
+    def submit(self, job: TrialJob) -> None:
+        ref = _remote_trial.options(**self.task_options, name=f"trial-{job.number}").remote(job, self.channel)
+        self.refs[ref] = (job, time.monotonic())
+
+    def poll(self, timeout: float) -> list[TrialOutcome]:
+        if not self.refs:
+            return []
+        refs = list(self.refs)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        now = time.monotonic()
+        # A task that ended within FLUSH_SECONDS of its submission never pushed
+        # rows: its rows are all in its outcome, so no drain is needed for it.
+        pushed = any(now - self.refs[r][1] >= FLUSH_SECONDS for r in ready)
+        if pushed or now - self.last_drain >= FLUSH_SECONDS:
+            self._drain()
+        return [self._outcome(ref) for ref in ready]
+
+    def _drain(self) -> None:
+        self.last_drain = time.monotonic()
+        rows = ray.get(self.channel.drain.remote())
+        if rows:
+            stop = self.sink(rows)
+            if stop:
+                self.channel.stop.remote(sorted(stop))
+
+    def _outcome(self, ref: Any) -> TrialOutcome:
+        job, _ = self.refs.pop(ref)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            # The worker process or its node died (killed, out of memory): the
+            # workload never got to say why, so say what Ray saw.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return TrialOutcome(job.number, job.trial_id, error=f"worker died: {type(exc).__name__}: {reason}")
+
+    def cancel(self, numbers: Iterable[int]) -> None:
+        wanted = set(numbers)
+        for ref, (job, _) in list(self.refs.items()):
+            if job.number in wanted:
+                ray.cancel(ref, force=True)
+                del self.refs[ref]
+
+    def close(self) -> None:
+        for ref in list(self.refs):
+            ray.cancel(ref, force=True)
+        self.refs.clear()
+        if getattr(self, "channel", None) is not None:
+            ray.kill(self.channel)
+            self.channel = None
+        if self.started_ray:
+            ray.shutdown()
+            self.started_ray = False
+
+
+def _connect(address: str | None) -> bool:
+    """Connect to ``address`` or start a local Ray; True when this call started one."""
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+    }
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            # Token authentication stays on (Ray's default): Ray's ports listen
+            # on every interface even when the node address is loopback.
+            ray.init(_node_ip_address="127.0.0.1", **quiet)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        raise TunerError(
+            f"cannot start or reach {where}: {str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "Fix: check --ray-address / RAY_ADDRESS (e.g. 127.0.0.1:6379) and that the cluster "
+            "is up (`ray status`), or use --executor inline."
+        ) from None
+    return True
+
+
+def _check_resources(options: dict[str, float], address: str | None) -> None:
+    """Refuse a request the cluster can never satisfy, instead of hanging on it."""
+    total = ray.cluster_resources()
+    where = f"the Ray cluster at {address}" if address else "this machine's Ray instance"
+    for key, name in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
+        want, have = options[key], total.get(name, 0.0)
+        if want > have:
+            raise TunerError(
+                f"resources.{name.lower()}: each trial asks for {want:g} {name}, but {where} has "
+                f"{have:g}. Fix: set resources.{name.lower()} to at most {have:g}"
+                + (" (0 runs on the CPU)" if name == "GPU" else "")
+                + ", or join a cluster that has them (--ray-address)."
+            )

@@ -1,0 +1,265 @@
+"""The study store: Optuna's RDB storage plus tuner's tables, one database.
+
+Writes are batched. Optuna's ``trial.report()`` commits one value per call,
+which caps it at a few hundred values per second on SQLite; here a batch of
+epoch rows (and their Optuna intermediate values) goes in one transaction.
+Only the orchestrator writes, so concurrent trials never contend for SQLite's
+lock; WAL mode lets readers (the dashboard, ``tuner show``) read meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from optuna.storages._rdb import models as optuna_models
+from sqlalchemy.engine import URL, Engine, make_url
+
+from tuner.errors import StorageError
+from tuner.store.models import COLUMNS, Base, EpochRecord
+
+DEFAULT_URL = "sqlite:///tuner.db"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+_IV = optuna_models.TrialIntermediateValueModel
+_UA = optuna_models.TrialUserAttributeModel
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The storage URL to use: the argument, else $TUNER_STORAGE, else ./tuner.db."""
+    return url or os.environ.get("TUNER_STORAGE") or DEFAULT_URL
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for every message a user sees."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable storage URL>"
+
+
+class Store:
+    """Optuna's storage and tuner's tables on one SQLAlchemy engine."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        self.safe_url = safe_url(self.url)
+        parsed = _parse(self.url)
+        self.backend = parsed.get_backend_name()
+        try:
+            self.storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
+        except Exception as exc:
+            raise StorageError(self._unreachable(exc)) from None
+        self.engine: Engine = self.storage.engine
+        if self.backend == "sqlite":
+            _tune_sqlite(self.engine)
+        Base.metadata.create_all(self.engine)
+
+    def _unreachable(self, exc: BaseException) -> str:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        password = make_url(self.url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        return (
+            f"storage {self.safe_url} cannot be opened: {reason}. Fix: check that the database "
+            "server is running and reachable, and the user, password and database name "
+            "(--storage or TUNER_STORAGE)."
+        )
+
+    # ------------------------------------------------------------------ studies
+
+    def study_names(self) -> list[str]:
+        return [s.study_name for s in self.storage.get_all_studies()]
+
+    def has_study(self, name: str) -> bool:
+        try:
+            self.storage.get_study_id_from_name(name)
+            return True
+        except KeyError:
+            return False
+
+    def check_new(self, name: str) -> None:
+        if self.has_study(name):
+            raise StorageError(
+                f"study {name!r} already exists in {self.safe_url}. Fix: pass --study NEW_NAME "
+                f"for a new study, or run `tuner resume {name}` to continue it."
+            )
+
+    def create_study(
+        self, name: str, direction: str, sampler: optuna.samplers.BaseSampler | None = None
+    ) -> optuna.Study:
+        self.check_new(name)
+        return optuna.create_study(
+            storage=self.storage, study_name=name, direction=direction, sampler=sampler
+        )
+
+    def load_study(self, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+        if not self.has_study(name):
+            names = self.study_names()
+            known = f"Studies there: {', '.join(names)}." if names else "It holds no studies yet."
+            raise StorageError(f"no study named {name!r} in {self.safe_url}. {known}")
+        return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+
+    # ------------------------------------------------------------------ epochs
+
+    def record_epochs(self, rows: Sequence[Mapping[str, Any]], metric: str | None = None) -> None:
+        """Write epoch rows, and ``metric`` as Optuna's intermediate value, in one transaction.
+
+        Each row has ``trial_id`` and ``epoch``; rows already stored are skipped,
+        so recording the same epoch twice is harmless.
+        """
+        if not rows:
+            return
+        records = [_epoch_record(row) for row in rows]
+        values = [_intermediate(row, metric) for row in rows] if metric else []
+        values = [v for v in values if v is not None]
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(EpochRecord.__table__, ["trial_id", "epoch"]), records)
+            if values:
+                conn.execute(self._insert_ignore(_IV.__table__, ["trial_id", "step"]), values)
+
+    def set_trial_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Set Optuna user attributes of one trial in one transaction (dashboard-visible)."""
+        if not attrs:
+            return
+        table = _UA.__table__
+        with self.engine.begin() as conn:
+            conn.execute(
+                table.delete().where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs)))
+            )
+            conn.execute(
+                table.insert(),
+                [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()],
+            )
+
+    def epochs(self, study: optuna.Study, numbers: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Per-epoch rows of a study, ordered by trial number then epoch."""
+        trials = optuna_models.TrialModel.__table__
+        ep = EpochRecord.__table__
+        study_id = study._study_id
+        query = (
+            sa.select(trials.c.number.label("trial"), *[c for c in ep.c if c.name not in ("id",)])
+            .join(trials, trials.c.trial_id == ep.c.trial_id)
+            .where(trials.c.study_id == study_id)
+            .order_by(trials.c.number, ep.c.epoch)
+        )
+        if numbers is not None:
+            query = query.where(trials.c.number.in_(list(numbers)))
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row.pop("trial_id", None)
+            row.update(row.pop("extra") or {})
+        return rows
+
+    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> Any:
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(
+            f"storage URL {safe_url(url)!r} is malformed. Fix: use sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname (URL-encode special characters "
+            "in the password)."
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise StorageError(
+            f"storage URL {safe_url(url)!r} names the database {backend!r}, which tuner does not "
+            f"support. Fix: use one of {', '.join(SUPPORTED_BACKENDS)}."
+        )
+    if backend == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:":
+            raise StorageError(
+                f"storage URL {url!r} has no file: an in-memory SQLite database vanishes with the "
+                "process, and Ray workers and the dashboard cannot see it. Fix: name a file, e.g. "
+                "sqlite:///tuner.db."
+            )
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StorageError(
+                f"storage URL {url!r}: the directory {str(parent)!r} does not exist. "
+                "Fix: create it or point to another path."
+            )
+    return parsed
+
+
+def _engine_kwargs(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() == "sqlite":
+        # Wait for a lock instead of failing with "database is locked" when a
+        # reader (dashboard, `tuner show`) holds the file for a moment.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    # WAL lets readers read while the orchestrator writes; synchronous=NORMAL
+    # is durable across process crashes (only an OS crash can lose the last
+    # commits) and makes each commit cheap.
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener get the pragmas too
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _epoch_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {"trial_id": row["trial_id"], "epoch": int(row["epoch"])}
+    for col in COLUMNS:
+        value = row.get(col)
+        if col == "device":
+            record[col] = None if value is None else str(value)
+        elif col == "iterations":
+            record[col] = None if value is None else int(value)
+        else:
+            record[col] = _finite(value)
+    extra = {
+        k: (float(v) if isinstance(v, (int, float)) else v)
+        for k, v in row.items()
+        if k not in COLUMNS and k not in ("trial_id", "epoch", "trial")
+    }
+    # JSON has no NaN: a non-finite extra is stored as its name ("nan", "inf").
+    record["extra"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in extra.items()} or None
+    return record
+
+
+def _intermediate(row: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
+    value = row.get(metric)
+    if value is None:
+        return None
+    stored, kind = _IV.intermediate_value_to_stored_repr(float(value))
+    return {
+        "trial_id": row["trial_id"],
+        "step": int(row["epoch"]),
+        "intermediate_value": stored,
+        "intermediate_value_type": kind,
+    }

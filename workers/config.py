@@ -1,0 +1,153 @@
+"""The hyperparameters the built-in workloads read from ``params``, with defaults.
+
+Values arrive from YAML search spaces through Optuna, so they are coerced
+leniently ("64" is 64, "true" is True, None is "use the default") but checked
+strictly: an unknown key or value is a ValueError naming the valid ones, since
+a misspelt hyperparameter that is silently ignored wastes a whole study.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from workers.data import DATASETS
+from workers.layers import ACTIVATIONS, NORMS
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+LR_SCHEDULES = ("none", "cosine", "step")
+_CHOICES = {
+    "data": DATASETS,
+    "optimizer": OPTIMIZERS,
+    "activation": tuple(ACTIVATIONS),
+    "norm": NORMS,
+    "lr_schedule": LR_SCHEDULES,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One trial's hyperparameters; every field is a key of ``params``."""
+
+    # Keys tuner always passes; the defaults serve direct calls.
+    epochs: int = 10
+    data: str = "mnist1d"
+    seed: int = 0
+    # Optimization.
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0  # sgd and rmsprop; adam and adagrad ignore it
+    nesterov: bool = False  # sgd only; with momentum 0 it is plain sgd
+    batch_size: int | str = 64  # or "full": one step per epoch over the whole train split
+    lr_schedule: str = "none"  # stepped once per epoch
+    grad_clip: float = 0.0  # max global gradient norm; 0 is off
+    weight_decay: float = 0.0  # L2, through the optimizer
+    l1: float = 0.0  # coefficient of sum(|w|) over weights, added to the loss
+    # Architecture.
+    depth: int = 2  # hidden layers (MLP) or conv blocks (CNN)
+    width: int = 128  # hidden units (MLP) or channels (CNN; its default is 32)
+    kernel_size: int = 5  # CNN only
+    activation: str = "relu"
+    dropout: float = 0.0
+    norm: str = "none"  # after each hidden linear/conv layer
+    # Inputs.
+    standardize: bool = True  # with the train split's mean and std
+    augment_noise: float = 0.0  # std of Gaussian noise on standardized training inputs
+    augment_shift: int = 0  # max circular shift in samples (signals and images only)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **defaults: Any) -> Config:
+        """Read ``params`` over ``defaults`` (a model's own, like the CNN's width)."""
+        names = tuple(f.name for f in fields(cls))
+        for key in params:
+            if key not in names:
+                raise ValueError(
+                    f"`{key}` is not a hyperparameter of the built-in workloads; they read "
+                    f"{', '.join(names)}.{_did_you_mean(key, names)} Fix: rename or remove it."
+                )
+        given = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in given.items()})
+
+    def __post_init__(self) -> None:
+        for name, rule, ok in (
+            ("epochs", ">= 1", self.epochs >= 1),
+            ("lr", "> 0 and finite", self.lr > 0 and math.isfinite(self.lr)),
+            ("momentum", "in [0, 1)", 0 <= self.momentum < 1),
+            ("grad_clip", ">= 0", self.grad_clip >= 0),
+            ("weight_decay", ">= 0", self.weight_decay >= 0),
+            ("l1", ">= 0", self.l1 >= 0),
+            ("depth", ">= 0", self.depth >= 0),
+            ("width", ">= 1", self.width >= 1),
+            ("kernel_size", ">= 1", self.kernel_size >= 1),
+            ("dropout", "in [0, 1)", 0 <= self.dropout < 1),
+            ("augment_noise", ">= 0", self.augment_noise >= 0),
+            ("augment_shift", ">= 0", self.augment_shift >= 0),
+        ):
+            if not ok:
+                raise ValueError(f"`{name}` must be {rule}, but got {getattr(self, name)!r}.")
+        if self.batch_size == 1 and self.norm == "batch":
+            raise ValueError(
+                "`norm: batch` needs at least 2 examples per batch, but got batch_size=1. "
+                "Fix: use norm 'layer' or 'none', or a batch_size >= 2."
+            )
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    if name in _CHOICES:
+        value = "none" if value is None else str(value)
+        if value not in _CHOICES[name]:
+            raise ValueError(
+                f"`{name}` must be one of {', '.join(_CHOICES[name])}, but got {value!r}."
+                f"{_did_you_mean(value, _CHOICES[name])}"
+            )
+        return value
+    if name == "batch_size":
+        return _batch_size(value)
+    convert = {"int": _int, "float": _float, "bool": _bool}[kind]
+    return convert(name, value)
+
+
+def _batch_size(value: Any) -> int | str:
+    if value == "full":
+        return "full"
+    size = _int("batch_size", value, fix="Fix: use an int >= 1 or 'full'.")
+    if size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1 or 'full', but got {value!r}.")
+    return size
+
+
+def _int(name: str, value: Any, fix: str = "Fix: use a whole number.") -> int:
+    try:
+        number = float(value)  # "64", 64 and 64.0 (a grid over floats) all mean 64
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"`{name}` must be an int, but got {value!r} ({type(value).__name__}). {fix}")
+    return int(number)
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a number, but got {value!r} ({type(value).__name__})."
+        ) from None
+
+
+def _bool(name: str, value: Any) -> bool:
+    text = str(value).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"`{name}` must be true or false, but got {value!r}.")
+
+
+def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""

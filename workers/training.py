@@ -1,0 +1,219 @@
+"""The training loop the built-in workloads share.
+
+A workload is ``train(params, report) -> float | None``; ``mlp.py`` and
+``cnn.py`` only build a model and hand it to :func:`fit`, which trains it and
+calls ``report(epoch, train_loss=..., val_loss=..., ...)`` once per epoch.
+
+``report`` may raise (tuner stops a pruned trial that way), so nothing here
+catches exceptions. A diverged run (NaN or inf loss) is reported and ends
+quietly: it is a result to record, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.config import Config
+from workers.data import Dataset, load
+from workers.gradients import EpochGradients, snapshot, summarize, update_ratio, weights
+
+Report = Callable[..., None]  # report(epoch: int, **metrics: float)
+Build = Callable[[Config, Dataset], nn.Module]
+Augment = Callable[[torch.Tensor], torch.Tensor]
+# Gradient summaries cost a few small ops and a device sync per step: at most
+# this many steps per epoch are summarized (every k-th), which keeps the cost a
+# few percent even at batch_size 1.
+SUMMARY_STEPS = 32
+# Evaluation batch: large for speed, bounded for memory.
+EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs and labels of one split, on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any) -> None:
+    """Train ``build(config, data)`` as ``params`` say, reporting every epoch."""
+    cfg = Config.from_params(params, **defaults)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load(cfg.data, cfg.seed)
+    train, val = to_splits(data, cfg.standardize, device)
+    batch_size = len(train.y) if cfg.batch_size == "full" else min(cfg.batch_size, len(train.y))
+
+    torch.manual_seed(cfg.seed)  # same params and seed: same init, dropout, curve
+    model = build(cfg, data).to(device)
+    optimizer = make_optimizer(cfg, model)
+    schedule = make_schedule(cfg, optimizer)
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    # A generator of its own, so that turning augmentation on keeps the batch order.
+    augment = make_augment(cfg, data, torch.Generator().manual_seed(cfg.seed + 1))
+
+    iterations = 0
+    for epoch in range(1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        # 1. one pass over the shuffled training batches
+        run_loss, steps, grads = train_epoch(model, optimizer, train, cfg, batch_size, order_gen, augment)
+        iterations += steps
+        # 2. evaluate on both splits, in eval mode (no dropout, no augmentation)
+        train_loss, train_acc = evaluate(model, train)
+        val_loss, val_acc = evaluate(model, val)
+        diverged = not all(math.isfinite(v) for v in (run_loss, train_loss, val_loss))
+        if diverged and math.isfinite(train_loss):
+            train_loss = run_loss  # weights still finite, but a step's loss was not
+        # 3. report; an exception from report (a pruned trial) propagates
+        report(
+            epoch, train_loss=train_loss, val_loss=val_loss, train_acc=train_acc,
+            val_acc=val_acc, lr=lr, iterations=iterations, **grads,
+        )
+        # 4. a diverged run cannot recover: stop here, without raising
+        if diverged:
+            return None
+        # 5. the learning rate for the next epoch
+        if schedule is not None:
+            schedule.step()
+    return None
+
+
+def to_splits(data: Dataset, standardize: bool, device: torch.device) -> tuple[Split, Split]:
+    """Train and val tensors, standardized with the train split's statistics.
+
+    Signals and images get one mean and std for all features, which keeps their
+    shape (and makes a shift mean the same everywhere); tabular features get
+    one each, as scikit-learn's StandardScaler does.
+    """
+    x_train, x_val = data.x_train, data.x_val
+    if standardize:
+        axis = None if data.signal_shape else 0
+        mean, std = x_train.mean(axis=axis), x_train.std(axis=axis)
+        std = np.where(std > 0, std, 1.0)  # a constant feature stays constant
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        # np.array copies: the data set's arrays are shared and read-only.
+        x_t = torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
+        return Split(x_t, torch.from_numpy(np.array(y, dtype=np.int64)).to(device))
+
+    return split(x_train, data.y_train), split(x_val, data.y_val)
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    params, lr, wd, momentum = model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum
+    if cfg.optimizer == "sgd":
+        # Nesterov with zero momentum is plain SGD; torch refuses the pair, but a
+        # search space that samples both independently should not fail on it.
+        nesterov = cfg.nesterov and momentum > 0
+        return torch.optim.SGD(params, lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr, momentum=momentum, weight_decay=wd)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr, weight_decay=wd)
+    return torch.optim.Adam(params, lr, weight_decay=wd)
+
+
+def make_schedule(cfg: Config, optimizer: torch.optim.Optimizer) -> Any:
+    """Per-epoch schedule: cosine decays to 0 over the run; step divides by 10 every third of it."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    return None
+
+
+def make_augment(cfg: Config, data: Dataset, gen: torch.Generator) -> Augment | None:
+    """Noise and/or random circular shifts for training batches; None when both are off.
+
+    Shifts move mnist1d signals along their 40 samples, and digits images along
+    both axes of their 8x8 grid (each axis by its own random amount).
+    """
+    if cfg.augment_shift and data.signal_shape is None:
+        raise ValueError(
+            f"`augment_shift` applies to signals and images (mnist1d, digits), but data="
+            f"{data.name!r} is tabular. Fix: set augment_shift to 0 or drop it."
+        )
+    if not cfg.augment_noise and not cfg.augment_shift:
+        return None
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        if cfg.augment_shift:
+            x = random_shift(x, cfg.augment_shift, data.signal_shape or (), gen)
+        if cfg.augment_noise:
+            x = x + cfg.augment_noise * torch.randn(x.shape, generator=gen).to(x.device)
+        return x
+
+    return augment
+
+
+def random_shift(x: torch.Tensor, max_shift: int, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Roll each row of ``x`` (viewed as ``shape``) by up to ``max_shift`` along every axis."""
+    n = len(x)
+    x = x.reshape(n, *shape)
+    for axis, size in enumerate(shape, start=1):
+        shifts = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=gen).to(x.device)
+        index = (torch.arange(size, device=x.device) - shifts) % size  # (n, size)
+        view = [n] + [size if a == axis else 1 for a in range(1, len(shape) + 1)]
+        x = x.gather(axis, index.view(view).expand_as(x))
+    return x.reshape(n, -1)
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, cfg: Config,
+    batch_size: int, gen: torch.Generator, augment: Augment | None,
+) -> tuple[float, int, dict[str, float]]:
+    """One pass over shuffled batches: (mean batch loss, steps, gradient summary)."""
+    model.train()
+    batches = list(torch.randperm(len(train.y), generator=gen).to(train.y.device).split(batch_size))
+    if cfg.norm == "batch" and len(batches) > 1 and len(batches[-1]) == 1:
+        # Batch norm cannot train on one example: fold a lone last one into the batch before.
+        batches[-2:] = [torch.cat(batches[-2:])]
+    every = max(1, len(batches) // SUMMARY_STEPS)
+    grads = EpochGradients()
+    total = torch.zeros((), device=train.y.device)  # summed on the device: no sync per step
+    for step, index in enumerate(batches):
+        x, y = train.x[index], train.y[index]
+        x = augment(x) if augment is not None else x
+        loss = F.cross_entropy(model(x), y)
+        total += loss.detach() * len(y)
+        optimizer.zero_grad(set_to_none=True)
+        penalty = cfg.l1 * l1_norm(model) if cfg.l1 else 0.0
+        (loss + penalty).backward()
+        sample = step % every == 0
+        if sample:
+            grads.add(summarize(model))  # raw gradients, before clipping
+            before = snapshot(model)
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if sample:
+            grads.add_update(update_ratio(model, before))
+    return total.item() / len(train.y), len(batches), grads.result()
+
+
+def l1_norm(model: nn.Module) -> torch.Tensor:
+    """sum(|w|) over weight matrices and kernels (not biases or norm scales)."""
+    return sum(w.abs().sum() for w in weights(model))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``split``, in eval mode."""
+    model.eval()
+    loss = torch.zeros((), device=split.y.device)
+    correct = torch.zeros((), device=split.y.device)
+    for x, y in zip(split.x.split(EVAL_BATCH), split.y.split(EVAL_BATCH)):
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    n = len(split.y)
+    return loss.item() / n, correct.item() / n
