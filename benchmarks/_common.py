@@ -119,7 +119,7 @@ class PeakRss:
     maps them, so for Ray the figure is an upper bound.
     """
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
         self._stop = threading.Event()
@@ -213,12 +213,15 @@ def print_table(
     except ImportError:
         _print_plain(title, header, body)
         return
+    console = Console()
+    if not console.is_terminal:  # a log file: let the table be as wide as it needs
+        console = Console(width=200)
     table = Table(title=title)
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for cells in body:
         table.add_row(*cells)
-    Console().print(table)
+    console.print(table)
 
 
 def _print_plain(title: str, header: list[str], body: list[list[str]]) -> None:
@@ -254,9 +257,11 @@ def chosen_sides(args: argparse.Namespace, sides: Sequence[str]) -> list[str]:
 def run_side(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
     """Run one side; a side that does not exist yet is reported and skipped, not fatal."""
     print(f"running {name} ...", file=sys.stderr, flush=True)
+    # On a shared machine other work skews timings; the load says how much.
+    load_before = round(os.getloadavg()[0], 2)
     try:
         result = fn()
     except NotImplementedError as exc:
         print(f"skipped {name}: {exc}", file=sys.stderr)
         return None
-    return {"side": name, **result}
+    return {"side": name, **result, "load_1m_before": load_before, "load_1m_after": round(os.getloadavg()[0], 2)}

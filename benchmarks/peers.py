@@ -95,8 +95,8 @@ def optuna_plain(n_trials: int, epochs: int, parallel: int, workdir: Path, seed:
 def _ray_trainable(epochs: int) -> Callable[[dict[str, Any]], None]:
     """The same no-op workload as a Tune function trainable.
 
-    Built in a closure so cloudpickle ships it by value: Ray's workers cannot
-    import this module, which lives outside any installed package.
+    Built in a closure so cloudpickle ships it by value: this module is on no
+    installed path, so Ray's workers could not import it by name.
     """
     from ray import tune
 
@@ -136,24 +136,24 @@ def ray_tune(n_trials: int, epochs: int, parallel: int, workdir: Path, seed: int
     import ray
 
     with PeakRss() as rss:
-        with timed() as startup:
-            ray.init(
-                address="local",  # never join a cluster named by RAY_ADDRESS
-                num_cpus=max(2, parallel),  # each function trainable asks for one CPU
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=str(Path(workdir).resolve() / "ray"),
-                log_to_driver=False,
-                logging_level="ERROR",
-            )
         try:
+            with timed() as startup:
+                ray.init(
+                    address="local",  # never join a cluster named by RAY_ADDRESS
+                    num_cpus=max(2, parallel),  # each function trainable asks for one CPU
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    _temp_dir=str(Path(workdir).resolve() / "ray"),
+                    log_to_driver=False,
+                    logging_level="ERROR",
+                )
             node_ip = ray.util.get_node_ip_address()
             tuner = _ray_tuner(epochs, n_trials, parallel, workdir, seed)
             with timed() as fit:
                 grid = tuner.fit()
             frames = [r.metrics_dataframe for r in grid]
         finally:
-            ray.shutdown()
+            ray.shutdown()  # a no-op when init failed before starting anything
     return {
         "n_trials": n_trials,
         "epochs": epochs,

@@ -184,12 +184,13 @@ class Orchestrator:
     def _fail_fast(self) -> None:
         if self.progress.complete or self.first_error is None:
             return
-        if self.progress.failed < min(FAIL_FAST_TRIALS, self.progress.planned):
-            return
+        if self.progress.failed < FAIL_FAST_TRIALS or self.progress.finished >= self.progress.planned:
+            return  # too few failures to judge, or nothing left to save
         number, error = self.first_error
+        failed = self.progress.failed
         self._abort("study stopped: its first trials all failed")
         raise StudyFailedError(
-            f"the first {self.progress.failed} trials all failed, so the study stopped instead of "
+            f"the first {failed} trials all failed, so the study stopped instead of "
             f"spending its budget. Trial {number} failed with: {error}. Fix the workload, then "
             "run one trial in this process to see the traceback: --executor inline --trials 1 --debug."
         )

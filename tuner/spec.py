@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tuner.errors import SpecError
 
@@ -31,7 +40,22 @@ RESERVED_PARAMS = ("epochs", "data", "seed")
 # A grid over an int range is fine, but not one that enumerates millions of points.
 MAX_GRID_POINTS = 100_000
 
-Scalar = Union[bool, int, float, str]
+
+def _check_scalar(value: Any) -> Any:
+    # Without this, a list or mapping (or NaN) fails each member of the union
+    # in turn, and the user reads four type errors instead of one rule.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, but got {value!r}. Fix: use a finite value.")
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise ValueError(
+            f"must be a single value (a number, string, true/false or null), but got {value!r}. "
+            "Fix: give one plain value; to choose among lists or mappings, name each option "
+            "(e.g. choices: [small, large]) and look the name up in the workload."
+        )
+    return value
+
+
+Scalar = Annotated[Union[bool, int, float, str], BeforeValidator(_check_scalar)]
 
 
 class _Model(BaseModel):
@@ -220,8 +244,10 @@ def _one_of(field: str, value: str, valid: tuple[str, ...]) -> str:
 
 
 def _did_you_mean(value: Any, valid: Any) -> str:
-    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    # Compare lower-cased, so that "TPE" or "MLP" still finds its name.
+    names = {str(v).lower(): v for v in valid}
+    close = difflib.get_close_matches(str(value).lower(), list(names), n=1)
+    return f" Did you mean {names[close[0]]!r}?" if close else ""
 
 
 def _cross_field_problems(spec: StudySpec) -> list[str]:
@@ -415,7 +441,9 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     kind, value = err["type"], err.get("input")
     if kind == "value_error":
         msg = str(err["ctx"]["error"])
-        return msg if msg.startswith("params.") or not loc else f"{field}: {msg}"
+        # Messages that already name their field ("params.x: ...", "`strategy` must ...") keep it.
+        named = msg.startswith(("params.", f"`{field}`"))
+        return msg if named or not loc else f"{field}: {msg}"
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1], raw)
         return (

@@ -19,6 +19,11 @@ from workers.layers import ACTIVATIONS, NORMS
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 LR_SCHEDULES = ("none", "cosine", "step")
+# Names other libraries use for the same thing, for "did you mean".
+_SYNONYMS = {
+    "learning_rate": "lr", "l2": "weight_decay", "n_layers": "depth", "num_layers": "depth",
+    "hidden_size": "width", "units": "width", "channels": "width", "kernel": "kernel_size",
+}
 _CHOICES = {
     "data": DATASETS,
     "optimizer": OPTIMIZERS,
@@ -88,7 +93,10 @@ class Config:
             ("augment_shift", ">= 0", self.augment_shift >= 0),
         ):
             if not ok:
-                raise ValueError(f"`{name}` must be {rule}, but got {getattr(self, name)!r}.")
+                raise ValueError(
+                    f"`{name}` must be {rule}, but got {getattr(self, name)!r}. "
+                    f"Fix: keep its range (or fixed value) {rule}."
+                )
         if self.batch_size == 1 and self.norm == "batch":
             raise ValueError(
                 "`norm: batch` needs at least 2 examples per batch, but got batch_size=1. "
@@ -102,7 +110,7 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
         if value not in _CHOICES[name]:
             raise ValueError(
                 f"`{name}` must be one of {', '.join(_CHOICES[name])}, but got {value!r}."
-                f"{_did_you_mean(value, _CHOICES[name])}"
+                f"{_did_you_mean(value, _CHOICES[name])} Fix: use one of those."
             )
         return value
     if name == "batch_size":
@@ -114,20 +122,32 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
 def _batch_size(value: Any) -> int | str:
     if value == "full":
         return "full"
-    size = _int("batch_size", value, fix="Fix: use an int >= 1 or 'full'.")
-    if size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1 or 'full', but got {value!r}.")
+    size = _whole(value)
+    if size is None or size < 1:
+        raise ValueError(
+            f"`batch_size` must be an int >= 1 or 'full', but got {value!r} "
+            f"({type(value).__name__}). Fix: use e.g. 64, \"64\" or full."
+        )
     return size
 
 
-def _int(name: str, value: Any, fix: str = "Fix: use a whole number.") -> int:
+def _int(name: str, value: Any) -> int:
+    number = _whole(value)
+    if number is None:
+        raise ValueError(
+            f"`{name}` must be an int, but got {value!r} ({type(value).__name__}). "
+            "Fix: use a whole number."
+        )
+    return number
+
+
+def _whole(value: Any) -> int | None:
+    """64, "64" and 64.0 (a grid over floats) all mean 64; True means nothing."""
     try:
-        number = float(value)  # "64", 64 and 64.0 (a grid over floats) all mean 64
+        number = float(value)
     except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not number.is_integer():
-        raise ValueError(f"`{name}` must be an int, but got {value!r} ({type(value).__name__}). {fix}")
-    return int(number)
+        return None
+    return int(number) if number.is_integer() and not isinstance(value, bool) else None
 
 
 def _float(name: str, value: Any) -> float:
@@ -149,5 +169,5 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(value, options, n=1)
+    close = [_SYNONYMS[value]] if value in _SYNONYMS else difflib.get_close_matches(value, options, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""

@@ -110,10 +110,11 @@ class RayExecutor(Executor):
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         now = time.monotonic()
-        # A task that ended within FLUSH_SECONDS of its submission never pushed
-        # rows: its rows are all in its outcome, so no drain is needed for it.
-        pushed = any(now - self.refs[r][1] >= FLUSH_SECONDS for r in ready)
-        if pushed or now - self.last_drain >= FLUSH_SECONDS:
+        # A task younger than FLUSH_SECONDS has pushed nothing yet (a short
+        # trial's rows all come back in its outcome), so the channel is drained
+        # only when an older task ended or is still streaming.
+        old = [r for r in self.refs if now - self.refs[r][1] >= FLUSH_SECONDS]
+        if any(r in ready for r in old) or (old and now - self.last_drain >= FLUSH_SECONDS):
             self._drain()
         return [self._outcome(ref) for ref in ready]
 

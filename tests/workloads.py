@@ -1,0 +1,43 @@
+"""Small workloads for tests: user functions with the `train(params, report)` signature."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+def quadratic(params, report):
+    """A learning curve that converges to (x - 2)^2: fast, deterministic."""
+    x = params["x"]
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, train_loss=(x - 2) ** 2 + 1.0 / epoch, val_loss=(x - 2) ** 2 + 1.5 / epoch)
+
+
+def noop(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=float(epoch))
+
+
+def returns_value(params, report):
+    report(1, val_loss=5.0)
+    return params["x"] * 10
+
+
+def broken(params, report):
+    raise RuntimeError("the data loader could not find its files")
+
+
+def fails_when_negative(params, report):
+    if params["x"] < 0:
+        raise ValueError(f"x={params['x']} is negative")
+    report(1, val_loss=params["x"])
+
+
+def slow(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(params.get("sleep", 0.5))
+        report(epoch, val_loss=1.0 / epoch)
+
+
+def nan_loss(params, report):
+    report(1, train_loss=1.0, val_loss=math.nan)
