@@ -28,7 +28,7 @@ _SIGNAL_SHAPES = {"mnist1d": (40,), "digits": (8, 8)}
 _MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous: compare by identity
 class Dataset:
     """One data set split three ways: float32 features, int64 labels."""
 

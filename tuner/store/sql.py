@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return "<unparsable storage URL>"
+        # Unparsable: mask whatever sits between the scheme and the host.
+        return re.sub(r"(://)[^/@]*@", r"\1***@", url)
 
 
 class Store:
@@ -176,7 +178,7 @@ def _parse(url: str) -> URL:
         parsed = make_url(url)
     except Exception:
         raise StorageError(
-            f"storage URL {safe_url(url)!r} is malformed. Fix: use sqlite:///path/to/file.db or "
+            f"storage URL {safe_url(url)!r} (from --storage or TUNER_STORAGE) is malformed. Fix: use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:5432/dbname (URL-encode special characters "
             "in the password)."
         ) from None
@@ -190,14 +192,14 @@ def _parse(url: str) -> URL:
         path = parsed.database
         if not path or path == ":memory:":
             raise StorageError(
-                f"storage URL {url!r} has no file: an in-memory SQLite database vanishes with the "
+                f"storage URL {safe_url(url)!r} has no file: an in-memory SQLite database vanishes with the "
                 "process, and Ray workers and the dashboard cannot see it. Fix: name a file, e.g. "
                 "sqlite:///tuner.db."
             )
         parent = Path(path).expanduser().resolve().parent
         if not parent.is_dir():
             raise StorageError(
-                f"storage URL {url!r}: the directory {str(parent)!r} does not exist. "
+                f"storage URL {safe_url(url)!r}: the directory {str(parent)!r} does not exist. "
                 "Fix: create it or point to another path."
             )
     return parsed
