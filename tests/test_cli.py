@@ -40,7 +40,9 @@ def test_launch_runs_the_preset_to_completion(launched):
     assert "best trial" in result.stdout
     study = optuna.load_study(study_name="wine", storage=f"sqlite:///{cwd / 'tuner.db'}")
     assert len(study.trials) == 4
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    # The default pruner (successive halving) may stop some; none fails.
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
     # The launch output stays free of Ray's and Optuna's log noise.
     assert "INFO" not in result.stderr and "A new study created" not in result.stderr
 
@@ -52,7 +54,8 @@ def test_studies_show_best_and_epochs(launched):
 
     show = tuner("show", "wine", cwd=cwd)
     assert show.returncode == 0
-    assert show.stdout.count("COMPLETE") == 4
+    assert show.stdout.count("COMPLETE") + show.stdout.count("PRUNED") == 4
+    assert "compute:" in show.stdout and "epochs saved" in show.stdout
 
     best = tuner("best", "wine", "--json", cwd=cwd)
     record = json.loads(best.stdout)
@@ -60,16 +63,18 @@ def test_studies_show_best_and_epochs(launched):
     assert record["value"] == pytest.approx(study.best_value)
     assert record["params"] == study.best_params
 
+    study = optuna.load_study(study_name="wine", storage=f"sqlite:///{cwd / 'tuner.db'}")
     out = cwd / "epochs.csv"
     epochs = tuner("epochs", "wine", "--csv", str(out), cwd=cwd)
     assert epochs.returncode == 0, epochs.stderr
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 4 * 3
+    assert len(rows) == sum(t.user_attrs["epochs"] for t in study.trials)
     assert {"trial", "epoch", "train_loss", "val_loss", "train_acc", "val_acc", "gap_loss", "lr",
-            "seconds", "device", "iterations"} <= set(rows[0])
+            "seconds", "device", "iterations", "grad_norm", "grad_ratio"} <= set(rows[0])
 
     one = tuner("show", "wine", "--trial", "0", cwd=cwd)
-    assert one.returncode == 0 and "val_loss" in one.stdout
+    assert one.returncode == 0 and "val_loss" in one.stdout and "grad_ratio" in one.stdout
+    assert "diagnosis" in one.stdout
 
 
 def test_show_of_a_missing_study_lists_the_existing_ones(launched):

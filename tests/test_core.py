@@ -16,9 +16,14 @@ from tests import workloads
 SPACE = {"x": {"type": "float", "low": -5.0, "high": 5.0}}
 
 
+def launch(*args, **kwargs):
+    """These tests count COMPLETE trials, so no pruner stops any (pruning has its own tests)."""
+    return tuner.launch(*args, **{"pruner": "none", **kwargs})
+
+
 @pytest.mark.parametrize("strategy", ["random", "tpe", "gp", "cmaes", "qmc"])
 def test_each_strategy_runs_a_study_on_ray(ray_local, storage, strategy):
-    study = tuner.launch(
+    study = launch(
         space=SPACE, objective=workloads.quadratic, strategy=strategy, trials=8, epochs=3,
         parallel=2, seed=3, storage=storage,
     )
@@ -40,7 +45,7 @@ def test_grid_with_parallel_3_covers_every_point_exactly_once(ray_local, storage
         "mode": {"type": "categorical", "choices": ["a", "b", "c"]},
         "k": {"type": "int", "low": 1, "high": 3, "when": {"mode": "c"}},
     }
-    study = tuner.launch(space=space, objective=workloads.quadratic, strategy="grid", parallel=3,
+    study = launch(space=space, objective=workloads.quadratic, strategy="grid", parallel=3,
                          epochs=1, storage=storage)
     seen = collections.Counter(tuple(sorted(t.params.items())) for t in study.trials)
     # 4 x (a, b, c x 3 values of k) = 4 x 5 points
@@ -52,7 +57,7 @@ def test_grid_with_parallel_3_covers_every_point_exactly_once(ray_local, storage
 
 def test_the_same_seed_gives_the_same_configurations(storage):
     def params(name, seed):
-        s = tuner.launch(space=SPACE, objective=workloads.quadratic, strategy="tpe", trials=14, epochs=1,
+        s = launch(space=SPACE, objective=workloads.quadratic, strategy="tpe", trials=14, epochs=1,
                          seed=seed, storage=storage, study=name, executor="inline")
         return [t.params["x"] for t in s.trials]
 
@@ -65,21 +70,21 @@ def test_user_module_function_workload_from_a_spec_file(ray_local, storage, tmp_
     spec = tmp_path / "space.yaml"
     spec.write_text(
         "name: custom\nworkload: tests.workloads:quadratic\nstrategy: random\ntrials: 4\n"
-        "epochs: 2\nparallel: 2\nseed: 1\nparams:\n  x: {type: float, low: 0, high: 4}\n"
+        "epochs: 2\nparallel: 2\nseed: 1\npruner: none\nparams:\n  x: {type: float, low: 0, high: 4}\n"
     )
-    study = tuner.launch(spec, storage=storage)
+    study = launch(spec, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     assert study.spec["workload"] == "tests.workloads:quadratic"
 
 
 def test_a_returned_value_is_the_objective(storage):
-    study = tuner.launch(space={"x": {"type": "float", "low": 1, "high": 2}}, objective=workloads.returns_value,
+    study = launch(space={"x": {"type": "float", "low": 1, "high": 2}}, objective=workloads.returns_value,
                          trials=3, epochs=1, executor="inline", storage=storage)
     assert all(t.value == pytest.approx(t.params["x"] * 10) for t in study.trials)
 
 
 def test_optuna_reads_the_same_trials_params_and_values(ray_local, storage):
-    study = tuner.launch(space=SPACE, objective=workloads.quadratic, strategy="random", trials=5, epochs=4,
+    study = launch(space=SPACE, objective=workloads.quadratic, strategy="random", trials=5, epochs=4,
                          parallel=2, seed=0, storage=storage, study="interop")
     loaded = optuna.load_study(study_name="interop", storage=storage)
     assert [(t.number, t.params, t.value, t.state) for t in loaded.trials] == [
@@ -94,7 +99,7 @@ def test_optuna_reads_the_same_trials_params_and_values(ray_local, storage):
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(storage):
-    study = tuner.launch(space={"x": {"type": "float", "low": -1, "high": 1}},
+    study = launch(space={"x": {"type": "float", "low": -1, "high": 1}},
                          objective=workloads.fails_when_negative, strategy="random", trials=12, seed=5,
                          epochs=1, executor="inline", storage=storage)
     states = collections.Counter(t.state for t in study.trials)
@@ -108,23 +113,34 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(storage):
 
 def test_a_broken_workload_stops_the_study_early_with_one_clear_error(ray_local, storage):
     with pytest.raises(StudyFailedError, match="first 3 trials all failed.*the data loader could not find"):
-        tuner.launch(space=SPACE, objective=workloads.broken, trials=50, parallel=2, epochs=1, storage=storage,
+        launch(space=SPACE, objective=workloads.broken, trials=50, parallel=2, epochs=1, storage=storage,
                      study="broken")
     trials = optuna.load_study(study_name="broken", storage=storage).trials
     assert len(trials) < 10
     assert all(t.state == TrialState.FAIL for t in trials)
 
 
-def test_a_nan_objective_fails_the_trial_with_the_reason(storage):
-    study = tuner.launch(space=SPACE, objective=workloads.nan_loss, trials=1, epochs=1, executor="inline",
-                         storage=storage)
+def test_a_nan_loss_is_diagnosed_diverged_and_pruned_not_crashed(storage):
+    study = launch(space=SPACE, objective=workloads.nan_loss, trials=1, epochs=1, executor="inline",
+                   storage=storage)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["diagnosis"] == "diverged"
+    assert trial.user_attrs["prune_rule"] == "diagnostics:diverged"
+    assert trial.user_attrs["prune_epoch"] == 1
+
+
+def test_without_the_diagnostics_pruner_a_nan_objective_fails_as_diverged(storage):
+    study = launch(space=SPACE, objective=workloads.nan_loss, trials=1, epochs=1, executor="inline",
+                   storage=storage, pruner={"type": "none", "diagnostics": False})
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL
     assert "diverged" in trial.user_attrs["fail_reason"]
+    assert trial.user_attrs["diagnosis"] == "diverged"
 
 
 def test_epoch_rows_hold_gap_device_and_seconds(ray_local, storage):
-    study = tuner.launch(space=SPACE, objective=workloads.quadratic, trials=2, epochs=3, parallel=2,
+    study = launch(space=SPACE, objective=workloads.quadratic, trials=2, epochs=3, parallel=2,
                          storage=storage, seed=1, strategy="random")
     rows = study.epochs()
     assert len(rows) == 6
@@ -147,13 +163,13 @@ def test_epochs_are_written_live_while_the_trial_runs(ray_local, storage, tmp_pa
             with sqlite3.connect(storage.removeprefix("sqlite:///")) as conn:
                 seen_during_run.append(conn.execute("select count(*) from tuner_epochs").fetchone()[0])
 
-    tuner.launch(space=SPACE, objective=workloads.slow, trials=1, epochs=4, storage=storage, on_progress=watch,
+    launch(space=SPACE, objective=workloads.slow, trials=1, epochs=4, storage=storage, on_progress=watch,
                  fixed={"sleep": 0.4})
     assert max(seen_during_run) >= 1
 
 
 def test_a_study_can_be_resumed_to_more_trials(storage):
-    tuner.launch(space=SPACE, objective=workloads.quadratic, trials=3, epochs=1, executor="inline",
+    launch(space=SPACE, objective=workloads.quadratic, trials=3, epochs=1, executor="inline",
                  storage=storage, study="grow", seed=2)
     study = tuner.resume("grow", objective=workloads.quadratic, storage=storage, executor="inline", trials=5)
     assert len(study.trials) == 5

@@ -41,3 +41,28 @@ def slow(params, report):
 
 def nan_loss(params, report):
     report(1, train_loss=1.0, val_loss=math.nan)
+
+
+def diverges_above_one(params, report):
+    """Loss falls with log(lr) until lr = 1, where training blows up (NaN)."""
+    import math as _m
+
+    lr = params["lr"]
+    for epoch in range(1, params["epochs"] + 1):
+        if lr > 1.0:
+            report(epoch, train_loss=_m.nan, val_loss=_m.nan)
+            return
+        loss = (_m.log10(lr) + 1.5) ** 2 + 1.0 / epoch
+        report(epoch, train_loss=loss, val_loss=loss + 0.1)
+
+
+def overfits_after_three(params, report):
+    """Training loss keeps falling; validation loss is best at epoch 3, then rises."""
+    for epoch in range(1, params["epochs"] + 1):
+        train = 1.0 / epoch
+        val = 0.5 + 0.1 * abs(epoch - 3) + params.get("x", 0.0)
+        report(epoch, train_loss=train, val_loss=val)
+
+
+def returns_only(params, report):
+    return params["x"]

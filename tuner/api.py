@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner import strategies
+from tuner import strategies, summary
 from tuner.errors import StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import INTERRUPTED, Orchestrator, Progress
@@ -59,6 +59,10 @@ class Study:
     def epochs(self, trial: int | None = None) -> list[dict[str, Any]]:
         """One dict per recorded epoch (``trial`` is the trial number), in order."""
         return self.store.epochs(self.optuna, None if trial is None else [trial])
+
+    def accounting(self) -> dict[str, Any]:
+        """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
+        return summary.accounting(self.trials, int(self.spec.get("epochs", 0)))
 
     def __repr__(self) -> str:
         return f"Study(name={self.name!r}, trials={len(self.trials)}, storage={self.store.safe_url!r})"
@@ -150,10 +154,13 @@ def _renamed(overrides: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(overrides)
     if "n_trials" in out:
         out["trials"] = out.pop("n_trials")
-    metric, direction = out.pop("metric", None), out.pop("direction", None)
-    if metric is not None or direction is not None:
-        out["objective"] = {k: v for k, v in (("metric", metric), ("direction", direction)) if v is not None}
+    objective = {k: out.pop(k) for k in _OBJECTIVE_KEYS if out.get(k) is not None}
+    if objective:
+        out["objective"] = objective
     return out
+
+
+_OBJECTIVE_KEYS = ("metric", "direction", "mode", "gap_penalty", "max_gap")
 
 
 def _make_spec(

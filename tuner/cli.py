@@ -101,16 +101,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         return _show_epochs(study, args.trial)
     direction = study.optuna.direction.name.lower()
     trials = sorted(study.trials, key=lambda t: _rank(t, direction))
-    table = Table("#", "state", "value", "best ep", "gap", "epochs", "seconds", "device", "params", "reason",
-                  title=f"{study.name} ({len(trials)} trials, best first)")
+    table = Table("#", "state", "value", "best ep", "gap", "diagnosis", "epochs", "seconds", "device", "params",
+                  "stopped because", title=f"{study.name} ({len(trials)} trials, best first)")
     for t in trials:
         a = t.user_attrs
         table.add_row(
             str(t.number), t.state.name, _fmt(t.value), _fmt(a.get("best_epoch")), _fmt(a.get("final_gap")),
-            _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
-            _params(t.params), a.get("fail_reason", ""),
+            a.get("diagnosis", ""), _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
+            _params(t.params), a.get("prune_reason") or a.get("fail_reason") or a.get("stop_reason", ""),
         )
     console.print(table)
+    acct = study.accounting()
+    console.print(
+        f"compute: {acct['epochs_run']} epochs, {acct['wall_seconds']:.1f} trial-seconds, "
+        f"{acct['gpu_seconds']:.1f} GPU-seconds · pruned {acct['pruned']}, early-stopped "
+        f"{acct['early_stopped']}: {acct['epochs_saved']} epochs saved "
+        f"({acct['saved_fraction']:.0%} of running every trial to the full budget)", highlight=False,
+    )
     return 0
 
 
@@ -214,7 +221,7 @@ class _progress_display:
     def on_progress(self, p: Any) -> None:
         if self.quiet:
             return
-        status = f"running {p.running} · failed {p.failed} · best {_fmt(p.best_value)}"
+        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · best {_fmt(p.best_value)}"
         if self.task is None:
             self.task = self.bar.add_task("trials", total=p.planned, status=status)
         self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)

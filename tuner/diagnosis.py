@@ -128,9 +128,9 @@ def vanishing(rows: Sequence[Row], t: Thresholds, epochs: int | None = None) -> 
         if len(streak) >= needed:
             worst = min(_num(r, "grad_ratio") or 0.0 for r in streak)
             return Finding(
-                VANISHING, streak[0]["epoch"],
+                VANISHING, row["epoch"],
                 f"first-layer gradients {worst:.2g}x the last layer's for {len(streak)} epochs "
-                f"(threshold {t.vanishing_ratio:g})",
+                f"since epoch {streak[0]['epoch']} (threshold {t.vanishing_ratio:g})",
                 {"grad_ratio": worst},
             )
     return None

@@ -1,8 +1,8 @@
 """The study loop: ask -> submit -> collect -> record -> stop?
 
-The strategy (an Optuna sampler) proposes; the executor runs; the store
-records. Every way a trial can end is turned into an Optuna state in one
-place, :meth:`Orchestrator._finish`.
+The strategy (an Optuna sampler and pruner) proposes and judges; the executor
+runs; the store records. Every way a trial can end becomes an Optuna state in
+one place, :meth:`Orchestrator._conclude`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner import strategies, summary
+from tuner import diagnosis, strategies, summary
 from tuner.errors import StudyFailedError
 from tuner.executors import Executor
-from tuner.runtime import TrialJob, TrialOutcome
+from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome
 from tuner.spec import StudySpec
 from tuner.store import Store
 
 # When this many trials have ended and every one failed, the workload is
 # broken: stop, rather than spend the whole budget finding that out.
 FAIL_FAST_TRIALS = 3
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.05
 # Failures recorded with this kind do not use up the budget: the trial never
 # got to finish through no fault of its configuration.
 INTERRUPTED = "interrupted"
@@ -38,6 +38,7 @@ class Progress:
 
     planned: int
     complete: int = 0
+    pruned: int = 0
     failed: int = 0
     running: int = 0
     best_value: float | None = None
@@ -46,7 +47,7 @@ class Progress:
 
     @property
     def finished(self) -> int:
-        return self.complete + self.failed
+        return self.complete + self.pruned + self.failed
 
     @property
     def elapsed(self) -> float:
@@ -57,11 +58,21 @@ class Progress:
 class _Running:
     trial: optuna.Trial
     params: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    judged_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """Why the orchestrator ends a running trial early."""
+
+    state: TrialState
+    attrs: dict[str, Any]
 
 
 class Orchestrator:
-    """Runs one study to its budget on one executor."""
+    """Runs one study to its budget on one started executor."""
 
     def __init__(
         self,
@@ -78,7 +89,11 @@ class Orchestrator:
         self.executor = executor
         self.workload = workload if workload is not None else spec.workload_target
         self.on_progress = on_progress
+        self.pruner = strategies.make_pruner(spec)
+        # Trials whose rows the orchestrator must see every epoch to judge them.
+        self.judging = spec.pruner.type != "none" or spec.early_stopping is not None
         self.running: dict[int, _Running] = {}
+        self.stopped: set[int] = set()  # trial ids ended early; late rows are dropped
         self.progress = Progress(planned=strategies.planned_trials(spec))
         self.first_error: tuple[int, str] | None = None
         self._count_existing()
@@ -86,7 +101,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
-        """Run trials until the budget or the timeout is used up; the executor must be started."""
+        """Run trials until the budget or the timeout is used up."""
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else math.inf
         self.executor.sink = self._record_epochs
         try:
@@ -116,46 +131,91 @@ class Orchestrator:
             trial = self.study.ask()
             params = strategies.suggest(trial, self.spec)
             self.running[trial.number] = _Running(trial, params)
-            job = TrialJob(trial.number, trial._trial_id, params, self.spec.context(), self.workload)
-            self.executor.submit(job)
+            self.executor.submit(TrialJob(
+                trial.number, trial._trial_id, params, self.spec.context(), self.workload,
+                flush_seconds=0.0 if self.judging else FLUSH_SECONDS,
+                watch=self.spec.diagnostics.model_dump() if self.spec.pruner.diagnostics else None,
+            ))
         self.progress.running = len(self.running)
 
     def _record_epochs(self, rows: list[dict[str, Any]]) -> set[int]:
         """The executors' sink: store rows as they arrive; answer which trials must stop."""
+        rows = [r for r in rows if r["trial_id"] not in self.stopped]
+        self.store.record_epochs(rows, self._score)
         by_id = {r.trial._trial_id: r for r in self.running.values()}
+        touched = {}
         for row in rows:
-            if row["trial_id"] in by_id:
-                by_id[row["trial_id"]].rows.append(row)
-        self.store.record_epochs(rows, self.spec.objective.metric)
-        return set()
+            run = by_id.get(row["trial_id"])
+            if run is not None:
+                run.rows.append(row)
+                touched[run.trial.number] = run
+        stops = set()
+        for number, run in touched.items():
+            verdict = self._judge(run)
+            if verdict is not None:
+                self.running.pop(number)
+                self._conclude(run, verdict.state, None, verdict.attrs)
+                stops.add(number)
+        return stops
+
+    # ------------------------------------------------------------------ judging
+
+    def _score(self, row: dict[str, Any]) -> float | None:
+        return summary.score(row, self.spec.objective)
+
+    def _judge(self, run: _Running) -> _Verdict | None:
+        """Early stopping, then the Optuna pruner, on the epochs seen so far."""
+        epoch = run.rows[-1]["epoch"]
+        if epoch <= run.judged_epoch:
+            return None
+        run.judged_epoch = epoch
+        stop = self.spec.early_stopping
+        if stop is not None:
+            best = summary.best_row(run.rows, self._score, self.spec.direction, stop.min_delta)
+            if best is not None and epoch - best["epoch"] >= stop.patience:
+                return _Verdict(TrialState.COMPLETE, {
+                    "early_stopped": True,
+                    "stop_reason": f"no improvement for {stop.patience} epochs after epoch {best['epoch']}",
+                })
+        if self.spec.pruner.type == "none":
+            return None
+        frozen = self.study._storage.get_trial(run.trial._trial_id)
+        if not self.pruner.prune(self.study, frozen):
+            return None
+        value = frozen.intermediate_values.get(frozen.last_step) if frozen.last_step is not None else None
+        return _Verdict(TrialState.PRUNED, {
+            "prune_rule": self.spec.pruner.type,
+            "prune_epoch": epoch,
+            "prune_values": {self.spec.objective.metric: value},
+            "prune_reason": f"{self.spec.pruner.type} pruner at epoch {epoch}: "
+                            f"{self.spec.objective.metric} {summary.fmt(value)} ranks too low among the trials there",
+        })
 
     # ------------------------------------------------------------------ outcomes
 
     def _finish(self, outcome: TrialOutcome) -> None:
         run = self.running.pop(outcome.number, None)
-        if run is None:  # already ended (cancelled, or reported twice)
+        if run is None:  # ended already (stopped early, or aborted)
             return
         run.rows.extend(outcome.rows)
-        self.store.record_epochs(outcome.rows, self.spec.objective.metric)
-        value, error = self._value(outcome, run.rows)
-        attrs = {
-            **summary.trial_summary(run.rows, self.spec.objective.metric, self.spec.direction),
-            "wall_seconds": round(outcome.wall_seconds, 3),
-            "device": outcome.device,
-            "node": outcome.node,
-        }
-        if error is not None:
-            attrs["fail_reason"] = error
-        self.store.set_trial_attrs(outcome.trial_id, attrs)
-        if error is None:
-            self.study.tell(outcome.number, value)
-            self.progress.complete += 1
+        self.store.record_epochs(outcome.rows, self._score)
+        if outcome.stop is not None:
+            finding = outcome.stop
+            self._conclude(run, TrialState.PRUNED, None, {
+                "prune_rule": f"diagnostics:{finding['kind']}",
+                "prune_epoch": finding["epoch"],
+                "prune_values": finding["values"],
+                "prune_reason": f"{finding['kind']} at epoch {finding['epoch']}: {finding['detail']}",
+            }, outcome)
+        elif outcome.pruned:
+            self._conclude(run, TrialState.PRUNED, None, {
+                "prune_rule": "workload", "prune_reason": "the workload raised optuna.TrialPruned",
+            }, outcome)
         else:
-            self.study.tell(outcome.number, state=TrialState.FAIL)
-            self.progress.failed += 1
-            self.first_error = self.first_error or (outcome.number, error)
-        self._update_best()
-        self.progress.running = len(self.running)
+            value, error = self._value(outcome, run.rows)
+            state = TrialState.COMPLETE if error is None else TrialState.FAIL
+            self._conclude(run, state, value, {"fail_reason": error} if error else {}, outcome)
+            self._check_pruner_has_values(outcome, run)
 
     def _value(self, outcome: TrialOutcome, rows: list[dict[str, Any]]) -> tuple[float | None, str | None]:
         """The trial's objective value, or why it has none."""
@@ -164,7 +224,7 @@ class Orchestrator:
         metric = self.spec.objective.metric
         value = outcome.value
         if value is None:
-            value = summary.objective_value(rows, metric, self.spec.direction, self.spec.objective.mode)
+            value = summary.objective_value(rows, self.spec.objective, self.spec.direction)
         if value is None:
             return None, (
                 f"the workload returned no value and never reported {metric!r}. Fix: call "
@@ -174,6 +234,58 @@ class Orchestrator:
             return None, f"the objective {metric} is {value} (the run diverged)"
         return value, None
 
+    def _conclude(
+        self, run: _Running, state: TrialState, value: float | None, extra: dict[str, Any],
+        outcome: TrialOutcome | None = None,
+    ) -> None:
+        """Record how a trial ended: its summary, diagnosis, cost, and its Optuna state."""
+        trial_id = run.trial._trial_id
+        if state != TrialState.COMPLETE or extra.get("early_stopped"):
+            self.stopped.add(trial_id)
+        if value is None and state == TrialState.COMPLETE:  # stopped early: keep its best epoch
+            value = summary.objective_value(run.rows, self.spec.objective, self.spec.direction, "best")
+        wall = outcome.wall_seconds if outcome is not None and outcome.wall_seconds else time.monotonic() - run.started
+        device = outcome.device if outcome is not None else (run.rows[-1].get("device") if run.rows else "cpu")
+        attrs = {
+            **summary.trial_summary(run.rows, self.spec.objective, self.spec.direction),
+            **diagnosis.diagnose(run.rows, self.spec.diagnostics).as_attrs(),
+            "wall_seconds": round(wall, 3),
+            "device": device,
+            "gpu_seconds": round(wall * self.spec.resources.gpu, 3) if str(device).startswith("cuda") else 0.0,
+            **extra,
+        }
+        if outcome is not None and outcome.node:
+            attrs["node"] = outcome.node
+        self.store.set_trial_attrs(trial_id, attrs)
+        if state == TrialState.COMPLETE and self.spec.objective.max_gap is not None:
+            gap = summary.gap_at_best(run.rows, self.spec.objective, self.spec.direction)
+            run.trial.set_constraint("gap", (gap if gap is not None else math.inf) - self.spec.objective.max_gap)
+        if state == TrialState.COMPLETE and value is not None and math.isfinite(value):
+            self.study.tell(run.trial.number, value)
+            self.progress.complete += 1
+        elif state == TrialState.PRUNED:
+            self.study.tell(run.trial.number, state=TrialState.PRUNED)
+            self.progress.pruned += 1
+        else:
+            self.study.tell(run.trial.number, state=TrialState.FAIL)
+            self.progress.failed += 1
+            self.first_error = self.first_error or (run.trial.number, extra.get("fail_reason", "no value"))
+        self._update_best()
+        self.progress.running = len(self.running)
+
+    def _check_pruner_has_values(self, outcome: TrialOutcome, run: _Running) -> None:
+        """A pruner with nothing to read would never prune: say so after the first trial."""
+        if self.spec.pruner.type == "none" or outcome.error is not None:
+            return
+        if any(self._score(r) is not None for r in run.rows):
+            return
+        self._abort("study stopped: the pruner has no per-epoch values")
+        raise StudyFailedError(
+            f"pruner {self.spec.pruner.type!r} needs a value of {self.spec.objective.metric!r} every "
+            f"epoch, but trial {outcome.number} reported none (it only returned its result). Fix: call "
+            f"report(epoch, {self.spec.objective.metric}=...) each epoch, or set `pruner: none`."
+        )
+
     def _update_best(self) -> None:
         try:
             best = self.study.best_trial
@@ -182,7 +294,7 @@ class Orchestrator:
         self.progress.best_value, self.progress.best_trial = best.value, best.number
 
     def _fail_fast(self) -> None:
-        if self.progress.complete or self.first_error is None:
+        if self.progress.complete or self.progress.pruned or self.first_error is None:
             return
         if self.progress.failed < FAIL_FAST_TRIALS or self.progress.finished >= self.progress.planned:
             return  # too few failures to judge, or nothing left to save
@@ -199,10 +311,7 @@ class Orchestrator:
         """End every running trial as FAIL with ``reason``: nothing is left RUNNING."""
         self.executor.cancel(list(self.running))
         for number, run in list(self.running.items()):
-            self.store.record_epochs(
-                [r for r in run.rows if "trial_id" in r], self.spec.objective.metric
-            )
-            attrs = {**summary.trial_summary(run.rows, self.spec.objective.metric, self.spec.direction)}
+            attrs = summary.trial_summary(run.rows, self.spec.objective, self.spec.direction)
             attrs.update(fail_reason=reason, fail_kind=INTERRUPTED)
             self.store.set_trial_attrs(run.trial._trial_id, attrs)
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
@@ -217,9 +326,10 @@ class Orchestrator:
         for trial in self.study.get_trials(deepcopy=False):
             if trial.state == TrialState.COMPLETE:
                 self.progress.complete += 1
+            elif trial.state == TrialState.PRUNED:
+                self.progress.pruned += 1
             elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") != INTERRUPTED:
                 self.progress.failed += 1
-        self.progress.planned = max(self.progress.planned, 0)
         self._update_best()
 
     def _report_progress(self) -> None:

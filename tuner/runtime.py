@@ -20,8 +20,10 @@ from typing import Any
 
 import optuna
 
+from tuner.diagnosis import Finding, Thresholds, alarm
+
 # Rows are sent in batches at most this often (seconds): cheap to record, and
-# still live enough for the dashboard and for pruning.
+# still live enough for the dashboard.
 FLUSH_SECONDS = 0.5
 
 Deliver = Callable[[list[dict[str, Any]]], "set[int] | None"]
@@ -36,6 +38,11 @@ class TrialJob:
     params: dict[str, Any]
     context: dict[str, Any]  # epochs, data, seed and fixed keys from the spec
     workload: Any  # "module:function" or a callable
+    # Send rows this often (0: every epoch, when a pruner waits for them).
+    flush_seconds: float = FLUSH_SECONDS
+    # Diagnostics thresholds: when set, the worker stops the trial itself the
+    # epoch it diverges or its gradients explode or vanish (no round trip).
+    watch: dict[str, Any] | None = None
 
     @property
     def workload_params(self) -> dict[str, Any]:
@@ -52,6 +59,7 @@ class TrialOutcome:
     error: str | None = None
     traceback: str | None = None
     pruned: bool = False
+    stop: dict[str, Any] | None = None  # the diagnostics finding that stopped it
     rows: list[dict[str, Any]] = field(default_factory=list)  # not yet delivered
     device: str = "cpu"
     node: str = ""
@@ -59,7 +67,11 @@ class TrialOutcome:
 
 
 class StopTrial(optuna.TrialPruned):
-    """Raised from ``report`` when the orchestrator asked the trial to stop."""
+    """Raised from ``report`` when the trial must stop (the orchestrator or its diagnostics said so)."""
+
+    def __init__(self, message: str, finding: Finding | None = None) -> None:
+        super().__init__(message)
+        self.finding = finding
 
 
 class Reporter:
@@ -69,6 +81,8 @@ class Reporter:
         self.job = job
         self.deliver = deliver
         self.pending: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        self.thresholds = Thresholds(**job.watch) if job.watch is not None else None
         self.epochs = 0
         self.device: str | None = None
         self._last_report = time.perf_counter()
@@ -84,7 +98,12 @@ class Reporter:
         self._last_report = now
         self.pending.append(row)
         self.epochs += 1
-        if self.deliver is not None and now - self._last_flush >= FLUSH_SECONDS:
+        if self.thresholds is not None:
+            self.history.append(row)
+            finding = alarm(self.history, self.thresholds)
+            if finding is not None:
+                raise StopTrial(f"trial {self.job.number}: {finding.kind}: {finding.detail}", finding)
+        if self.deliver is not None and now - self._last_flush >= self.job.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
@@ -143,8 +162,12 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     try:
         returned = resolve(job.workload)(dict(job.workload_params), report)
         outcome.value = _returned_value(returned)
-    except optuna.TrialPruned:
+    except optuna.TrialPruned as exc:
         outcome.pruned = True
+        finding = getattr(exc, "finding", None)
+        if finding is not None:
+            outcome.stop = {"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
+                            "values": finding.values}
     except Exception as exc:
         outcome.error = _describe(exc)
         outcome.traceback = traceback.format_exc()

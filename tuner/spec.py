@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from tuner.diagnosis import Thresholds
 from tuner.errors import SpecError
 
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
@@ -127,12 +128,87 @@ class Objective(_Model):
     # "best": the metric at the trial's best epoch (what early stopping keeps);
     # "last": at its final epoch.
     mode: Literal["best", "last"] = "best"
+    # Penalize overfitting: score = metric + gap_penalty * gap_loss when minimizing,
+    # metric - gap_penalty * gap_acc when maximizing.
+    gap_penalty: float = Field(default=0.0, ge=0)
+    # A constraint: trials whose gap (at the best epoch) exceeds this are infeasible.
+    max_gap: float | None = None
 
     @property
     def resolved_direction(self) -> str:
         if self.direction is not None:
             return self.direction
         return "maximize" if self.metric.endswith("acc") else "minimize"
+
+
+PRUNERS = {
+    "none": "NopPruner",
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+}
+
+
+class Pruner(BaseModel):
+    """Optuna's pruner ``type`` with its own options, plus tuner's diagnostics pruner."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    type: str = "successive_halving"
+    # Stop a trial as soon as it diverges, its gradients explode, or they vanish
+    # for `diagnostics.vanishing_epochs` epochs; composes with `type`.
+    diagnostics: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, kind: str) -> str:
+        return _one_of("pruner.type", kind, tuple(PRUNERS))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_options(self) -> Pruner:
+        import inspect
+
+        import optuna
+
+        cls = getattr(optuna.pruners, PRUNERS[self.type])
+        valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+        for key in self.options:
+            if key not in valid:
+                listed = ", ".join(valid) if valid else "none"
+                raise ValueError(
+                    f"`pruner.{key}` is not an option of the {self.type} pruner "
+                    f"(optuna.pruners.{cls.__name__}).{_did_you_mean(key, valid)} Valid options: {listed}."
+                )
+        sig = inspect.signature(cls).parameters
+        missing = [k for k, p in sig.items() if p.default is p.empty and k not in self.options]
+        if missing:
+            raise ValueError(
+                f"`pruner` of type {self.type} needs {', '.join(missing)}. "
+                f"Fix: e.g. pruner: {{type: {self.type}, {missing[0]}: 25.0}}."
+            )
+        try:
+            cls(**self.options)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"`pruner` options are invalid for {self.type}: {exc}") from None
+        return self
+
+
+class EarlyStopping(_Model):
+    """Stop a trial when its objective has not improved for ``patience`` epochs; it keeps its best epoch."""
+
+    patience: int = Field(gt=0)
+    min_delta: float = Field(default=0.0, ge=0)
 
 
 class Resources(_Model):
@@ -155,6 +231,9 @@ class StudySpec(_Model):
     timeout: float | None = Field(default=None, gt=0)
     resources: Resources = Resources()
     fixed: dict[str, Scalar | None] = {}
+    pruner: Pruner = Pruner()
+    early_stopping: EarlyStopping | None = None
+    diagnostics: Thresholds = Thresholds()
     params: dict[str, Param]
 
     @field_validator("name")
@@ -428,7 +507,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- messages
 
 _PARAM_MODELS = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
-_SECTION_MODELS = {"objective": Objective, "resources": Resources}
+_SECTION_MODELS = {
+    "objective": Objective, "resources": Resources, "early_stopping": EarlyStopping,
+    "diagnostics": Thresholds,
+}
 
 
 def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from tuner.spec import CategoricalParam, FloatParam, IntParam, StudySpec
+from tuner.spec import PRUNERS, CategoricalParam, FloatParam, IntParam, StudySpec
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -34,6 +34,11 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     if spec.strategy == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     raise ValueError(f"unknown strategy {spec.strategy!r}")  # spec validation prevents this
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for ``spec.pruner`` (tuner's diagnostics pruner runs beside it)."""
+    return getattr(optuna.pruners, PRUNERS[spec.pruner.type])(**spec.pruner.options)
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -119,4 +124,4 @@ def describe(spec: StudySpec) -> str:
     return names[spec.strategy]
 
 
-__all__ = ["make_sampler", "suggest", "grid_points", "planned_trials", "describe"]
+__all__ = ["make_sampler", "make_pruner", "suggest", "grid_points", "planned_trials", "describe"]

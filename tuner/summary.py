@@ -1,52 +1,92 @@
-"""What a trial's epoch rows add up to: its objective value, best epoch and gap."""
+"""What epoch rows add up to: a trial's score, value, best epoch and gap; a study's compute."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 Row = Mapping[str, Any]
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def best_row(rows: Sequence[Row], metric: str, direction: str) -> Row | None:
-    """The row where ``metric`` is best (the earliest of ties), ignoring NaN and inf."""
-    scored = [r for r in rows if _finite(r.get(metric))]
-    if not scored:
+def fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def score(row: Row, objective: Any) -> float | None:
+    """The objective of one epoch: the metric, penalized by the overfitting gap if asked.
+
+    Minimizing: metric + gap_penalty * (val_loss - train_loss). Maximizing:
+    metric - gap_penalty * (train_acc - val_acc). A missing gap means no penalty.
+    """
+    value = row.get(objective.metric)
+    if value is None:
         return None
+    value = float(value)
+    if objective.gap_penalty:
+        minimize = (objective.direction or ("maximize" if objective.metric.endswith("acc") else "minimize")) == "minimize"
+        gap = row.get("gap_loss" if minimize else "gap_acc")
+        if _finite(gap):
+            value = value + objective.gap_penalty * gap if minimize else value - objective.gap_penalty * gap
+    return value
+
+
+def best_row(
+    rows: Sequence[Row], key: str | Callable[[Row], float | None], direction: str, min_delta: float = 0.0
+) -> Row | None:
+    """The row where ``key`` is best, ignoring NaN and inf.
+
+    With ``min_delta``, a later row must beat the best so far by more than it
+    to count as better (early stopping's notion of improvement).
+    """
+    get = key if callable(key) else (lambda r: r.get(key))
     sign = 1.0 if direction == "minimize" else -1.0
-    return min(scored, key=lambda r: (sign * r[metric], r["epoch"]))
+    best, best_value = None, math.inf
+    for row in rows:
+        value = get(row)
+        if not _finite(value):
+            continue
+        if best is None or sign * value < best_value - min_delta:
+            best, best_value = row, sign * value
+    return best
 
 
-def objective_value(rows: Sequence[Row], metric: str, direction: str, mode: str) -> float | None:
-    """The trial's value: ``metric`` at its best epoch, or at its last one.
+def objective_value(rows: Sequence[Row], objective: Any, direction: str, mode: str | None = None) -> float | None:
+    """The trial's value: its score at its best epoch, or at its last one.
 
     None when the workload never reported the metric. A last value that is NaN
     or infinite is returned as is, so a diverged run is seen for what it is.
     """
-    if mode == "last":
-        reported = [r for r in rows if r.get(metric) is not None]
-        return float(reported[-1][metric]) if reported else None
-    best = best_row(rows, metric, direction)
-    if best is not None:
-        return float(best[metric])
-    reported = [r for r in rows if r.get(metric) is not None]
-    return float(reported[-1][metric]) if reported else None
+    scores = [(r, score(r, objective)) for r in rows]
+    reported = [s for _, s in scores if s is not None]
+    if not reported:
+        return None
+    if (mode or objective.mode) == "last":
+        return reported[-1]
+    best = best_row(rows, lambda r: score(r, objective), direction)
+    return score(best, objective) if best is not None else reported[-1]
 
 
-def trial_summary(rows: Sequence[Row], metric: str, direction: str) -> dict[str, Any]:
+def gap_at_best(rows: Sequence[Row], objective: Any, direction: str) -> float | None:
+    best = best_row(rows, lambda r: score(r, objective), direction)
+    return float(best["gap_loss"]) if best is not None and _finite(best.get("gap_loss")) else None
+
+
+def trial_summary(rows: Sequence[Row], objective: Any, direction: str) -> dict[str, Any]:
     """Per-trial facts kept as Optuna user attributes (visible in the dashboard)."""
     summary: dict[str, Any] = {"epochs": len(rows)}
     if not rows:
         return summary
-    # The best epoch is judged on validation loss where there is one, since the
-    # objective may be an accuracy that plateaus while the loss still moves.
-    key, way = ("val_loss", "minimize") if any(_finite(r.get("val_loss")) for r in rows) else (metric, direction)
-    best = best_row(rows, key, way)
+    # The best epoch is judged on validation loss where there is one (the
+    # epoch to keep), else on the objective.
+    if any(_finite(r.get("val_loss")) for r in rows):
+        best = best_row(rows, "val_loss", "minimize")
+    else:
+        best = best_row(rows, lambda r: score(r, objective), direction)
     if best is not None:
         summary["best_epoch"] = int(best["epoch"])
     last = rows[-1]
@@ -55,3 +95,33 @@ def trial_summary(rows: Sequence[Row], metric: str, direction: str) -> dict[str,
     if _finite(last.get("gap_acc")):
         summary["final_gap_acc"] = round(float(last["gap_acc"]), 6)
     return summary
+
+
+def accounting(trials: Iterable[Any], epochs_budget: int) -> dict[str, Any]:
+    """Compute spent by a study, and what stopping trials early saved.
+
+    ``epochs_saved`` counts the epochs that pruned and early-stopped trials
+    did not run, compared with running every trial to the full budget.
+    """
+    totals = {"trials": 0, "epochs_run": 0, "wall_seconds": 0.0, "gpu_seconds": 0.0,
+              "pruned": 0, "early_stopped": 0, "epochs_saved": 0}
+    for t in trials:
+        attrs = t.user_attrs
+        if "epochs" not in attrs:
+            continue
+        totals["trials"] += 1
+        totals["epochs_run"] += int(attrs["epochs"])
+        totals["wall_seconds"] += float(attrs.get("wall_seconds", 0.0))
+        totals["gpu_seconds"] += float(attrs.get("gpu_seconds", 0.0))
+        stopped = t.state.name == "PRUNED" or attrs.get("early_stopped")
+        if t.state.name == "PRUNED":
+            totals["pruned"] += 1
+        elif attrs.get("early_stopped"):
+            totals["early_stopped"] += 1
+        if stopped:
+            totals["epochs_saved"] += max(epochs_budget - int(attrs["epochs"]), 0)
+    full = totals["epochs_run"] + totals["epochs_saved"]
+    totals["saved_fraction"] = totals["epochs_saved"] / full if full else 0.0
+    totals["wall_seconds"] = round(totals["wall_seconds"], 3)
+    totals["gpu_seconds"] = round(totals["gpu_seconds"], 3)
+    return totals

@@ -62,6 +62,7 @@ class Config:
     standardize: bool = True  # with the train split's mean and std
     augment_noise: float = 0.0  # std of Gaussian noise on standardized training inputs
     augment_shift: int = 0  # max circular shift in samples (signals and images only)
+    train_size: int = 0  # keep only this many training examples (0: all); small splits overfit
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **defaults: Any) -> Config:

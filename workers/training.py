@@ -11,6 +11,7 @@ quietly: it is a result to record, not a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any
     """Train ``build(config, data)`` as ``params`` say, reporting every epoch."""
     cfg = Config.from_params(params, **defaults)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = load(cfg.data, cfg.seed)
+    data = shrink(load(cfg.data, cfg.seed), cfg.train_size, cfg.seed)
     train, val = to_splits(data, cfg.standardize, device)
     batch_size = len(train.y) if cfg.batch_size == "full" else min(cfg.batch_size, len(train.y))
 
@@ -85,6 +86,14 @@ def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any
         if schedule is not None:
             schedule.step()
     return None
+
+
+def shrink(data: Dataset, size: int, seed: int) -> Dataset:
+    """The data set with a random ``size`` of its training examples (all when 0 or more)."""
+    if not size or size >= len(data.y_train):
+        return data
+    keep = np.random.default_rng(seed).permutation(len(data.y_train))[:size]
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
 
 
 def to_splits(data: Dataset, standardize: bool, device: torch.device) -> tuple[Split, Split]:

@@ -75,6 +75,9 @@ def _remote_trial(job: TrialJob, channel: Any) -> TrialOutcome:
     return outcome
 
 
+STREAM_DRAIN_SECONDS = 0.05
+
+
 class RayExecutor(Executor):
     """Trials as Ray tasks; starts a quiet local Ray on 127.0.0.1 unless given an address."""
 
@@ -113,8 +116,11 @@ class RayExecutor(Executor):
         # A task younger than FLUSH_SECONDS has pushed nothing yet (a short
         # trial's rows all come back in its outcome), so the channel is drained
         # only when an older task ended or is still streaming.
-        old = [r for r in self.refs if now - self.refs[r][1] >= FLUSH_SECONDS]
-        if any(r in ready for r in old) or (old and now - self.last_drain >= FLUSH_SECONDS):
+        old = [r for r, (job, t0) in self.refs.items() if job.flush_seconds == 0 or now - t0 >= FLUSH_SECONDS]
+        # Trials that stream every epoch (a pruner waits for them) are drained more often.
+        streaming = any(self.refs[r][0].flush_seconds == 0 for r in old)
+        interval = STREAM_DRAIN_SECONDS if streaming else FLUSH_SECONDS
+        if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
             self._drain()
         return [self._outcome(ref) for ref in ready]
 

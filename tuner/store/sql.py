@@ -13,7 +13,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +109,22 @@ class Store:
 
     # ------------------------------------------------------------------ epochs
 
-    def record_epochs(self, rows: Sequence[Mapping[str, Any]], metric: str | None = None) -> None:
-        """Write epoch rows, and ``metric`` as Optuna's intermediate value, in one transaction.
+    def record_epochs(
+        self, rows: Sequence[Mapping[str, Any]], value_of: str | Callable[[Mapping[str, Any]], float | None] | None = None
+    ) -> None:
+        """Write epoch rows, and each one's objective as Optuna's intermediate value, in one transaction.
 
-        Each row has ``trial_id`` and ``epoch``; rows already stored are skipped,
-        so recording the same epoch twice is harmless.
+        Each row has ``trial_id`` and ``epoch``; ``value_of`` is the metric's
+        name or a function of the row. Rows already stored are skipped, so
+        recording the same epoch twice is harmless.
         """
         if not rows:
             return
         records = [_epoch_record(row) for row in rows]
-        values = [_intermediate(row, metric) for row in rows] if metric else []
+        if isinstance(value_of, str):
+            metric = value_of
+            value_of = lambda row: row.get(metric)  # noqa: E731
+        values = [_intermediate(row, value_of(row)) for row in rows] if value_of else []
         values = [v for v in values if v is not None]
         with self.engine.begin() as conn:
             conn.execute(self._insert_ignore(EpochRecord.__table__, ["trial_id", "epoch"]), records)
@@ -254,8 +260,7 @@ def _epoch_record(row: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _intermediate(row: Mapping[str, Any], metric: str) -> dict[str, Any] | None:
-    value = row.get(metric)
+def _intermediate(row: Mapping[str, Any], value: float | None) -> dict[str, Any] | None:
     if value is None:
         return None
     stored, kind = _IV.intermediate_value_to_stored_repr(float(value))
