@@ -66,3 +66,21 @@ def overfits_after_three(params, report):
 
 def returns_only(params, report):
     return params["x"]
+
+
+def hangs(params, report):
+    """A trial that never ends (a deadlocked data loader, say)."""
+    report(1, val_loss=1.0)
+    while True:
+        time.sleep(0.1)
+
+
+def slow_with_pid(params, report):
+    """Writes its worker's pid where a test can kill it, then trains slowly."""
+    import os
+    from pathlib import Path
+
+    Path(params["pid_dir"], f"{os.getpid()}-{time.time_ns()}").write_text(str(os.getpid()))
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(params.get("sleep", 0.2))
+        report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch)

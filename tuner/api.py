@@ -18,9 +18,17 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import strategies, summary
 from tuner.errors import StorageError, TunerError
 from tuner.executors import make_executor
-from tuner.orchestrator import INTERRUPTED, Orchestrator, Progress
+from tuner.orchestrator import (
+    HEARTBEAT_GRACE,
+    HEARTBEAT_SECONDS,
+    INTERRUPTED,
+    NOT_COUNTED,
+    Orchestrator,
+    Progress,
+)
 from tuner.spec import CALLABLE_PREFIX, StudySpec, load_spec
 from tuner.store import Store
+from tuner.store.lock import study_lock
 
 SPEC_ATTR = "tuner.spec"
 
@@ -92,17 +100,18 @@ def launch(
     store = Store(storage)
     name = study or spec.name
     store.check_new(name)
-    runner = make_executor(executor, ray_address)
-    runner.start(spec.resources.model_dump(), spec.parallel)
-    try:
-        optuna_study = _create(store, name, spec)
-    except BaseException:
-        runner.close()
-        raise
-    result = Study(optuna_study, store)
-    if on_start is not None:
-        on_start(spec, result)
-    Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+    with study_lock(store.url, name):
+        runner = make_executor(executor, ray_address)
+        runner.start(spec.resources.model_dump(), spec.parallel)
+        try:
+            optuna_study = _create(store, name, spec)
+        except BaseException:
+            runner.close()
+            raise
+        result = Study(optuna_study, store)
+        if on_start is not None:
+            on_start(spec, result)
+        Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
     return result
 
 
@@ -133,11 +142,14 @@ def resume(
             "resume it from Python: tuner.resume(name, objective=that_function)."
         )
     optuna_study = store.load_study(name, sampler=strategies.make_sampler(spec))
-    _fail_stale(store, optuna_study)
-    runner = make_executor(executor, ray_address)
-    runner.start(spec.resources.model_dump(), spec.parallel)
-    workload = objective if objective is not None else spec.workload_target
-    Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+    with study_lock(store.url, name) as exclusive:
+        _fail_stale(store, optuna_study, every_running=exclusive)
+        if spec.strategy == "grid":
+            _requeue_grid(optuna_study, spec)
+        runner = make_executor(executor, ray_address)
+        runner.start(spec.resources.model_dump(), spec.parallel)
+        workload = objective if objective is not None else spec.workload_target
+        Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
     return Study(optuna_study, store)
 
 
@@ -197,9 +209,37 @@ def _create(store: Store, name: str, spec: StudySpec) -> optuna.Study:
     return study
 
 
-def _fail_stale(store: Store, study: optuna.Study) -> None:
-    """Trials RUNNING in a study no orchestrator runs are marked FAIL, not left forever."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+def _point(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+
+def _requeue_grid(study: optuna.Study, spec: StudySpec) -> None:
+    """Queue again every grid point that no trial covers (those whose trial was interrupted)."""
+    covered = set()
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            covered.add(_point(t.system_attrs.get("fixed_params", {})))
+        elif t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") not in NOT_COUNTED:
+            covered.add(_point(t.params))
+    for params in strategies.grid_points(spec):
+        if _point(params) not in covered:
+            study.enqueue_trial(params)
+
+
+def _fail_stale(store: Store, study: optuna.Study, every_running: bool) -> None:
+    """Mark FAIL the RUNNING trials no orchestrator runs any more, so none is left forever.
+
+    With the study's lock held (SQLite) every RUNNING trial is stale; otherwise
+    (PostgreSQL, where orchestrators may share a study) only those whose
+    heartbeat stopped more than HEARTBEAT_GRACE seconds ago.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not every_running:
+        store.storage.heartbeat_interval = HEARTBEAT_SECONDS
+        store.storage.grace_period = HEARTBEAT_GRACE
+        stale = set(store.storage._get_stale_trial_ids(study._study_id))
+        running = [t for t in running if t._trial_id in stale]
+    for trial in running:
         store.set_trial_attrs(
             trial._trial_id,
             {"fail_reason": "the orchestrator stopped while this trial ran", "fail_kind": INTERRUPTED},

@@ -27,9 +27,17 @@ from tuner.store import Store
 # broken: stop, rather than spend the whole budget finding that out.
 FAIL_FAST_TRIALS = 3
 POLL_SECONDS = 0.05
-# Failures recorded with this kind do not use up the budget: the trial never
-# got to finish through no fault of its configuration.
+# Failures of these kinds do not use up the budget: the trial never got to
+# finish through no fault of its configuration (and a retried one runs again).
 INTERRUPTED = "interrupted"
+RETRIED = "retried"
+NOT_COUNTED = (INTERRUPTED, RETRIED)
+# Running trials get an Optuna heartbeat this often; a RUNNING trial whose
+# heartbeat is older than HEARTBEAT_GRACE has no live orchestrator.
+HEARTBEAT_SECONDS = 5
+HEARTBEAT_GRACE = 30
+# A Ray trial past trial_timeout gets this long to stop itself before it is killed.
+KILL_AFTER_SECONDS = 2.0
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Progress:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    retried: int = 0  # failed through no fault of their params: not counted in `finished`
     running: int = 0
     best_value: float | None = None
     best_trial: int | None = None
@@ -96,6 +105,7 @@ class Orchestrator:
         self.stopped: set[int] = set()  # trial ids ended early; late rows are dropped
         self.progress = Progress(planned=strategies.planned_trials(spec))
         self.first_error: tuple[int, str] | None = None
+        self.last_heartbeat = 0.0
         self._count_existing()
 
     # ------------------------------------------------------------------ loop
@@ -112,6 +122,8 @@ class Orchestrator:
                     break
                 for outcome in self.executor.poll(POLL_SECONDS):
                     self._finish(outcome)
+                self._enforce_trial_timeout()
+                self._heartbeat()
                 self._report_progress()
                 self._fail_fast()
         except BaseException as exc:
@@ -135,7 +147,9 @@ class Orchestrator:
                 trial.number, trial._trial_id, params, self.spec.context(), self.workload,
                 flush_seconds=0.0 if self.judging else FLUSH_SECONDS,
                 watch=self.spec.diagnostics.model_dump() if self.spec.pruner.diagnostics else None,
+                timeout=self.spec.trial_timeout,
             ))
+            self.store.storage.record_heartbeat(trial._trial_id)
         self.progress.running = len(self.running)
 
     def _record_epochs(self, rows: list[dict[str, Any]]) -> set[int]:
@@ -157,6 +171,29 @@ class Orchestrator:
                 self._conclude(run, verdict.state, None, verdict.attrs)
                 stops.add(number)
         return stops
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self.last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self.last_heartbeat = now
+        for run in self.running.values():
+            self.store.storage.record_heartbeat(run.trial._trial_id)
+
+    def _enforce_trial_timeout(self) -> None:
+        """Kill trials that outlived trial_timeout (a hung worker cannot stop itself)."""
+        limit = self.spec.trial_timeout
+        if limit is None:
+            return
+        now = time.monotonic()
+        for number, run in list(self.running.items()):
+            if now - run.started > limit + KILL_AFTER_SECONDS:
+                self.executor.cancel([number])
+                self.running.pop(number)
+                self._conclude(run, TrialState.FAIL, None, {
+                    "fail_reason": f"trial_timeout: still running after {limit:g} s, so it was stopped",
+                    "fail_kind": "timeout",
+                })
 
     # ------------------------------------------------------------------ judging
 
@@ -211,11 +248,24 @@ class Orchestrator:
             self._conclude(run, TrialState.PRUNED, None, {
                 "prune_rule": "workload", "prune_reason": "the workload raised optuna.TrialPruned",
             }, outcome)
+        elif outcome.crashed:
+            self._conclude(run, TrialState.FAIL, None, self._retry(run, outcome.error or "worker died"), outcome)
         else:
             value, error = self._value(outcome, run.rows)
             state = TrialState.COMPLETE if error is None else TrialState.FAIL
-            self._conclude(run, state, value, {"fail_reason": error} if error else {}, outcome)
+            extra: dict[str, Any] = {"fail_reason": error} if error else {}
+            if outcome.timed_out:
+                extra["fail_kind"] = "timeout"
+            self._conclude(run, state, value, extra, outcome)
             self._check_pruner_has_values(outcome, run)
+
+    def _retry(self, run: _Running, reason: str) -> dict[str, Any]:
+        """Queue the same params again after a worker death, up to `retries` times."""
+        attempt = int(run.trial.user_attrs.get("attempt", 1))
+        if attempt > self.spec.retries:
+            return {"fail_reason": f"{reason} (attempt {attempt}, no retries left)", "fail_kind": "worker_died"}
+        self.study.enqueue_trial(run.params, user_attrs={"attempt": attempt + 1, "retry_of": run.trial.number})
+        return {"fail_reason": f"{reason}; retrying with the same params", "fail_kind": RETRIED}
 
     def _value(self, outcome: TrialOutcome, rows: list[dict[str, Any]]) -> tuple[float | None, str | None]:
         """The trial's objective value, or why it has none."""
@@ -260,7 +310,10 @@ class Orchestrator:
         if state == TrialState.COMPLETE and self.spec.objective.max_gap is not None:
             gap = summary.gap_at_best(run.rows, self.spec.objective, self.spec.direction)
             run.trial.set_constraint("gap", (gap if gap is not None else math.inf) - self.spec.objective.max_gap)
-        if state == TrialState.COMPLETE and value is not None and math.isfinite(value):
+        if extra.get("fail_kind") in NOT_COUNTED:
+            self.study.tell(run.trial.number, state=TrialState.FAIL)
+            self.progress.retried += 1
+        elif state == TrialState.COMPLETE and value is not None and math.isfinite(value):
             self.study.tell(run.trial.number, value)
             self.progress.complete += 1
         elif state == TrialState.PRUNED:
@@ -328,7 +381,7 @@ class Orchestrator:
                 self.progress.complete += 1
             elif trial.state == TrialState.PRUNED:
                 self.progress.pruned += 1
-            elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") != INTERRUPTED:
+            elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") not in NOT_COUNTED:
                 self.progress.failed += 1
         self._update_best()
 

@@ -8,13 +8,16 @@ the orchestrator through ``deliver`` while the trial runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +46,7 @@ class TrialJob:
     # Diagnostics thresholds: when set, the worker stops the trial itself the
     # epoch it diverges or its gradients explode or vanish (no round trip).
     watch: dict[str, Any] | None = None
+    timeout: float | None = None  # trial_timeout, enforced here where a signal can reach the workload
 
     @property
     def workload_params(self) -> dict[str, Any]:
@@ -60,6 +64,8 @@ class TrialOutcome:
     traceback: str | None = None
     pruned: bool = False
     stop: dict[str, Any] | None = None  # the diagnostics finding that stopped it
+    crashed: bool = False  # the worker process or its node died: worth a retry
+    timed_out: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)  # not yet delivered
     device: str = "cpu"
     node: str = ""
@@ -160,8 +166,12 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     report = Reporter(job, deliver)
     outcome = TrialOutcome(job.number, job.trial_id, node=node or socket.gethostname())
     try:
-        returned = resolve(job.workload)(dict(job.workload_params), report)
+        with _deadline(job.timeout):
+            returned = resolve(job.workload)(dict(job.workload_params), report)
         outcome.value = _returned_value(returned)
+    except TrialTimeout as exc:
+        outcome.error, outcome.timed_out = str(exc), True
+        _free_gpu_memory()
     except optuna.TrialPruned as exc:
         outcome.pruned = True
         finding = getattr(exc, "finding", None)
@@ -176,6 +186,29 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     outcome.device = report.device or detect_device()
     outcome.wall_seconds = time.perf_counter() - start
     return outcome
+
+
+class TrialTimeout(Exception):
+    """The trial ran past its trial_timeout."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise TrialTimeout in the workload after ``seconds`` (main thread only: signals)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TrialTimeout(f"trial_timeout: still running after {seconds:g} s, so it was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _returned_value(returned: Any) -> float | None:

@@ -229,6 +229,10 @@ class StudySpec(_Model):
     epochs: int = Field(default=10, gt=0)
     seed: int | None = None
     timeout: float | None = Field(default=None, gt=0)
+    # Seconds one trial may run before it is stopped and recorded FAIL (a hung trial).
+    trial_timeout: float | None = Field(default=None, gt=0)
+    # Re-runs (same params) of a trial whose worker process or node died.
+    retries: int = Field(default=1, ge=0)
     resources: Resources = Resources()
     fixed: dict[str, Scalar | None] = {}
     pruner: Pruner = Pruner()

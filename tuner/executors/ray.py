@@ -136,11 +136,22 @@ class RayExecutor(Executor):
         job, _ = self.refs.pop(ref)
         try:
             return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            # run_trial catches the workload's exceptions, so this one came from
+            # unpacking the job on the worker: usually a workload it cannot import.
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            return TrialOutcome(job.number, job.trial_id, error=(
+                f"the trial could not start on its Ray worker: {type(cause).__name__}: "
+                f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}. Fix: make the workload "
+                "importable on every node (launch from the directory that holds its module, or install it)."
+            ))
         except ray.exceptions.RayError as exc:
             # The worker process or its node died (killed, out of memory): the
             # workload never got to say why, so say what Ray saw.
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return TrialOutcome(job.number, job.trial_id, error=f"worker died: {type(exc).__name__}: {reason}")
+            return TrialOutcome(
+                job.number, job.trial_id, error=f"worker died: {type(exc).__name__}: {reason}", crashed=True
+            )
 
     def cancel(self, numbers: Iterable[int]) -> None:
         wanted = set(numbers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,7 +32,8 @@ class EpochRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(Integer, index=True)
     epoch: Mapped[int] = mapped_column(Integer)
-    iterations: Mapped[int | None] = mapped_column(Integer)
+    # SQLite's INTEGER holds 64 bits; PostgreSQL's holds 32, and a step count can pass 2**31.
+    iterations: Mapped[int | None] = mapped_column(BigInteger)
     train_loss: Mapped[float | None] = mapped_column(Float)
     val_loss: Mapped[float | None] = mapped_column(Float)
     train_acc: Mapped[float | None] = mapped_column(Float)
@@ -42,7 +43,8 @@ class EpochRecord(Base):
     gap_acc: Mapped[float | None] = mapped_column(Float)
     lr: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
-    device: Mapped[str | None] = mapped_column(String(64))
+    # No length: PostgreSQL enforces one (SQLite does not), and a workload names its own device.
+    device: Mapped[str | None] = mapped_column(String)
     # Every other float the workload reported (gradient summary, custom metrics).
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 

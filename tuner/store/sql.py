@@ -13,9 +13,11 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy as sa
@@ -29,6 +31,16 @@ DEFAULT_URL = "sqlite:///tuner.db"
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 _IV = optuna_models.TrialIntermediateValueModel
 _UA = optuna_models.TrialUserAttributeModel
+_OPEN_ATTEMPTS = 4
+# What to check, by a clue in the driver's reason; the last entry is the default.
+_OPEN_FIXES = (
+    ("password authentication failed", "check the user name and password; URL-encode special characters "
+     "in the password (@ as %40, : as %3A, / as %2F, % as %25)"),
+    ("does not exist", "check the user and database names; a new database must be created first "
+     "(createdb NAME)"),
+    ("", "check that the database server is running and reachable at that host and port, and the user, "
+     "password and database name"),
+)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -37,12 +49,21 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password masked, for every message a user sees."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        # Unparsable: mask whatever sits between the scheme and the host.
-        return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+    """The URL with its password masked, for every message a user sees.
+
+    The password runs from the user name's ``:`` to the *last* ``@``: a password
+    typed without URL-encoding may hold ``@``, ``:`` or ``/``, and a URL parser
+    then splits it in the wrong place and would show the rest as the host.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    if at and ":" in userinfo and "/" not in user:
+        rest = f"{user}:***@{host}"
+    # libpq also takes a password as a query parameter (?password=...).
+    return head + sep + re.sub(r"(?i)(\bpassword=)[^&]*", r"\1***", rest)
 
 
 class Store:
@@ -53,25 +74,34 @@ class Store:
         self.safe_url = safe_url(self.url)
         parsed = _parse(self.url)
         self.backend = parsed.get_backend_name()
-        try:
-            self.storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
-        except Exception as exc:
-            raise StorageError(self._unreachable(exc)) from None
+        self.storage = self._open(parsed)
         self.engine: Engine = self.storage.engine
-        if self.backend == "sqlite":
-            _tune_sqlite(self.engine)
-        Base.metadata.create_all(self.engine)
+
+    def _open(self, parsed: URL) -> optuna.storages.RDBStorage:
+        """Optuna's storage on a new engine, with tuner's tables created next to Optuna's."""
+        attempt = 1
+        while True:
+            try:
+                storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
+                if self.backend == "sqlite":
+                    _tune_sqlite(storage.engine)
+                Base.metadata.create_all(storage.engine)
+                return storage
+            except Exception as exc:
+                # Two processes opening a new database at once race to create the
+                # same tables (create_all checks, then creates): the loser finds
+                # them made, and its next attempt succeeds.
+                if attempt == _OPEN_ATTEMPTS or not _lost_schema_race(exc):
+                    raise StorageError(self._unreachable(exc)) from None
+                time.sleep(0.05 * attempt)
+                attempt += 1
 
     def _unreachable(self, exc: BaseException) -> str:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        password = make_url(self.url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-        return (
-            f"storage {self.safe_url} cannot be opened: {reason}. Fix: check that the database "
-            "server is running and reachable, and the user, password and database name "
-            "(--storage or TUNER_STORAGE)."
-        )
+        """Why the store cannot be opened, with the password scrubbed from the driver's words."""
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, self.url)
+        fix = next((fix for clue, fix in _OPEN_FIXES if clue in reason), _OPEN_FIXES[-1][1])
+        return f"storage {self.safe_url} cannot be opened: {reason}. Fix: {fix} (--storage or TUNER_STORAGE)."
 
     # ------------------------------------------------------------------ studies
 
@@ -188,6 +218,13 @@ def _parse(url: str) -> URL:
             "postgresql+psycopg://user:password@host:5432/dbname (URL-encode special characters "
             "in the password)."
         ) from None
+    if "@" in (parsed.host or ""):
+        # "user:p@ss@host" parses as password "p" on host "ss@host".
+        raise StorageError(
+            f"storage URL {safe_url(url)!r} (from --storage or TUNER_STORAGE) is malformed: its host holds "
+            "an '@'. Fix: URL-encode special characters in the password (@ as %40, : as %3A, / as %2F, "
+            "% as %25)."
+        )
     backend = parsed.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
         raise StorageError(
@@ -209,6 +246,27 @@ def _parse(url: str) -> URL:
                 "Fix: create it or point to another path."
             )
     return parsed
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.IntegrityError):  # two creators inserted the same version row
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and "already exists" in str(exc.orig)
+
+
+def _without_password(text: str, url: str) -> str:
+    """``text`` with the URL's password masked in every spelling a driver may echo."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        password = str(password)
+        # Raw, URL-encoded, and quoted as in a libpq conninfo string (password='...').
+        libpq = password.replace("\\", "\\\\").replace("'", "\\'")
+        for spelling in sorted({password, quote(password, safe=""), quote_plus(password), libpq}, key=len, reverse=True):
+            text = text.replace(spelling, "***")
+    return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text)
 
 
 def _engine_kwargs(url: URL) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""One orchestrator per study on SQLite.
+
+SQLite has no row locks to share a study's work safely, so a second
+orchestrator on the same study is refused instead. The lock is an advisory
+``flock`` on a file next to the database: the OS releases it when the process
+dies, even by kill -9, so a resumed study never waits for a dead owner, and
+holding it proves that no other orchestrator is running the study's trials.
+On PostgreSQL several orchestrators may share a study; heartbeats tell live
+trials from stale ones there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from tuner.errors import TunerError
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study: str) -> Iterator[bool]:
+    """Hold the study's lock while the block runs; yields True when one was taken (SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        yield False
+        return
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study)
+    path = Path(f"{Path(parsed.database).expanduser().resolve()}.{safe}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise TunerError(
+                f"study {study!r} is being run by another tuner process (pid {owner}) on this SQLite "
+                "file. SQLite allows one orchestrator per study. Fix: wait for it to finish (or stop "
+                "it and run `tuner resume`), or use a PostgreSQL store to share a study between "
+                "several orchestrators."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield True
+    finally:
+        os.close(fd)  # closing releases the flock
