@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from _common import add_common_args, chosen_sides, print_table, run_side, temp_workdir, write_json
+from _common import PeakRss, add_common_args, chosen_sides, print_table, run_side, temp_workdir, timed, write_json
 
 import peers
 
@@ -26,15 +26,68 @@ SIDES = ("optuna", "tuner")
 COLUMNS = ("values_per_s", "values_committed", "values_recorded", "locked_errors", "wall_s", "peak_rss_mib")
 
 
-# === TUNER SIDE: filled in once tuner's store exists ===========================
-def run_tuner(n_values: int, workdir: Path, threads: int = 1) -> dict[str, Any]:
-    """Write the same values through tuner's worker-to-store path; return the keys in ``COLUMNS``.
+# === TUNER SIDE ================================================================
+BATCH = 100  # rows per transaction: what the orchestrator writes when trials stream fast
 
-    Expected: ``threads`` writers each recording ``n_values`` epochs of its own
-    trial into a fresh ``sqlite:///{workdir}/tuner.db``; ``values_recorded``
-    counted by reading the database back once every writer has flushed.
+
+def run_tuner(n_values: int, workdir: Path, threads: int = 1) -> dict[str, Any]:
+    """Write the same values through tuner's store path: batched epoch rows plus Optuna's intermediate values.
+
+    Each writer is one trial's stream arriving at the store: ``n_values`` epoch
+    rows (train/val loss and accuracy, gap, lr, seconds, device, a gradient
+    summary), written ``BATCH`` rows per transaction, each row also becoming
+    the trial's Optuna intermediate value. Writers run in threads, each with its
+    own Store (engine and connections) on the one SQLite file.
     """
-    raise NotImplementedError("tuner side is added once tuner.launch exists")
+    import threading
+
+    import optuna
+    import sqlalchemy as sa
+
+    from tuner.store import Store
+
+    url = f"sqlite:///{Path(workdir).resolve() / 'tuner.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = Store(url)
+    study = store.create_study("store", "minimize")
+    trial_ids = [study.ask()._trial_id for _ in range(threads)]
+    errors: list[str] = []
+
+    def write(trial_id: int) -> None:
+        own = Store(url)
+        rows = [
+            {"trial_id": trial_id, "epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "train_acc": 0.9,
+             "val_acc": 0.8, "gap_loss": 0.2 / e, "gap_acc": 0.1, "lr": 1e-3, "iterations": 50 * e,
+             "seconds": 0.01, "device": "cpu", "grad_norm": 1.0, "grad_ratio": 0.5}
+            for e in range(1, n_values + 1)
+        ]
+        try:
+            for i in range(0, n_values, BATCH):
+                own.record_epochs(rows[i:i + BATCH], "val_loss")
+        except sa.exc.OperationalError as exc:
+            errors.append(str(exc.orig))
+        finally:
+            own.close()
+
+    workers = [threading.Thread(target=write, args=(tid,)) for tid in trial_ids]
+    with PeakRss() as rss, timed() as run:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("select count(*) from tuner_epochs")).scalar()
+        values = conn.execute(sa.text("select count(*) from trial_intermediate_values")).scalar()
+    store.close()
+    return {
+        "writers": threads,
+        "values_per_s": round(threads * n_values / run["s"], 1),
+        "values_committed": threads * n_values if not errors else None,
+        "values_recorded": min(rows, values),
+        "locked_errors": sum("locked" in e for e in errors),
+        "wall_s": round(run["s"], 3),
+        "peak_rss_mib": rss.peak_mib,
+    }
 # ==============================================================================
 
 

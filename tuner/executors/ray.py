@@ -181,6 +181,8 @@ def _connect(address: str | None) -> bool:
         "log_to_driver": False,
         "logging_level": logging.ERROR,
     }
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -196,6 +198,21 @@ def _connect(address: str | None) -> bool:
             "is up (`ray status`), or use --executor inline."
         ) from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a dead address; ray.init would retry for minutes."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise TunerError(
+            f"cannot start or reach the Ray cluster at {address!r}: {exc}. Fix: check --ray-address / "
+            "RAY_ADDRESS (the head's GCS address, e.g. 127.0.0.1:6379) and that the cluster is up "
+            "(`ray status`), or leave it out to start a local Ray."
+        ) from None
 
 
 def _check_resources(options: dict[str, float], address: str | None) -> None:

@@ -5,6 +5,7 @@ which caps it at a few hundred values per second on SQLite; here a batch of
 epoch rows (and their Optuna intermediate values) goes in one transaction.
 Only the orchestrator writes, so concurrent trials never contend for SQLite's
 lock; WAL mode lets readers (the dashboard, ``tuner show``) read meanwhile.
+The same code runs on PostgreSQL; tests/test_store.py holds both to one contract.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ _UA = optuna_models.TrialUserAttributeModel
 _OPEN_ATTEMPTS = 4
 # What to check, by a clue in the driver's reason; the last entry is the default.
 _OPEN_FIXES = (
-    ("password authentication failed", "check the user name and password; URL-encode special characters "
-     "in the password (@ as %40, : as %3A, / as %2F, % as %25)"),
-    ("does not exist", "check the user and database names; a new database must be created first "
-     "(createdb NAME)"),
+    ("password authentication failed", "check the user name and password in --storage or TUNER_STORAGE, and "
+     "URL-encode special characters in the password (@ as %40, : as %3A, / as %2F, % as %25)"),
+    ("does not exist", "check the user and database names in --storage or TUNER_STORAGE; create a new "
+     "database first (createdb NAME)"),
     ("", "check that the database server is running and reachable at that host and port, and the user, "
-     "password and database name"),
+     "password and database name in --storage or TUNER_STORAGE"),
 )
 
 
@@ -56,12 +57,13 @@ def safe_url(url: str) -> str:
     then splits it in the wrong place and would show the rest as the host.
     """
     head, sep, rest = url.partition("://")
+    if head.startswith("sqlite"):
+        return url  # a file path, which may hold ":" and "@"; never a password
     if not sep:
         head, rest = "", url
     userinfo, at, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    if at and ":" in userinfo and "/" not in user:
-        rest = f"{user}:***@{host}"
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
     # libpq also takes a password as a query parameter (?password=...).
     return head + sep + re.sub(r"(?i)(\bpassword=)[^&]*", r"\1***", rest)
 
@@ -92,16 +94,9 @@ class Store:
                 # same tables (create_all checks, then creates): the loser finds
                 # them made, and its next attempt succeeds.
                 if attempt == _OPEN_ATTEMPTS or not _lost_schema_race(exc):
-                    raise StorageError(self._unreachable(exc)) from None
+                    raise StorageError(_unreachable(self.url, exc)) from None
                 time.sleep(0.05 * attempt)
                 attempt += 1
-
-    def _unreachable(self, exc: BaseException) -> str:
-        """Why the store cannot be opened, with the password scrubbed from the driver's words."""
-        text = str(getattr(exc, "orig", None) or exc).strip()
-        reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, self.url)
-        fix = next((fix for clue, fix in _OPEN_FIXES if clue in reason), _OPEN_FIXES[-1][1])
-        return f"storage {self.safe_url} cannot be opened: {reason}. Fix: {fix} (--storage or TUNER_STORAGE)."
 
     # ------------------------------------------------------------------ studies
 
@@ -246,6 +241,14 @@ def _parse(url: str) -> URL:
                 "Fix: create it or point to another path."
             )
     return parsed
+
+
+def _unreachable(url: str, exc: BaseException) -> str:
+    """Why the store at ``url`` cannot be opened, what to check, and no password."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, url)
+    fix = next(fix for clue, fix in _OPEN_FIXES if clue in reason)
+    return f"storage {safe_url(url)} cannot be opened: {reason}. Fix: {fix}."
 
 
 def _lost_schema_race(exc: BaseException) -> bool:
