@@ -101,3 +101,14 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     assert "cannot start or reach the Ray cluster at '127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not optuna.get_all_study_names(f"sqlite:///{tmp_path / 't.db'}")
+
+
+def test_asking_for_gpus_on_a_cluster_without_any_is_refused_before_any_trial(ray_local, storage):
+    import tuner
+    from tuner.errors import TunerError
+
+    with pytest.raises(TunerError, match=r"resources.gpu: each trial asks for 0.25 GPU, but this machine's Ray "
+                                         r"instance has 0. Fix: set resources.gpu to at most 0 \(0 runs on the CPU\)"):
+        tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=__import__("tests.workloads").workloads.quadratic,
+                     resources={"gpu": 0.25}, storage=storage, study="gpu")
+    assert not optuna.get_all_study_names(storage)

@@ -7,6 +7,8 @@ one place, :meth:`Orchestrator._conclude`.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from tuner import diagnosis, strategies, summary
@@ -22,6 +25,7 @@ from tuner.executors import Executor
 from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome
 from tuner.spec import StudySpec
 from tuner.store import Store
+from tuner.store.lock import study_mutex
 
 # When this many trials have ended and every one failed, the workload is
 # broken: stop, rather than spend the whole budget finding that out.
@@ -38,6 +42,11 @@ HEARTBEAT_SECONDS = 5
 HEARTBEAT_GRACE = 30
 # A Ray trial past trial_timeout gets this long to stop itself before it is killed.
 KILL_AFTER_SECONDS = 2.0
+# How long the study waits out a database outage (a PostgreSQL restart) before giving up.
+DB_OUTAGE_SECONDS = 300
+DB_RETRY_SECONDS = 1.0
+
+log = logging.getLogger("tuner")
 
 
 @dataclass
@@ -138,10 +147,11 @@ class Orchestrator:
 
     def _launch_more(self) -> None:
         slots = min(self.spec.parallel, self.executor.capacity) - len(self.running)
-        remaining = self.progress.planned - self.progress.finished - len(self.running)
-        for _ in range(min(slots, remaining)):
-            trial = self.study.ask()
-            params = strategies.suggest(trial, self.spec)
+        for _ in range(max(slots, 0)):
+            asked = self._db(self._ask_next)
+            if asked is None:
+                return
+            trial, params = asked
             self.running[trial.number] = _Running(trial, params)
             self.executor.submit(TrialJob(
                 trial.number, trial._trial_id, params, self.spec.context(), self.workload,
@@ -149,13 +159,13 @@ class Orchestrator:
                 watch=self.spec.diagnostics.model_dump() if self.spec.pruner.diagnostics else None,
                 timeout=self.spec.trial_timeout,
             ))
-            self.store.storage.record_heartbeat(trial._trial_id)
+            self._db(self.store.storage.record_heartbeat, trial._trial_id)
         self.progress.running = len(self.running)
 
     def _record_epochs(self, rows: list[dict[str, Any]]) -> set[int]:
         """The executors' sink: store rows as they arrive; answer which trials must stop."""
         rows = [r for r in rows if r["trial_id"] not in self.stopped]
-        self.store.record_epochs(rows, self._score)
+        self._db(self.store.record_epochs, rows, self._score)
         by_id = {r.trial._trial_id: r for r in self.running.values()}
         touched = {}
         for row in rows:
@@ -172,13 +182,54 @@ class Orchestrator:
                 stops.add(number)
         return stops
 
+    def _ask_next(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """The next trial and its params, or None when the budget is used up.
+
+        Counting and asking happen under the study's mutex, so orchestrators
+        sharing a study (PostgreSQL) never start more trials than the budget.
+        """
+        with study_mutex(self.store.engine, self.study._study_id):
+            if self._db(self._remaining) <= 0:
+                return None
+            trial = self._db(self.study.ask)
+            return trial, self._db(strategies.suggest, trial, self.spec)
+
+    def _remaining(self) -> int:
+        """Trials still to start: the budget less what every orchestrator finished or runs."""
+        used = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+                used += 1
+            elif t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") not in NOT_COUNTED:
+                used += 1
+        return self.progress.planned - used
+
+    def _db(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a store call, waiting out an outage of the database instead of failing the study.
+
+        While the database is away, workers keep training and their epochs wait
+        in the executor's channel; they are written once it is back.
+        """
+        for attempt in itertools.count():
+            try:
+                return call(*args, **kwargs)
+            except sa.exc.OperationalError as exc:  # connection refused or dropped, server restarting
+                if attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
+                    raise
+                if attempt == 0:
+                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                    log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
+                                self.store.safe_url, reason, DB_OUTAGE_SECONDS)
+                time.sleep(DB_RETRY_SECONDS)
+        raise AssertionError("unreachable")
+
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if now - self.last_heartbeat < HEARTBEAT_SECONDS:
             return
         self.last_heartbeat = now
         for run in self.running.values():
-            self.store.storage.record_heartbeat(run.trial._trial_id)
+            self._db(self.store.storage.record_heartbeat, run.trial._trial_id)
 
     def _enforce_trial_timeout(self) -> None:
         """Kill trials that outlived trial_timeout (a hung worker cannot stop itself)."""
@@ -216,7 +267,7 @@ class Orchestrator:
                 })
         if self.spec.pruner.type == "none":
             return None
-        frozen = self.study._storage.get_trial(run.trial._trial_id)
+        frozen = self._db(self.study._storage.get_trial, run.trial._trial_id)
         if not self.pruner.prune(self.study, frozen):
             return None
         value = frozen.intermediate_values.get(frozen.last_step) if frozen.last_step is not None else None
@@ -235,7 +286,7 @@ class Orchestrator:
         if run is None:  # ended already (stopped early, or aborted)
             return
         run.rows.extend(outcome.rows)
-        self.store.record_epochs(outcome.rows, self._score)
+        self._db(self.store.record_epochs, outcome.rows, self._score)
         if outcome.stop is not None:
             finding = outcome.stop
             self._conclude(run, TrialState.PRUNED, None, {
@@ -264,7 +315,7 @@ class Orchestrator:
         attempt = int(run.trial.user_attrs.get("attempt", 1))
         if attempt > self.spec.retries:
             return {"fail_reason": f"{reason} (attempt {attempt}, no retries left)", "fail_kind": "worker_died"}
-        self.study.enqueue_trial(run.params, user_attrs={"attempt": attempt + 1, "retry_of": run.trial.number})
+        self._db(self.study.enqueue_trial, run.params, user_attrs={"attempt": attempt + 1, "retry_of": run.trial.number})
         return {"fail_reason": f"{reason}; retrying with the same params", "fail_kind": RETRIED}
 
     def _value(self, outcome: TrialOutcome, rows: list[dict[str, Any]]) -> tuple[float | None, str | None]:
@@ -306,21 +357,21 @@ class Orchestrator:
         }
         if outcome is not None and outcome.node:
             attrs["node"] = outcome.node
-        self.store.set_trial_attrs(trial_id, attrs)
+        self._db(self.store.set_trial_attrs, trial_id, attrs)
         if state == TrialState.COMPLETE and self.spec.objective.max_gap is not None:
             gap = summary.gap_at_best(run.rows, self.spec.objective, self.spec.direction)
             run.trial.set_constraint("gap", (gap if gap is not None else math.inf) - self.spec.objective.max_gap)
         if extra.get("fail_kind") in NOT_COUNTED:
-            self.study.tell(run.trial.number, state=TrialState.FAIL)
+            self._db(self.study.tell, run.trial.number, state=TrialState.FAIL, skip_if_finished=True)
             self.progress.retried += 1
         elif state == TrialState.COMPLETE and value is not None and math.isfinite(value):
-            self.study.tell(run.trial.number, value)
+            self._db(self.study.tell, run.trial.number, value, skip_if_finished=True)
             self.progress.complete += 1
         elif state == TrialState.PRUNED:
-            self.study.tell(run.trial.number, state=TrialState.PRUNED)
+            self._db(self.study.tell, run.trial.number, state=TrialState.PRUNED, skip_if_finished=True)
             self.progress.pruned += 1
         else:
-            self.study.tell(run.trial.number, state=TrialState.FAIL)
+            self._db(self.study.tell, run.trial.number, state=TrialState.FAIL, skip_if_finished=True)
             self.progress.failed += 1
             self.first_error = self.first_error or (run.trial.number, extra.get("fail_reason", "no value"))
         self._update_best()
@@ -366,8 +417,8 @@ class Orchestrator:
         for number, run in list(self.running.items()):
             attrs = summary.trial_summary(run.rows, self.spec.objective, self.spec.direction)
             attrs.update(fail_reason=reason, fail_kind=INTERRUPTED)
-            self.store.set_trial_attrs(run.trial._trial_id, attrs)
-            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            self._db(self.store.set_trial_attrs, run.trial._trial_id, attrs)
+            self._db(self.study.tell, number, state=TrialState.FAIL, skip_if_finished=True)
             self.progress.failed += 1
         self.running.clear()
         self.progress.running = 0

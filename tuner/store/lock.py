@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
 
 from tuner.errors import TunerError
 
@@ -49,3 +50,28 @@ def study_lock(url: str, study: str) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing releases the flock
+
+
+@contextlib.contextmanager
+def study_mutex(engine: Engine, study_id: int) -> Iterator[None]:
+    """Serialize count-then-ask between orchestrators sharing a study on PostgreSQL.
+
+    A session-level advisory lock keyed by the study: held only around
+    counting the budget and asking for the next trial. SQLite needs none (one
+    orchestrator per study, see :func:`study_lock`).
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    key = _ADVISORY_NAMESPACE + study_id
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+# Keeps tuner's advisory-lock keys apart from any other user of the database.
+_ADVISORY_NAMESPACE = 0x7475_6E65 << 24
