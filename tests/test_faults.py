@@ -54,7 +54,7 @@ def test_killed_workers_are_retried_and_no_complete_trial_is_lost(ray_local, sto
 
     def kill_some(progress):
         # Kill the worker of each of the first three trials that start (kill -9).
-        for f in sorted(pid_dir.iterdir()):
+        for f in sorted(pid_dir.glob("[!.]*")):  # dot-files are still being written
             pid = int(f.read_text())
             if len(killed) < 3 and pid not in killed:
                 try:

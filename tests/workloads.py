@@ -80,7 +80,10 @@ def slow_with_pid(params, report):
     import os
     from pathlib import Path
 
-    Path(params["pid_dir"], f"{os.getpid()}-{time.time_ns()}").write_text(str(os.getpid()))
+    # Written whole, then renamed: the test never reads a half-written file.
+    tmp = Path(params["pid_dir"], f".{os.getpid()}-{time.time_ns()}")
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(tmp.with_name(tmp.name[1:]))
     for epoch in range(1, params["epochs"] + 1):
         time.sleep(params.get("sleep", 0.2))
         report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch)

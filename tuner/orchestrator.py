@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,8 @@ DB_OUTAGE_SECONDS = 300
 DB_RETRY_SECONDS = 1.0
 
 log = logging.getLogger("tuner")
+# Which orchestrator concluded a trial, when several share a study.
+ORCHESTRATOR_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -217,7 +221,7 @@ class Orchestrator:
                 if attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
                     raise
                 if attempt == 0:
-                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                    reason = self.store.redact(str(exc.orig or exc).strip().splitlines()[0])
                     log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
                                 self.store.safe_url, reason, DB_OUTAGE_SECONDS)
                 time.sleep(DB_RETRY_SECONDS)
@@ -357,6 +361,7 @@ class Orchestrator:
         }
         if outcome is not None and outcome.node:
             attrs["node"] = outcome.node
+        attrs["orchestrator"] = ORCHESTRATOR_ID
         self._db(self.store.set_trial_attrs, trial_id, attrs)
         if state == TrialState.COMPLETE and self.spec.objective.max_gap is not None:
             gap = summary.gap_at_best(run.rows, self.spec.objective, self.spec.direction)

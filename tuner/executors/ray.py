@@ -189,7 +189,9 @@ def _connect(address: str | None) -> bool:
         else:
             # Token authentication stays on (Ray's default): Ray's ports listen
             # on every interface even when the node address is loopback.
-            ray.init(_node_ip_address="127.0.0.1", **quiet)
+            # address="local": a new instance of our own, never one that a
+            # `ray start` on this machine left recorded in /tmp/ray.
+            ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise TunerError(

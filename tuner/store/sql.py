@@ -197,6 +197,10 @@ class Store:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table).on_conflict_do_nothing(index_elements=keys)
 
+    def redact(self, text: str) -> str:
+        """``text`` (a driver's message, say) with this store's password masked in every spelling."""
+        return _without_password(text, self.url)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -267,7 +271,8 @@ def _without_password(text: str, url: str) -> str:
         password = str(password)
         # Raw, URL-encoded, and quoted as in a libpq conninfo string (password='...').
         libpq = password.replace("\\", "\\\\").replace("'", "\\'")
-        for spelling in sorted({password, quote(password, safe=""), quote_plus(password), libpq}, key=len, reverse=True):
+        spellings = {password, quote(password, safe=""), quote_plus(password), libpq}
+        for spelling in sorted(spellings, key=len, reverse=True):  # longest first: one may hold another
             text = text.replace(spelling, "***")
     return re.sub(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text)
 

@@ -1,0 +1,85 @@
+"""Fault injection on PostgreSQL: orchestrators sharing a study, and the server restarted mid-study."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parent.parent
+
+GRID = (
+    "name: shared\nworkload: tests.workloads:slow\nstrategy: grid\nparallel: 1\nepochs: 3\npruner: none\n"
+    "fixed: {sleep: 0.15}\nparams:\n  x: {type: float, low: 0, high: 1, values: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}\n"
+    "  k: {type: categorical, choices: [a, b]}\n"
+)
+
+
+def tuner(cwd: Path, storage: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_STORAGE": storage}
+    return subprocess.Popen([sys.executable, "-m", "tuner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(storage: str, study: str, complete: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study, storage=storage).trials
+            if sum(t.state == TrialState.COMPLETE for t in trials) >= complete:
+                return
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {complete} COMPLETE trials after {timeout} s")
+
+
+def test_two_orchestrators_share_a_grid_study_without_duplicates(postgres_url, tmp_path):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(GRID)
+    first = tuner(tmp_path, postgres_url, "launch", str(spec), "--executor", "inline", "--quiet")
+    wait_for(postgres_url, "shared", 1)
+    second = tuner(tmp_path, postgres_url, "resume", "shared", "--executor", "inline", "--quiet")
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    points = collections.Counter((t.params["x"], t.params["k"]) for t in complete)
+    by = collections.Counter(t.user_attrs["orchestrator"] for t in complete)
+    print(f"\ntwo orchestrators on one PostgreSQL study: {len(complete)} COMPLETE of 12 grid points, "
+          f"split {sorted(by.values())}, duplicates {sum(c - 1 for c in points.values())}, total trials {len(trials)}")
+    assert len(trials) == 12 and len(complete) == 12
+    assert set(points.values()) == {1}
+    assert len(by) == 2
+
+
+def test_a_postgres_restart_mid_study_loses_nothing_and_leaves_nothing_running(postgres_server, postgres_url, tmp_path):
+    spec = tmp_path / "long.yaml"
+    spec.write_text(
+        "name: long\nworkload: tests.workloads:slow\nstrategy: random\ntrials: 6\nparallel: 1\nepochs: 5\n"
+        "pruner: none\nseed: 0\nfixed: {sleep: 0.2}\nparams:\n  x: {type: float, low: 0, high: 1}\n"
+    )
+    proc = tuner(tmp_path, postgres_url, "launch", str(spec), "--executor", "inline", "--quiet")
+    wait_for(postgres_url, "long", 2)
+    postgres_server.restart(down_seconds=3)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = optuna.load_study(study_name="long", storage=postgres_url).trials
+    states = collections.Counter(t.state.name for t in trials)
+    import tuner as api
+
+    epochs = api.load("long", storage=postgres_url).epochs()
+    print(f"\nPostgreSQL restarted mid-study: {states['COMPLETE']} COMPLETE of 6, RUNNING left {states['RUNNING']}, "
+          f"epochs recorded {len(epochs)} of 30")
+    assert states == {"COMPLETE": 6}
+    assert len(epochs) == 30
+    assert "is unreachable" in err and "retrying" in err
+    assert "Traceback" not in err
+    assert postgres_server.password not in err
