@@ -152,6 +152,13 @@ class Store:
         values = [_intermediate(row, value_of(row)) for row in rows] if value_of else []
         values = [v for v in values if v is not None]
         with self.engine.begin() as conn:
+            if self.backend == "sqlite":
+                # Plain executemany on SQLite's driver: SQLAlchemy's per-row parameter
+                # processing would cost more than the insert itself.
+                conn.exec_driver_sql(_SQLITE_EPOCHS, [_epoch_tuple(r) for r in records])
+                if values:
+                    conn.exec_driver_sql(_SQLITE_VALUES, [_value_tuple(v) for v in values])
+                return
             conn.execute(self._insert_ignore(EpochRecord.__table__, ["trial_id", "epoch"]), records)
             if values:
                 conn.execute(self._insert_ignore(_IV.__table__, ["trial_id", "step"]), values)
@@ -324,6 +331,27 @@ def _epoch_record(row: Mapping[str, Any]) -> dict[str, Any]:
     # JSON has no NaN: a non-finite extra is stored as its name ("nan", "inf").
     record["extra"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in extra.items()} or None
     return record
+
+
+_EPOCH_COLUMNS = ("trial_id", "epoch", *COLUMNS, "extra")
+_SQLITE_EPOCHS = (
+    f"INSERT OR IGNORE INTO {EpochRecord.__tablename__} ({', '.join(_EPOCH_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EPOCH_COLUMNS)})"
+)
+_SQLITE_VALUES = (
+    f"INSERT OR IGNORE INTO {_IV.__tablename__} (trial_id, step, intermediate_value, intermediate_value_type) "
+    "VALUES (?, ?, ?, ?)"
+)
+
+
+def _epoch_tuple(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    extra = record["extra"]
+    return (*(record[c] for c in _EPOCH_COLUMNS[:-1]), None if extra is None else json.dumps(extra))
+
+
+def _value_tuple(value: Mapping[str, Any]) -> tuple[Any, ...]:
+    # SQLAlchemy's Enum stores the member's name on SQLite.
+    return (value["trial_id"], value["step"], value["intermediate_value"], value["intermediate_value_type"].name)
 
 
 def _intermediate(row: Mapping[str, Any], value: float | None) -> dict[str, Any] | None:
