@@ -235,9 +235,14 @@ def _fail_stale(store: Store, study: optuna.Study, every_running: bool) -> None:
     """
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not every_running:
+        # Optuna reads these two to judge staleness; left set, they would make
+        # every later ask() warn that heartbeats belong to Study.optimize.
         store.storage.heartbeat_interval = HEARTBEAT_SECONDS
         store.storage.grace_period = HEARTBEAT_GRACE
-        stale = set(store.storage._get_stale_trial_ids(study._study_id))
+        try:
+            stale = set(store.storage._get_stale_trial_ids(study._study_id))
+        finally:
+            store.storage.heartbeat_interval = store.storage.grace_period = None
         running = [t for t in running if t._trial_id in stale]
     for trial in running:
         store.set_trial_attrs(
