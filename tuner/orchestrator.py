@@ -411,8 +411,7 @@ class Orchestrator:
             self.progress.best_value, self.progress.best_trial = best.value, best.number
             return
         current = self.progress.best_value
-        better = value < current if self.spec.direction == "minimize" else value > current
-        if current is None or better:
+        if current is None or (value < current if self.spec.direction == "minimize" else value > current):
             self.progress.best_value, self.progress.best_trial = value, number
 
     def _fail_fast(self) -> None:
