@@ -34,3 +34,9 @@ def test_store_benchmark_runs_tuner_and_optuna(tmp_path):
         else payload["results"]
     assert {row["side"].split()[0] for row in rows} >= {"optuna", "tuner"}
     assert all(row["values_recorded"] > 0 and row["locked_errors"] == 0 for row in rows)
+
+
+def test_scale_benchmark_runs_tuner_and_optuna(tmp_path):
+    payload = run("scale.py", tmp_path)
+    text = json.dumps(payload)
+    assert "tuner" in text and "optuna" in text

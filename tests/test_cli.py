@@ -86,7 +86,7 @@ def test_show_of_a_missing_study_lists_the_existing_ones(launched):
 
 
 def test_every_command_has_help(tmp_path):
-    for command in ("launch", "resume", "studies", "show", "best", "epochs"):
+    for command in ("launch", "resume", "studies", "show", "best", "epochs", "report", "compare", "dashboard"):
         result = tuner(command, "--help", cwd=tmp_path)
         assert result.returncode == 0 and "usage: tuner " + command in result.stdout
 

@@ -68,7 +68,7 @@ def test_cli_launch_and_studies_never_show_the_password(postgres_server, postgre
     assert launched.returncode == 0, launched.stderr
     assert listed.returncode == 0, listed.stderr
     assert f"store {masked(postgres_server, database)}" in launched.stderr  # the progress header
-    assert f"optuna-dashboard {masked(postgres_server, database)}" in launched.stdout
+    assert f"tuner dashboard --storage '{masked(postgres_server, database)}'" in launched.stdout
     assert masked(postgres_server, database) in "".join(listed.stdout.split())  # the table's title, wrapped
     assert "tiny" in listed.stdout
     for output in (launched.stdout, launched.stderr, listed.stdout, listed.stderr):

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -99,15 +99,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     study = tuner.load(args.study, args.storage)
     if args.trial is not None:
         return _show_epochs(study, args.trial)
+    from tuner.report import collect_curves, sparkline
+
     direction = study.optuna.direction.name.lower()
     trials = sorted(study.trials, key=lambda t: _rank(t, direction))
-    table = Table("#", "state", "value", "best ep", "gap", "diagnosis", "epochs", "seconds", "device", "params",
-                  "stopped because", title=f"{study.name} ({len(trials)} trials, best first)")
+    curves = collect_curves(study.epochs())
+    table = Table("#", "state", "value", "best ep", "gap", Column("val_loss curve", no_wrap=True), "diagnosis",
+                  "epochs", "seconds", "device", "params", "stopped because",
+                  title=f"{study.name} ({len(trials)} trials, best first)")
     for t in trials:
         a = t.user_attrs
+        curve = sparkline([row.get("val_loss") for row in curves.get(t.number, [])])
         table.add_row(
             str(t.number), t.state.name, _fmt(t.value), _fmt(a.get("best_epoch")), _fmt(a.get("final_gap")),
-            a.get("diagnosis", ""), _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
+            curve, a.get("diagnosis", ""), _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
             _params(t.params), a.get("prune_reason") or a.get("fail_reason") or a.get("stop_reason", ""),
         )
     console.print(table)
@@ -164,6 +169,54 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
     console.print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import tuner
+    from tuner import report
+
+    study = tuner.load(args.study, args.storage)
+    plots = report.write(study, args.output, args.png, retrain=not args.no_test)
+    where = f" and {len(plots)} PNGs to {args.png}" if args.png else ""
+    err.print(f"wrote the report of {study.name} ({len(plots)} plots) to {args.output}{where}", highlight=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import tuner
+    from tuner import report
+
+    studies = [report.collect(tuner.load(name, args.storage)) for name in args.studies]
+    table = Table("", *[f.name for f in studies], title="studies side by side")
+    for label, values in report.compare_rows(studies):
+        table.add_row(label, *values)
+    console.print(table)
+    if args.output:
+        report.write_compare(studies, args.output)
+        err.print(f"wrote the optimization histories to {args.output}", highlight=False)
+    else:
+        err.print("add -o compare.html (or .png) to plot their optimization histories", highlight=False)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tuner import dashboard
+    from tuner.store import Store
+
+    store = Store(args.storage)
+
+    def ready(url: str, artifacts: Any) -> None:
+        err.print(f"optuna-dashboard on {url} · store {store.safe_url} · learning curves in {artifacts} · "
+                  "Ctrl-C stops", highlight=False)
+
+    def warn(message: str) -> None:
+        err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    try:
+        dashboard.serve(store, host=args.host, port=args.port, artifacts=args.artifacts, on_ready=ready, warn=warn)
+    except KeyboardInterrupt:
+        err.print("dashboard stopped.")
     return 0
 
 
@@ -235,9 +288,14 @@ def _print_result(study: Any) -> None:
         return
     console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
     console.print(
-        f"next: tuner show {study.name} · tuner epochs {study.name} · "
-        f"optuna-dashboard {study.store.safe_url}", highlight=False,
+        f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
+        f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
     )
+
+
+def _storage_hint(store: Any) -> str:
+    """The URL to type again; one with a password is shown masked, which cannot be typed."""
+    return store.url if store.url == store.safe_url else f"'{store.safe_url}' (with your password)"
 
 
 def _fmt(value: Any) -> str:
@@ -278,6 +336,13 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # tuner's own warnings (a database outage being waited out, say) reach the user.
+    from rich.logging import RichHandler
+
+    tuner_log = logging.getLogger("tuner")
+    if not tuner_log.handlers:
+        tuner_log.addHandler(RichHandler(console=err, show_path=False, show_time=False))
+        tuner_log.setLevel(logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("ray").setLevel(logging.ERROR)
 
@@ -329,6 +394,29 @@ def _parser() -> argparse.ArgumentParser:
     epochs.add_argument("--trial", type=int, help="only this trial")
     epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
     _storage_option(epochs)
+
+    rep = add("report", cmd_report, "write a self-contained HTML report of a study (opens offline)")
+    rep.add_argument("study")
+    rep.add_argument("-o", "--output", default="report.html", metavar="FILE", help="HTML file (default: report.html)")
+    rep.add_argument("--png", metavar="DIR", help="also write every plot as a PNG file in DIR")
+    rep.add_argument("--no-test", action="store_true",
+                     help="do not retrain the best configuration on train+validation to score the test split")
+    _storage_option(rep)
+
+    compare = add("compare", cmd_compare,
+                  "compare studies side by side: best value and params, trials, compute, time to best")
+    compare.add_argument("studies", nargs="+", metavar="STUDY")
+    compare.add_argument("-o", "--output", metavar="FILE",
+                         help="plot their optimization histories to FILE (.png, or .html with the table)")
+    _storage_option(compare)
+
+    dash = add("dashboard", cmd_dashboard, "serve optuna-dashboard on the store, with each trial's learning curves")
+    _storage_option(dash)
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: 127.0.0.1; the dashboard has no authentication)")
+    dash.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    dash.add_argument("--artifacts", metavar="DIR",
+                      help="where learning-curve images go (default: DB-artifacts/ next to a SQLite file)")
     return p
 
 
