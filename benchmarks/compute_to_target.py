@@ -14,21 +14,40 @@ search that runs every trial to the full budget. It is measured once
 (``--measure-target``) and kept, with the command that measured it, in
 ``compute_to_target_target.json``.
 
-    python benchmarks/compute_to_target.py                   # 5 seeds x 3 sides, ~15 min on 2 cores
+Every side trains through the same wrapper of ``workers.mlp.train``, which
+logs each epoch's end time and val_acc from the process that ran it. The
+epochs are counted from that log in the order they ended, up to the first
+whose val_acc reaches the target; the wall seconds run from the side's
+start to that epoch's end. Each side stops its study there, its own way
+(tuner: ``on_progress`` raises; Optuna: ``study.stop()``; Ray Tune: a
+``Stopper``), or at the trial cap. ``epochs_run`` therefore counts every
+epoch until the study stopped (the target's, plus those in flight), and
+``epochs_recorded`` what the side itself stored of them.
+
+A seed fixes each searcher's random stream but not the run: with trials in
+parallel, the order in which they finish (and which of Optuna's threads
+draws which sample) changes what comes next. So a seed's numbers differ
+from run to run; compare the medians, and read the per-seed ratios as the
+spread.
+
+    python benchmarks/compute_to_target.py                   # 8 seeds x 3 sides, ~8 min on 2 cores (more if shared)
     python benchmarks/compute_to_target.py --quick           # CI: 1 seed, tiny budget, checks results exist
-    python benchmarks/compute_to_target.py --measure-target  # measure the target again (~4 min)
-    python benchmarks/compute_to_target.py --sides tuner --tuner-pruner '{type: successive_halving, reduction_factor: 3}'
+    python benchmarks/compute_to_target.py --measure-target  # measure the target again (~3 min)
+    python benchmarks/compute_to_target.py --sides tuner --tuner-pruner '{type: hyperband}'  # tuner, another pruner
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import math
+import shlex
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -60,15 +79,20 @@ DATA = "mnist1d"
 # unless `fixed` overrides it; see run_tuner.)
 TRAIN_SEED = 0
 PERCENTILE = 90
-FULL = {"epochs": 20, "trials": 40, "parallel": 2, "seeds": 5, "target_trials": 100}
+# Epochs to target vary several-fold from seed to seed (it depends on when a
+# good configuration is drawn), hence 8 seeds and medians.
+FULL = {"epochs": 20, "trials": 40, "parallel": 2, "seeds": 8, "target_trials": 100}
 QUICK = {"epochs": 3, "trials": 4, "parallel": 2, "seeds": 1, "target_trials": 6}
+# --quick's target: low enough that 3-epoch trials often reach it, so CI runs
+# every side's stopping code; the measured one needs ~20 epochs.
+QUICK_TARGET = 0.25
 SIDES = ("tuner", "optuna", "ray_tune_asha")
 # ASHA's rungs at epochs 1, 4, 16, as Optuna's SuccessiveHalvingPruner (tuner's
 # default) places them with min_resource "auto" (1 here) and reduction_factor 4.
 ASHA = {"grace_period": 1, "reduction_factor": 4}
 COLUMNS = (
-    "reached", "epochs_to_target", "wall_s_to_target", "best_val_acc",
-    "epochs_run", "epochs_recorded", "trials_stopped_early", "wall_s",
+    "reached", "epochs_to_target", "wall_s_to_target", "winner_epochs", "best_val_acc",
+    "epochs_run", "epochs_recorded", "trials_run", "wall_s",
 )
 
 # The search space, written once per tool (keep the three in step). Pruning
@@ -145,6 +169,28 @@ def logged_train(log: Path) -> Callable[[dict[str, Any], Callable[..., None]], N
     return train
 
 
+class TargetWatch:
+    """Reads the epoch log as it grows; tells whether an epoch has reached the target."""
+
+    def __init__(self, log: Path, target: float) -> None:
+        self.log, self.target, self.offset, self.hit = log, target, 0, False
+
+    def reached(self) -> bool:
+        if self.hit or not self.log.exists():
+            return self.hit
+        with open(self.log, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next call
+        self.offset += len(whole)
+        self.hit = any((json.loads(line)["val_acc"] or 0.0) >= self.target for line in whole.splitlines())
+        return self.hit
+
+
+class TargetReached(Exception):
+    """Raised from tuner's ``on_progress`` to end the study: tuner marks running trials interrupted."""
+
+
 def to_target(log: Path, start: float, target: float) -> dict[str, Any]:
     """Where the target was first reached, counting epochs in the order they ended, from ``start``."""
     lines = log.read_text().splitlines() if log.exists() else []
@@ -155,6 +201,8 @@ def to_target(log: Path, start: float, target: float) -> dict[str, Any]:
         "reached": hit is not None,
         "epochs_to_target": hit + 1 if hit is not None else None,
         "wall_s_to_target": round(epochs[hit]["t"] - start, 2) if hit is not None else None,
+        # The winning trial's own epochs: a floor no pruning can go below.
+        "winner_epochs": epochs[hit]["epoch"] if hit is not None else None,
         "best_val_acc": round(max(accs), 4) if accs else None,
         "epochs_run": len(epochs),
     }
@@ -172,7 +220,10 @@ def run_tuner(sizes: dict[str, int], seed: int, target: float, workdir: Path, pr
 
     The workload is ``logged_train``, handed to the API as ``objective=``:
     the built-in ``mlp`` plus the epoch log. ``fixed: {seed: TRAIN_SEED}``
-    keeps the training seed apart from the sampler's ``seed``.
+    keeps the training seed apart from the sampler's ``seed``. The study
+    ends once an epoch reaches the target: ``on_progress`` (called every
+    ~50 ms) raises, and ``on_start`` kept the Study that ``launch`` then
+    cannot return.
     """
     import tuner
 
@@ -191,41 +242,65 @@ def run_tuner(sizes: dict[str, int], seed: int, target: float, workdir: Path, pr
     }
     if pruner is not None:
         spec["pruner"] = pruner
+    watch, kept = TargetWatch(log, target), {}
+
+    def on_progress(_: Any) -> None:
+        if watch.reached():
+            raise TargetReached
+
     start = time.time()
-    study = tuner.launch(
-        spec, objective=logged_train(log), storage=f"sqlite:///{workdir / 'tuner.db'}", executor="ray"
-    )
+    try:
+        tuner.launch(
+            spec, objective=logged_train(log), storage=f"sqlite:///{workdir / 'tuner.db'}", executor="ray",
+            on_start=lambda _, study: kept.update(study=study), on_progress=on_progress,
+        )
+    except TargetReached:
+        pass
     wall = time.time() - start
+    study = kept["study"]
     states = Counter(t.state.name for t in study.trials)
     return {
         **to_target(log, start, target),
         "epochs_recorded": len(study.epochs()),  # what tuner's store holds
         "trials_run": len(study.trials),
-        "trials_stopped_early": states["PRUNED"],
-        "trial_states": dict(states),
+        "trial_states": dict(states),  # FAIL: the trials in flight when the target was reached
         "wall_s": round(wall, 2),
     }
 
 
 def run_optuna(sizes: dict[str, int], seed: int, target: float, workdir: Path) -> dict[str, Any]:
-    """Plain Optuna: TPE, no pruning, ``n_jobs`` threads; a trial's value is its best val_acc."""
+    """Plain Optuna: TPE, no pruning, ``n_jobs`` threads; a trial's value is its best val_acc.
+
+    The epoch that reaches the target calls ``study.stop()`` (no new trials)
+    and ends the trials in flight by raising TrialPruned from their reports.
+    """
     log = workdir / "epochs.jsonl"
     train = logged_train(log)
-
-    def objective(trial: optuna.Trial) -> float:
-        accs: list[float] = []
-        train(workload_params(optuna_params(trial), sizes["epochs"]), lambda epoch, **m: accs.append(m["val_acc"]))
-        return max(accs)
-
-    start = time.time()
+    reached = threading.Event()
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.NopPruner()
     )
+
+    def objective(trial: optuna.Trial) -> float:
+        accs: list[float] = []
+
+        def report(epoch: int, **metrics: Any) -> None:
+            accs.append(metrics["val_acc"])
+            if metrics["val_acc"] >= target:
+                reached.set()
+                study.stop()
+            if reached.is_set():
+                raise optuna.TrialPruned("an epoch reached the target")
+
+        train(workload_params(optuna_params(trial), sizes["epochs"]), report)
+        return max(accs)
+
+    start = time.time()
     study.optimize(objective, n_trials=sizes["trials"], n_jobs=sizes["parallel"])
     wall = time.time() - start
     result = to_target(log, start, target)
     return {**result, "epochs_recorded": result["epochs_run"], "trials_run": len(study.trials),
-            "trials_stopped_early": 0, "wall_s": round(wall, 2)}
+            "wall_s": round(wall, 2)}
 
 
 def _ray_trainable(train: Callable[..., None], epochs: int) -> Callable[[dict[str, Any]], None]:
@@ -242,8 +317,31 @@ def _ray_trainable(train: Callable[..., None], epochs: int) -> Callable[[dict[st
     return trainable
 
 
+def _target_stopper(target: float) -> Any:
+    """A Tune Stopper that ends the whole experiment once a result reaches the target."""
+    from ray import tune
+
+    class TargetStopper(tune.Stopper):
+        def __init__(self) -> None:
+            self.hit = False
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            self.hit = self.hit or result["val_acc"] >= target
+            return False
+
+        def stop_all(self) -> bool:
+            return self.hit
+
+    return TargetStopper()
+
+
 def run_ray_tune_asha(sizes: dict[str, int], seed: int, target: float, workdir: Path) -> dict[str, Any]:
-    """Ray Tune: random search (seeded) with ASHA on val_acc, ``max_concurrent_trials`` at a time."""
+    """Ray Tune: random search (seeded) with ASHA on val_acc, ``max_concurrent_trials`` at a time.
+
+    ``reuse_actors=True``, Tune's advice for short trials: without it every
+    trial starts a fresh actor process (imports torch, loads the data), ~3x
+    the wall time here. A Stopper ends the experiment at the target.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -258,9 +356,11 @@ def run_ray_tune_asha(sizes: dict[str, int], seed: int, target: float, workdir: 
             max_concurrent_trials=sizes["parallel"],
             scheduler=ASHAScheduler(metric="val_acc", mode="max", max_t=epochs, **ASHA),
             search_alg=BasicVariantGenerator(random_state=seed),
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=f"compute-to-target-{seed}", storage_path=str(workdir.resolve() / "ray_results"), verbose=0
+            name=f"compute-to-target-{seed}", storage_path=str(workdir.resolve() / "ray_results"), verbose=0,
+            stop=_target_stopper(target),
         ),
     )
     start = time.time()
@@ -270,8 +370,7 @@ def run_ray_tune_asha(sizes: dict[str, int], seed: int, target: float, workdir: 
     return {
         **to_target(log, start, target),
         "epochs_recorded": sum(reported),  # read back from Tune's result files
-        "trials_run": len(reported),
-        "trials_stopped_early": sum(0 < n < epochs for n in reported),
+        "trials_run": sum(n > 0 for n in reported),  # Tune ends the pending ones at the stop, unstarted
         "trials_errored": grid.num_errors,
         "wall_s": round(wall, 2),
     }
@@ -285,9 +384,14 @@ def start_ray(parallel: int) -> None:
 
     Without the warm-up, whichever side runs first pays the workers' imports
     and mnist1d's load (~5-15 s on 2 slow cores) and the others do not.
+    Ray Tune starts its own actor processes in every fit: that cost is its own.
     """
     import ray
+    from ray import cloudpickle
 
+    # Ship this module's functions to Ray's workers by value, also when it is
+    # imported rather than run: the workers cannot import it by name.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(
         address="local",  # never join a cluster named by RAY_ADDRESS
         num_cpus=parallel,
@@ -296,6 +400,13 @@ def start_ray(parallel: int) -> None:
         log_to_driver=False,
         logging_level=logging.ERROR,
     )
+    warm_ray(parallel)
+
+
+def warm_ray(parallel: int) -> None:
+    """Have ``parallel`` idle Ray workers with torch and the data loaded (again, after tuner killed some)."""
+    import ray
+
     ray.get([ray.remote(num_cpus=1)(_warm).remote() for _ in range(parallel)])
 
 
@@ -337,9 +448,7 @@ def measure_target(sizes: dict[str, int], path: Path, seed: int = 0) -> dict[str
         "how": f"{PERCENTILE}th percentile (numpy.percentile, linear) of the final-epoch val_acc of "
                f"{len(finals)} random-search trials (optuna RandomSampler(seed={seed}), no pruning), "
                f"{sizes['epochs']} epochs each",
-        "command": "python benchmarks/compute_to_target.py --measure-target"
-                   + (f" --epochs {sizes['epochs']}" if sizes["epochs"] != FULL["epochs"] else "")
-                   + (f" --target-trials {sizes['target_trials']}" if sizes["target_trials"] != FULL["target_trials"] else ""),
+        "command": shlex.join(["python", *sys.argv]),  # as it was run
         "epochs": sizes["epochs"],
         "trials": len(finals),
         "sampler_seed": seed,
@@ -375,6 +484,10 @@ def _median(values: Sequence[float]) -> float | None:
     return None if math.isinf(m) else round(m, 2)
 
 
+def _or_inf(runs: list[dict[str, Any]], key: str) -> list[float]:
+    return [r[key] if r["reached"] else math.inf for r in runs]
+
+
 def summarize(runs: list[dict[str, Any]], sides: Sequence[str]) -> list[dict[str, Any]]:
     """One row per side: medians over the seeds; ``reached`` is how many seeds reached the target."""
     rows = []
@@ -382,14 +495,14 @@ def summarize(runs: list[dict[str, Any]], sides: Sequence[str]) -> list[dict[str
         mine = [r for r in runs if r["side"] == side]
         if not mine:
             continue
-        miss = lambda key: [r[key] if r["reached"] else math.inf for r in mine]  # noqa: E731
         rows.append({
             "side": side,
             "reached": f"{sum(r['reached'] for r in mine)}/{len(mine)}",
-            "epochs_to_target": _median(miss("epochs_to_target")),
-            "wall_s_to_target": _median(miss("wall_s_to_target")),
+            "epochs_to_target": _median(_or_inf(mine, "epochs_to_target")),
+            "wall_s_to_target": _median(_or_inf(mine, "wall_s_to_target")),
+            "winner_epochs": _median([r["winner_epochs"] for r in mine if r["reached"]]),
             **{k: _median([r[k] for r in mine if r.get(k) is not None])
-               for k in ("best_val_acc", "epochs_run", "epochs_recorded", "trials_stopped_early", "wall_s")},
+               for k in ("best_val_acc", "epochs_run", "epochs_recorded", "trials_run", "wall_s")},
         })
     return rows
 
@@ -421,8 +534,8 @@ def ratios(summary: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[st
 
 def print_results(title: str, runs: list[dict[str, Any]], summary: list[dict[str, Any]], rat: dict[str, Any]) -> None:
     for seed in sorted({r["seed"] for r in runs}):
-        print_table(f"{title}, seed {seed}", [r for r in runs if r["seed"] == seed], COLUMNS,
-                    ratio_of="epochs_to_target", baseline="optuna")
+        rows = [{**r, "reached": "yes" if r["reached"] else "no"} for r in runs if r["seed"] == seed]
+        print_table(f"{title}, seed {seed}", rows, COLUMNS, ratio_of="epochs_to_target", baseline="optuna")
     print_table(f"{title}: medians over seeds", summary, COLUMNS, ratio_of="epochs_to_target", baseline="optuna")
     for name, r in rat.items():
         verdict = {True: "met", False: "MISSED", None: "-"}[r["met"]]
@@ -458,8 +571,10 @@ def run_all(args: argparse.Namespace, sizes: dict[str, int], sides: list[str], t
     for seed in range(args.first_seed, args.first_seed + sizes["seeds"]):
         k = seed % len(sides)
         for side in sides[k:] + sides[:k]:
+            if side != "optuna":
+                warm_ray(sizes["parallel"])  # tuner's stop kills its running workers
             with temp_workdir(f"bench-ctt-{side}-") as workdir:
-                row = run_side(side, lambda: run[side](seed, workdir))
+                row = run_side(side, functools.partial(run[side], seed, workdir))
             if row is not None:
                 runs.append({"seed": seed, **row})
     return runs
@@ -472,11 +587,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, help=f"trials at a time (default {FULL['parallel']})")
     parser.add_argument("--seeds", type=int, help=f"repetitions, sampler seeds (default {FULL['seeds']})")
     parser.add_argument("--first-seed", type=int, default=0, help="the first sampler seed (default 0)")
-    parser.add_argument("--target", type=float, help="target val_acc (default: the one in --target-file)")
+    parser.add_argument("--target", type=float,
+                        help=f"target val_acc (default: the one in --target-file; --quick: {QUICK_TARGET})")
     parser.add_argument("--target-file", type=Path, default=TARGET_FILE, help="where the measured target is kept")
-    parser.add_argument("--measure-target", action="store_true", help="measure the target again and write --target-file")
-    parser.add_argument("--target-trials", type=int, help=f"random-search trials for --measure-target (default {FULL['target_trials']})")
-    parser.add_argument("--tuner-pruner", help="override tuner's pruner, as YAML, e.g. '{type: successive_halving, reduction_factor: 3}'")
+    parser.add_argument("--measure-target", action="store_true",
+                        help="measure the target again and write it to --target-file")
+    parser.add_argument("--target-trials", type=int,
+                        help=f"random-search trials for --measure-target (default {FULL['target_trials']})")
+    parser.add_argument("--tuner-pruner",
+                        help="tuner's pruner instead of its default, as YAML, e.g. '{type: hyperband}'")
     add_common_args(parser, SIDES)
     args = parser.parse_args(argv)
     sizes = _sizes(args)
@@ -484,10 +603,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.measure_target:
         record = measure_target(sizes, args.target_file)
-        print(f"target val_acc {record['target_val_acc']}: {record['how']}; {record['wall_s']} s; wrote {args.target_file}")
+        print(f"target val_acc {record['target_val_acc']}: {record['how']}; {record['wall_s']} s")
+        print(f"wrote {args.target_file}")
         return 0
 
-    target = args.target if args.target is not None else load_target(args.target_file, sizes["epochs"])
+    if args.target is not None:
+        target = args.target
+    else:
+        target = QUICK_TARGET if args.quick else load_target(args.target_file, sizes["epochs"])
     sides = chosen_sides(args, SIDES)
     started = time.time()
     if {"tuner", "ray_tune_asha"} & set(sides):

@@ -187,11 +187,15 @@ def _make_spec(
             raise TunerError(
                 "launch() needs a spec (a YAML path or a dict), or both `space=` and `objective=`."
             )
-        source = {"name": getattr(objective, "__name__", "study").replace("_", "-").strip("-") or "study"}
+        name = getattr(objective, "__name__", None) or getattr(getattr(objective, "func", None), "__name__", "study")
+        source = {"name": name.replace("_", "-").strip("-<>") or "study"}
     if space is not None:
         extra["params"] = dict(space)
     if objective is not None:
-        extra["workload"] = f"{CALLABLE_PREFIX}{objective.__module__}:{objective.__qualname__}"
+        # functools.partial and callable objects have no __qualname__ of their own.
+        target = getattr(objective, "func", objective)
+        qualname = getattr(target, "__qualname__", type(target).__qualname__)
+        extra["workload"] = f"{CALLABLE_PREFIX}{getattr(target, '__module__', '?')}:{qualname}"
     return load_spec(source, extra)
 
 
