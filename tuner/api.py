@@ -22,7 +22,7 @@ from tuner.orchestrator import (
     HEARTBEAT_GRACE,
     HEARTBEAT_SECONDS,
     INTERRUPTED,
-    NOT_COUNTED,
+    counts_toward_budget,
     Orchestrator,
     Progress,
 )
@@ -213,20 +213,16 @@ def _create(store: Store, name: str, spec: StudySpec) -> optuna.Study:
     return study
 
 
-def _point(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-
 def _requeue_grid(study: optuna.Study, spec: StudySpec) -> None:
     """Queue again every grid point that no trial covers (those whose trial was interrupted)."""
     covered = set()
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
-            covered.add(_point(t.system_attrs.get("fixed_params", {})))
-        elif t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") not in NOT_COUNTED:
-            covered.add(_point(t.params))
+            covered.add(strategies.point_key(t.system_attrs.get("fixed_params", {})))
+        elif counts_toward_budget(t):
+            covered.add(strategies.point_key(t.params))
     for params in strategies.grid_points(spec):
-        if _point(params) not in covered:
+        if strategies.point_key(params) not in covered:
             study.enqueue_trial(params)
 
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from tuner import diagnosis, strategies, summary
 from tuner.errors import StudyFailedError
 from tuner.executors import Executor
-from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome
+from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome, timeout_reason
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.store.lock import study_mutex
@@ -51,6 +51,13 @@ DB_RETRY_SECONDS = 1.0
 log = logging.getLogger("tuner")
 # Which orchestrator concluded a trial, when several share a study.
 ORCHESTRATOR_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial uses up the study's budget: finished or running, but not interrupted or retried."""
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("fail_kind") not in NOT_COUNTED
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 @dataclass
@@ -202,13 +209,7 @@ class Orchestrator:
         """Trials still to start: the budget less what every orchestrator finished or runs."""
         if self.store.backend == "sqlite":  # the study lock: this orchestrator is the only one
             return self.progress.planned - self.progress.finished - len(self.running)
-        used = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-                used += 1
-            elif t.state == TrialState.FAIL and t.user_attrs.get("fail_kind") not in NOT_COUNTED:
-                used += 1
-        return self.progress.planned - used
+        return self.progress.planned - sum(map(counts_toward_budget, self.study.get_trials(deepcopy=False)))
 
     def _db(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store call, waiting out an outage of the database instead of failing the study.
@@ -248,7 +249,7 @@ class Orchestrator:
                 self.executor.cancel([number])
                 self.running.pop(number)
                 self._conclude(run, TrialState.FAIL, None, {
-                    "fail_reason": f"trial_timeout: still running after {limit:g} s, so it was stopped",
+                    "fail_reason": timeout_reason(limit),
                     "fail_kind": "timeout",
                 })
 
@@ -449,7 +450,7 @@ class Orchestrator:
                 self.progress.complete += 1
             elif trial.state == TrialState.PRUNED:
                 self.progress.pruned += 1
-            elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") not in NOT_COUNTED:
+            elif trial.state == TrialState.FAIL and counts_toward_budget(trial):
                 self.progress.failed += 1
         self._update_best()
 

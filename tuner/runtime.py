@@ -192,6 +192,10 @@ class TrialTimeout(Exception):
     """The trial ran past its trial_timeout."""
 
 
+def timeout_reason(seconds: float) -> str:
+    return f"trial_timeout: still running after {seconds:g} s, so it was stopped"
+
+
 @contextlib.contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
     """Raise TrialTimeout in the workload after ``seconds`` (main thread only: signals)."""
@@ -200,7 +204,7 @@ def _deadline(seconds: float | None) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise TrialTimeout(f"trial_timeout: still running after {seconds:g} s, so it was stopped")
+        raise TrialTimeout(timeout_reason(seconds))
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -77,8 +77,13 @@ def _suggest_one(trial: optuna.Trial, name: str, param: Any) -> Any:
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     """Every point of the Cartesian product, conditional params only where active."""
     points = [dict(p) for p in _expand(list(spec.params.items()), {})]
-    unique = {tuple(sorted((k, repr(v)) for k, v in p.items())): p for p in points}
+    unique = {point_key(p): p for p in points}
     return list(unique.values())
+
+
+def point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable identity of a configuration (values of mixed types compared by repr)."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def _expand(items: list[tuple[str, Any]], chosen: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -124,4 +129,4 @@ def describe(spec: StudySpec) -> str:
     return names[spec.strategy]
 
 
-__all__ = ["make_sampler", "make_pruner", "suggest", "grid_points", "planned_trials", "describe"]
+__all__ = ["make_sampler", "make_pruner", "point_key", "suggest", "grid_points", "planned_trials", "describe"]

@@ -28,7 +28,7 @@ def score(row: Row, objective: Any) -> float | None:
         return None
     value = float(value)
     if objective.gap_penalty:
-        minimize = (objective.direction or ("maximize" if objective.metric.endswith("acc") else "minimize")) == "minimize"
+        minimize = objective.resolved_direction == "minimize"
         gap = row.get("gap_loss" if minimize else "gap_acc")
         if _finite(gap):
             value = value + objective.gap_penalty * gap if minimize else value - objective.gap_penalty * gap
@@ -61,14 +61,15 @@ def objective_value(rows: Sequence[Row], objective: Any, direction: str, mode: s
     None when the workload never reported the metric. A last value that is NaN
     or infinite is returned as is, so a diverged run is seen for what it is.
     """
-    scores = [(r, score(r, objective)) for r in rows]
-    reported = [s for _, s in scores if s is not None]
+    reported = [s for s in (score(r, objective) for r in rows) if s is not None]
     if not reported:
         return None
     if (mode or objective.mode) == "last":
         return reported[-1]
-    best = best_row(rows, lambda r: score(r, objective), direction)
-    return score(best, objective) if best is not None else reported[-1]
+    finite = [s for s in reported if _finite(s)]
+    if not finite:
+        return reported[-1]
+    return min(finite) if direction == "minimize" else max(finite)
 
 
 def gap_at_best(rows: Sequence[Row], objective: Any, direction: str) -> float | None:
