@@ -4,69 +4,25 @@ from __future__ import annotations
 
 import collections
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.services import free_port, ray_cluster, ray_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_node(env: dict[str, str], *args: str) -> subprocess.Popen:
-    # --block keeps the node in the foreground: the test owns its process group and
-    # stops exactly these processes (`ray stop` would stop every Ray on the machine).
-    return subprocess.Popen(["ray", "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                             "--disable-usage-stats", *args], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _nodes_alive(env: dict[str, str], address: str) -> int:
-    code = "import ray; ray.init(address=%r, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-    out = subprocess.run([sys.executable, "-c", code % address], env=env, capture_output=True, text=True, timeout=60)
-    return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A Ray head and a second node, both in token mode with one shared token."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
-           "PYTHONPATH": str(REPO)}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    head = _ray_node(env, "--head", "--port", str(port), "--include-dashboard", "false")
-    nodes = [head]
-    try:
-        deadline = time.monotonic() + 90
-        while _nodes_alive(env, address) < 1:
-            assert time.monotonic() < deadline and head.poll() is None, f"head did not start: {head.stderr.read()}"
-            time.sleep(1)
-        nodes.append(_ray_node(env, "--address", address))
-        while _nodes_alive(env, address) < 2:
-            assert time.monotonic() < deadline and nodes[1].poll() is None, f"second node refused: {nodes[1].stderr.read()}"
-            time.sleep(1)
+    env = ray_env()
+    with ray_cluster(env) as address:
         yield address, env
-    finally:
-        for node in reversed(nodes):
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
 
 
 def test_a_study_runs_on_both_nodes_of_a_cluster(cluster, tmp_path):
@@ -95,7 +51,7 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     spec.write_text("name: s\nworkload: tests.workloads:quadratic\nparams:\n  x: {type: float, low: 0, high: 1}\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "tuner", "launch", str(spec), "--ray-address",
-                             f"127.0.0.1:{_free_port()}", "--storage", f"sqlite:///{tmp_path / 't.db'}"],
+                             f"127.0.0.1:{free_port()}", "--storage", f"sqlite:///{tmp_path / 't.db'}"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "cannot start or reach the Ray cluster at '127.0.0.1:" in result.stderr

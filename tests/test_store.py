@@ -251,3 +251,19 @@ def assert_optuna_reads_the_same(study: tuner.Study, url: str) -> None:
         assert trial.intermediate_values == {e["epoch"]: e["val_loss"] for e in study.epochs(trial.number)}
         assert trial.user_attrs["epochs"] == 3
     assert loaded.best_value == study.best_value
+
+
+def test_a_password_file_fills_in_a_url_without_password(postgres_server, postgres_url, tmp_path, monkeypatch):
+    bare = postgres_url.replace(postgres_url.split("//")[1].split("@")[0], postgres_server.user)
+    secret = tmp_path / "password"
+    secret.write_text(postgres_server.password + "\n")
+    monkeypatch.setenv("TUNER_STORAGE_PASSWORD_FILE", str(secret))
+    store = Store(bare)
+    assert store.url == postgres_url and store.safe_url == bare.replace(postgres_server.user,
+                                                                          f"{postgres_server.user}:***")
+    assert store.study_names() == []  # it logged in with the file's password
+    monkeypatch.setenv("TUNER_STORAGE_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(StorageError, match=r"TUNER_STORAGE_PASSWORD_FILE: cannot read '.*missing': No such file or "
+                                           r"directory\. Fix: point it to a readable file"):
+        Store(bare)
+    assert Store(postgres_url).url == postgres_url  # a URL with its own password keeps it

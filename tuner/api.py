@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,16 @@ def launch(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[StudySpec, Study], None] | None = None,
+    warm_start: Sequence[Mapping[str, Any]] = (),
     **overrides: Any,
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
 
     ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
     ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
-    ``metric``/``direction`` set the objective.
+    ``metric``/``direction`` set the objective. ``warm_start`` configurations
+    (e.g. the best of a previous study) run first; those that no longer fit
+    the space are left out.
     """
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     workload = objective if objective is not None else spec.workload_target
@@ -104,7 +107,7 @@ def launch(
         runner = make_executor(executor, ray_address)
         runner.start(spec.resources.model_dump(), spec.parallel)
         try:
-            optuna_study = _create(store, name, spec)
+            optuna_study = _create(store, name, spec, warm_start)
         except BaseException:
             runner.close()
             raise
@@ -199,8 +202,8 @@ def _make_spec(
     return load_spec(source, extra)
 
 
-def _create(store: Store, name: str, spec: StudySpec) -> optuna.Study:
-    """Create the study with its spec snapshot and, for grid search, every point queued."""
+def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
+    """Create the study with its spec snapshot, the warm-start points and (grid search) every point queued."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = store.create_study(name, spec.direction, strategies.make_sampler(spec))
@@ -210,6 +213,10 @@ def _create(store: Store, name: str, spec: StudySpec) -> optuna.Study:
         # point to two trials running at once.
         for params in strategies.grid_points(spec):
             study.enqueue_trial(params)
+        return study  # every point is queued already; warm-start points would only repeat some
+    for params in warm_start:
+        if strategies.fits(spec, params):
+            study.enqueue_trial(dict(params), user_attrs={"warm_start": True}, skip_if_exists=True)
     return study
 
 

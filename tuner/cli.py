@@ -220,6 +220,135 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule_add(args: argparse.Namespace) -> int:
+    from tuner.schedule import Schedules
+    from tuner.store import Store
+
+    book = Schedules(Store(args.storage))
+    record = book.add(
+        args.name, args.spec, args.cron, timezone=args.timezone, warm_start=args.warm_start,
+        overlap=args.overlap, catch_up=args.catch_up, on_interrupt=args.on_interrupt,
+        storage=args.study_storage, ray_address=args.ray_address, executor=args.executor,
+    )
+    console.print(f"schedule {record.name}: {record.cron} ({record.timezone}) · next firing "
+                  f"{_when(record.next_fire_at)} · store {book.store.safe_url}", highlight=False)
+    console.print("`tuner scheduler` fires it; `tuner schedule run-now "
+                  f"{record.name}` runs it once now.", highlight=False)
+    return 0
+
+
+def cmd_schedule_list(args: argparse.Namespace) -> int:
+    from tuner.schedule import Schedules
+    from tuner.store import Store
+
+    book = Schedules(Store(args.storage))
+    last = {}
+    for run in reversed(book.runs()):
+        last[run.schedule_id] = run
+    table = Table("schedule", "cron", "timezone", "state", "next firing (UTC)", "last run", "last best",
+                  "spec", title=f"schedules in {book.store.safe_url}")
+    for sched in book.all():
+        run = last.get(sched.id)
+        table.add_row(sched.name, sched.cron, sched.timezone, "enabled" if sched.enabled else "paused",
+                      _when(sched.next_fire_at) if sched.enabled else "",
+                      f"{run.status} ({run.study})" if run else "", _fmt(run.best_value) if run else "",
+                      sched.spec_path)
+    console.print(table)
+    return 0
+
+
+def cmd_schedule_show(args: argparse.Namespace) -> int:
+    from tuner.schedule import Schedules
+    from tuner.store import Store, safe_url
+
+    book = Schedules(Store(args.storage))
+    sched = book.get(args.name)
+    where = safe_url(sched.storage) if sched.storage else book.store.safe_url
+    console.print(
+        f"schedule {sched.name}: {sched.cron} ({sched.timezone}), {'enabled' if sched.enabled else 'paused'}, "
+        f"next firing {_when(sched.next_fire_at)}\n  spec {sched.spec_path} · studies in {where} · "
+        f"{sched.executor} executor{' on ' + sched.ray_address if sched.ray_address else ''}\n"
+        f"  overlap: {sched.overlap} · catch_up: {sched.catch_up} · on_interrupt: {sched.on_interrupt} · "
+        f"warm start: {sched.warm_start}", highlight=False,
+    )
+    table = Table("run", "firing (UTC)", "trigger", "study", "status", "started", "ended", "best", "change",
+                  "trials", "why", title=f"runs of {sched.name}, newest first")
+    for run in book.runs(args.name, limit=args.last):
+        table.add_row(str(run.id), _when(run.scheduled_for), run.trigger, run.study, run.status,
+                      _when(run.started_at), _when(run.ended_at), _fmt(run.best_value),
+                      "" if run.change is None else f"{run.change:+.4g}", _fmt(run.trials), run.reason or "")
+    console.print(table)
+    return 0
+
+
+def cmd_schedule_pause(args: argparse.Namespace) -> int:
+    return _set_enabled(args, False)
+
+
+def cmd_schedule_resume(args: argparse.Namespace) -> int:
+    return _set_enabled(args, True)
+
+
+def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
+    from tuner.schedule import Schedules
+    from tuner.store import Store
+
+    record = Schedules(Store(args.storage)).set_enabled(args.name, enabled)
+    state = f"resumed; next firing {_when(record.next_fire_at)}" if enabled else "paused"
+    console.print(f"schedule {record.name} {state}", highlight=False)
+    return 0
+
+
+def cmd_schedule_remove(args: argparse.Namespace) -> int:
+    from tuner.schedule import Schedules
+    from tuner.store import Store
+
+    Schedules(Store(args.storage)).remove(args.name)
+    console.print(f"schedule {args.name} removed (its studies stay in the store)", highlight=False)
+    return 0
+
+
+def cmd_schedule_run_now(args: argparse.Namespace) -> int:
+    from tuner.schedule import Scheduler
+    from tuner.store import Store
+
+    scheduler = Scheduler(Store(args.storage))
+    run = scheduler.run_now(args.name)
+    console.print(f"run {run.id} of {args.name}: {run.status}, study {run.study}, best {_fmt(run.best_value)}"
+                  + (f" — {run.reason}" if run.reason else ""), highlight=False)
+    return 0 if run.status == "succeeded" else 1
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    import signal
+
+    from tuner.errors import TunerError
+    from tuner.schedule import Scheduler
+    from tuner.store import Store
+
+    if not 0 < args.interval <= 60:
+        raise TunerError(f"--interval: seconds between passes must be in (0, 60], but got {args.interval:g}. "
+                         "Fix: e.g. --interval 30 (a daemon silent for 2 minutes is taken for dead).")
+    store = Store(args.storage)
+
+    def terminate(*_: Any) -> None:
+        raise KeyboardInterrupt  # `docker stop` and systemd send SIGTERM: stop as for Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminate)
+    err.print(f"scheduler on {store.safe_url}{' (once)' if args.once else ''} · every {args.interval:g} s · "
+              "Ctrl-C stops (running runs are interrupted, and resumed by the next scheduler)", highlight=False)
+    try:
+        Scheduler(store, interval=args.interval).serve(once=args.once)
+    except KeyboardInterrupt:
+        err.print("scheduler stopped.")
+        return 130
+    return 0
+
+
+def _when(moment: Any) -> str:
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
 def _show_epochs(study: Any, number: int) -> int:
     from tuner.errors import TunerError
 
@@ -417,7 +546,51 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     dash.add_argument("--artifacts", metavar="DIR",
                       help="where learning-curve images go (default: DB-artifacts/ next to a SQLite file)")
+
+    _schedule_parser(add)
+    sched = add("scheduler", cmd_scheduler, "the daemon that fires due schedules (each run a study)")
+    sched.add_argument("--once", action="store_true", help="fire what is due now, wait for those runs, exit")
+    sched.add_argument("--interval", type=float, default=30.0, help="seconds between passes (default: 30)")
+    _storage_option(sched)
     return p
+
+
+def _schedule_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    schedule = add("schedule", lambda a: a.schedule_parser.print_help() or 2, "recurring sweeps: add, list, "
+                   "show, pause, resume, remove, run-now")
+    schedule.set_defaults(schedule_parser=schedule)
+    sub = schedule.add_subparsers(dest="action", metavar="ACTION")
+
+    def action(name: str, func: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help, description=help)
+        cmd.set_defaults(func=func)
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        if name != "list":
+            cmd.add_argument("name", help="the schedule's name")
+        _storage_option(cmd)
+        return cmd
+
+    new = action("add", cmd_schedule_add, "add a schedule: launch SPEC at each cron time")
+    new.add_argument("spec", help="search-space file (re-read at each firing; a snapshot is kept)")
+    new.add_argument("--cron", required=True, help='five-field cron expression, e.g. "0 2 * * *", or @daily')
+    new.add_argument("--timezone", default="UTC", help="IANA timezone the cron is read in (default: UTC)")
+    new.add_argument("--warm-start", type=int, default=0, metavar="K",
+                     help="seed each study with the K best configurations of the previous run (default: 0)")
+    new.add_argument("--overlap", default="skip", help="skip (default) or queue a firing while the last run goes")
+    new.add_argument("--catch-up", default="once",
+                     help="after downtime: once (default: run the missed firings once) or skip")
+    new.add_argument("--on-interrupt", default="resume",
+                     help="a run whose scheduler died: resume (default) or report it")
+    new.add_argument("--study-storage", metavar="URL", help="where the studies go (default: the same store)")
+    new.add_argument("--ray-address", help="the Ray cluster runs go to (default: a local Ray per run)")
+    new.add_argument("--executor", default="ray", help="ray (default) or inline")
+    action("list", cmd_schedule_list, "every schedule, its next firing and its last run")
+    show = action("show", cmd_schedule_show, "a schedule and its runs, newest first")
+    show.add_argument("--last", type=int, default=20, help="how many runs (default: 20)")
+    action("pause", cmd_schedule_pause, "stop firing a schedule")
+    action("resume", cmd_schedule_resume, "fire a paused schedule again (from its next time on)")
+    action("remove", cmd_schedule_remove, "remove a schedule and its run records (not its studies)")
+    action("run-now", cmd_schedule_run_now, "run a schedule once now, and wait for it")
 
 
 def _storage_option(cmd: argparse.ArgumentParser) -> None:

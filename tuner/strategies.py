@@ -6,7 +6,7 @@ sqlalchemy and never knows how a trial runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -74,6 +74,26 @@ def _suggest_one(trial: optuna.Trial, name: str, param: Any) -> Any:
     raise TypeError(f"unknown param type {type(param).__name__}")
 
 
+def fits(spec: StudySpec, params: Mapping[str, Any]) -> bool:
+    """Whether ``params`` is a configuration of ``spec``'s space: every active param, each in its range."""
+    chosen: dict[str, Any] = {}
+    for name, param in spec.params.items():
+        if not _active(param, chosen):
+            continue
+        if name not in params or not _within(param, params[name]):
+            return False
+        chosen[name] = params[name]
+    return set(params) == set(chosen)
+
+
+def _within(param: Any, value: Any) -> bool:
+    if isinstance(param, CategoricalParam) or param.values is not None:
+        return value in param.values
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return param.low <= value <= param.high and (not isinstance(param, IntParam) or float(value).is_integer())
+
+
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     """Every point of the Cartesian product, conditional params only where active."""
     points = [dict(p) for p in _expand(list(spec.params.items()), {})]
@@ -129,4 +149,4 @@ def describe(spec: StudySpec) -> str:
     return names[spec.strategy]
 
 
-__all__ = ["make_sampler", "make_pruner", "point_key", "suggest", "grid_points", "planned_trials", "describe"]
+__all__ = ["make_sampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "planned_trials", "describe"]

@@ -27,24 +27,44 @@ from tuner.errors import TunerError
 @contextlib.contextmanager
 def study_lock(url: str, study: str) -> Iterator[bool]:
     """Hold the study's lock while the block runs; yields True when one was taken (SQLite)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study)
+    refusal = (
+        f"study {study!r} is being run by another tuner process (pid {{owner}}) on this SQLite "
+        "file. SQLite allows one orchestrator per study. Fix: wait for it to finish (or stop "
+        "it and run `tuner resume`), or use a PostgreSQL store to share a study between "
+        "several orchestrators."
+    )
+    with _sqlite_flock(url, safe, refusal) as taken:
+        yield taken
+
+
+@contextlib.contextmanager
+def scheduler_lock(url: str) -> Iterator[bool]:
+    """One scheduler daemon per SQLite store; yields True when the lock was taken (SQLite)."""
+    refusal = (
+        "another tuner scheduler (pid {owner}) is running on this SQLite store. SQLite allows one "
+        "scheduler daemon per store. Fix: stop it first, or use a PostgreSQL store, where several "
+        "daemons may run and each firing is claimed by exactly one of them."
+    )
+    with _sqlite_flock(url, "scheduler", refusal) as taken:
+        yield taken
+
+
+@contextlib.contextmanager
+def _sqlite_flock(url: str, suffix: str, refusal: str) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``<database>.<suffix>.lock``; ``refusal`` (with {owner}) if it is held."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         yield False
         return
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", study)
-    path = Path(f"{Path(parsed.database).expanduser().resolve()}.{safe}.lock")
+    path = Path(f"{Path(parsed.database).expanduser().resolve()}.{suffix}.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise TunerError(
-                f"study {study!r} is being run by another tuner process (pid {owner}) on this SQLite "
-                "file. SQLite allows one orchestrator per study. Fix: wait for it to finish (or stop "
-                "it and run `tuner resume`), or use a PostgreSQL store to share a study between "
-                "several orchestrators."
-            ) from None
+            raise TunerError(refusal.format(owner=owner)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield True

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, String, UniqueConstraint
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -53,3 +55,72 @@ COLUMNS = (
     "iterations", "train_loss", "val_loss", "train_acc", "val_acc",
     "gap_loss", "gap_acc", "lr", "seconds", "device",
 )
+
+
+class ScheduleRecord(Base):
+    """A recurring sweep: which spec to launch, when (cron in a timezone), where, and how.
+
+    ``next_fire_at`` (UTC) is the next firing not yet claimed; a daemon claims a
+    firing by moving it forward in the same transaction that records the run,
+    so each firing is claimed once (see tuner.schedule.daemon).
+    """
+
+    __tablename__ = "tuner_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # The spec's path (re-read at each firing, so edits take effect) and a
+    # snapshot of its content (used where the path is gone, e.g. on a scheduler
+    # container that has only the database).
+    spec_path: Mapped[str] = mapped_column(Text)
+    spec_text: Mapped[str] = mapped_column(Text)
+    workdir: Mapped[str | None] = mapped_column(Text)
+    # Where the studies go (None: this same store) and run (None: a local Ray).
+    storage: Mapped[str | None] = mapped_column(Text)
+    ray_address: Mapped[str | None] = mapped_column(String(255))
+    executor: Mapped[str] = mapped_column(String(16), default="ray")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    overlap: Mapped[str] = mapped_column(String(16), default="skip")
+    catch_up: Mapped[str] = mapped_column(String(16), default="once")
+    on_interrupt: Mapped[str] = mapped_column(String(16), default="resume")
+    warm_start: Mapped[int] = mapped_column(Integer, default=0)
+    next_fire_at: Mapped[datetime] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RunRecord(Base):
+    """One firing of a schedule: its study, when it ran, how it ended, and what changed.
+
+    (schedule_id, scheduled_for, attempt) is unique: whatever two daemons do,
+    one firing is recorded once. ``attempt`` > 1 is a resume of an interrupted run.
+    """
+
+    __tablename__ = "tuner_runs"
+    __table_args__ = (UniqueConstraint("schedule_id", "scheduled_for", "attempt", name="uq_tuner_runs_firing"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("tuner_schedules.id", ondelete="CASCADE"), index=True)
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    # cron | catch-up | manual | resume
+    trigger: Mapped[str] = mapped_column(String(16))
+    study: Mapped[str] = mapped_column(String(512))
+    # queued -> running -> succeeded | failed | interrupted; or skipped
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The daemon that runs it ("host:pid:token") and its last sign of life.
+    daemon: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    best_value: Mapped[float | None] = mapped_column(Float)
+    # best_value minus the previous successful run's, and that run's id.
+    change: Mapped[float | None] = mapped_column(Float)
+    previous_run_id: Mapped[int | None] = mapped_column(Integer)
+    trials: Mapped[int | None] = mapped_column(Integer)
+    warm_started: Mapped[int | None] = mapped_column(Integer)
+    # An interrupted run whose resume (or report) has been decided.
+    handled: Mapped[bool] = mapped_column(Boolean, default=False)

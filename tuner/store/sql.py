@@ -45,8 +45,27 @@ _OPEN_FIXES = (
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The storage URL to use: the argument, else $TUNER_STORAGE, else ./tuner.db."""
-    return url or os.environ.get("TUNER_STORAGE") or DEFAULT_URL
+    """The storage URL to use: the argument, else $TUNER_STORAGE, else ./tuner.db.
+
+    A URL without a password takes the one in $TUNER_STORAGE_PASSWORD_FILE
+    when that is set (a Docker or Kubernetes secret), so no password needs to
+    sit in the environment or on a command line.
+    """
+    url = url or os.environ.get("TUNER_STORAGE") or DEFAULT_URL
+    secret = os.environ.get("TUNER_STORAGE_PASSWORD_FILE")
+    if not secret or url.startswith("sqlite"):
+        return url
+    parsed = _parse(url)
+    if parsed.password is not None:
+        return url
+    try:
+        password = Path(secret).read_text().strip()
+    except OSError as exc:
+        raise StorageError(
+            f"TUNER_STORAGE_PASSWORD_FILE: cannot read {secret!r}: {exc.strerror}. Fix: point it to a readable "
+            "file that holds the database password, or unset it."
+        ) from None
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def safe_url(url: str) -> str:
@@ -66,6 +85,11 @@ def safe_url(url: str) -> str:
         rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
     # libpq also takes a password as a query parameter (?password=...).
     return head + sep + re.sub(r"(?i)(\bpassword=)[^&]*", r"\1***", rest)
+
+
+def check_url(url: str) -> None:
+    """Raise a StorageError naming the fix for a URL the store cannot use, without connecting."""
+    _parse(url)
 
 
 class Store:
