@@ -384,3 +384,24 @@ def test_warm_start_keeps_only_the_configurations_that_fit_the_space_now():
     assert not fits(spec, {"lr": 0.01, "opt": "adam", "momentum": 0.9, "depth": 2})  # momentum is unused now
     assert not fits(spec, {"lr": 0.01, "opt": "sgd", "depth": 2})  # a param was added
     assert not fits(spec, {"lr": 0.01, "opt": "adam", "depth": 2.5})
+
+
+def test_on_postgresql_an_interrupted_run_is_resumed_once_its_trials_heartbeats_have_aged(postgres_url, tmp_path):
+    clock = Clock(T0)
+    store = Store(postgres_url)
+    spec = tmp_path / "q.yaml"
+    spec.write_text(SPEC.format(seed=1))
+    book = Schedules(store, clock)
+    add(book, spec)
+    dead, held = held_daemon((clock, book, None, spec, store))
+    clock.at(T0 + timedelta(hours=2, seconds=1))
+    dead.tick()
+    dead.children.clear()
+    daemon = Scheduler(store, clock, launcher=lambda url, run_id, workdir: Finished(
+        execute(Schedules(Store(url), clock), run_id)))
+    clock.at(T0 + timedelta(hours=2, minutes=10))
+    daemon.tick()  # marked interrupted now; its trials may look alive for the orchestrator's grace
+    assert [(r.attempt, r.status) for r in reversed(book.runs("nightly"))] == [(1, "interrupted")]
+    clock.at(T0 + timedelta(hours=2, minutes=11))
+    daemon.tick()
+    assert [(r.attempt, r.status) for r in reversed(book.runs("nightly"))] == [(1, "interrupted"), (2, "succeeded")]

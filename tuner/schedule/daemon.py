@@ -39,6 +39,7 @@ from typing import IO, Any, Protocol
 import sqlalchemy as sa
 
 from tuner.errors import TunerError
+from tuner.orchestrator import HEARTBEAT_GRACE
 from tuner.schedule import timing
 from tuner.schedule.book import ACTIVE, Clock, Schedules, study_name
 from tuner.store import Store
@@ -52,6 +53,8 @@ RUN_GRACE = timedelta(minutes=2)
 # How many missed firings are counted before the count stops (a schedule paused for years).
 MAX_MISSED = 10_000
 STOP_SECONDS = 30
+# How long an interrupted run's trials may keep a fresh Optuna heartbeat (the orchestrator's grace).
+TRIALS_GRACE = timedelta(seconds=HEARTBEAT_GRACE)
 
 log = logging.getLogger("tuner")
 
@@ -212,7 +215,7 @@ class Scheduler:
             with self.book.session() as session:
                 sched = session.scalar(sa.select(ScheduleRecord).where(ScheduleRecord.id == run.schedule_id)
                                        .with_for_update())
-                if sched is None or any(r.status == "running" for r in _runs_of(session, sched.id, ("running",))):
+                if sched is None or _runs_of(session, sched.id, ("running",)):
                     continue
                 now = self.book.now()
                 claimed = session.execute(
@@ -284,6 +287,10 @@ class Scheduler:
         return int(pid) == os.getpid() or not _alive(int(pid))
 
     def _handle_interrupted(self, run: RunRecord) -> None:
+        if self.store.backend == "postgresql" and self.book.now() - (run.ended_at or self.book.now()) < TRIALS_GRACE:
+            # Its trials may still look alive there until their heartbeats age: a resume now would count
+            # them as running. SQLite's resume holds the study's lock, so every RUNNING trial is stale at once.
+            return
         with self.book.session() as session:
             claimed = session.execute(sa.update(RunRecord).where(RunRecord.id == run.id, RunRecord.handled.is_(False))
                                       .values(handled=True)).rowcount
@@ -291,11 +298,14 @@ class Scheduler:
             if claimed != 1 or sched is None:
                 session.rollback()
                 return
-            if sched.on_interrupt != "resume" or not sched.enabled or _active_run(session, sched.id) is not None:
+            active = _active_run(session, sched.id)
+            why_not = ("on_interrupt: report" if sched.on_interrupt != "resume" else
+                       "the schedule is paused" if not sched.enabled else
+                       f"run {active.id} of the schedule is {active.status}" if active is not None else None)
+            if why_not:
                 session.commit()
-                log.warning("run %d of %s (study %s) was interrupted: %s; not resumed (on_interrupt: %s%s).",
-                            run.id, sched.name, run.study, run.reason, sched.on_interrupt,
-                            "" if sched.enabled else ", schedule paused")
+                log.warning("run %d of %s (study %s) was interrupted (%s); not resumed: %s.",
+                            run.id, sched.name, run.study, run.reason, why_not)
                 return
             resumed = self._new_run(sched, run.scheduled_for, "resume", "running",
                                     f"resumes run {run.id}, interrupted: {run.reason}", run.attempt + 1, run.study)
