@@ -117,7 +117,7 @@ def test_unknown_strategy_lists_the_valid_ones(tmp_path: Path, spec_file: Path) 
     result = run_cli(tmp_path, "launch", spec_file.name, "--strategy", "nope")
     assert_rejected(result, tmp_path)
     assert (
-        "wine_space.yaml: `strategy` must be one of grid, random, tpe, gp, cmaes, qmc, but got 'nope'."
+        "wine_space.yaml: `strategy` must be one of grid, random, tpe, gp, cmaes, qmc, auto, but got 'nope'."
         in result.stderr
     )
 

@@ -231,7 +231,7 @@ BAD = {
     # names that must come from a list
     "unknown strategy": (
         spec(strategy="nope"),
-        r"`strategy` must be one of grid, random, tpe, gp, cmaes, qmc, but got 'nope'\.",
+        r"`strategy` must be one of grid, random, tpe, gp, cmaes, qmc, auto, but got 'nope'\.",
     ),
     "misspelt strategy": (
         spec(strategy="TPE"),

@@ -147,7 +147,7 @@ def resume(
     optuna_study = store.load_study(name, sampler=strategies.make_sampler(spec))
     with study_lock(store.url, name) as exclusive:
         _fail_stale(store, optuna_study, every_running=exclusive)
-        if spec.strategy == "grid":
+        if strategies.resolved(spec) == "grid":
             _requeue_grid(optuna_study, spec)
         runner = make_executor(executor, ray_address)
         runner.start(spec.resources.model_dump(), spec.parallel)
@@ -208,7 +208,7 @@ def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mappi
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = store.create_study(name, spec.direction, strategies.make_sampler(spec))
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
-    if spec.strategy == "grid":
+    if strategies.resolved(spec) == "grid":
         # Queue every point now: Optuna's GridSampler alone may hand the same
         # point to two trials running at once.
         for params in strategies.grid_points(spec):

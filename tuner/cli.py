@@ -493,7 +493,7 @@ def _parser() -> argparse.ArgumentParser:
     launch = add("launch", cmd_launch, "launch a study from a search-space YAML file")
     launch.add_argument("spec", help="search-space file, e.g. search_spaces/mnist1d_mlp.yaml")
     launch.add_argument("--study", help="study name (default: the spec's name)")
-    launch.add_argument("--strategy", help="grid, random, tpe, gp, cmaes or qmc")
+    launch.add_argument("--strategy", help="auto (default; picks grid, gp or tpe), grid, random, tpe, gp, cmaes or qmc")
     launch.add_argument("--trials", type=int, help="number of trials")
     launch.add_argument("--parallel", type=int, help="trials running at once")
     launch.add_argument("--epochs", type=int, help="epochs per trial")

@@ -30,7 +30,8 @@ from pydantic import (
 from tuner.diagnosis import Thresholds
 from tuner.errors import SpecError
 
-STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc")
+# `auto` (the default) picks among the others from the space and the budget (strategies.choose).
+STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "auto")
 BUILTIN_WORKLOADS = {"mlp": "workers.mlp:train", "cnn": "workers.cnn:train"}
 DATASETS = ("mnist1d", "digits", "wine", "breast_cancer", "iris")
 BUILTIN_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc", "gap_loss", "gap_acc")
@@ -223,7 +224,7 @@ class StudySpec(_Model):
     workload: str = "mlp"
     data: str | None = None
     objective: Objective = Objective()
-    strategy: str = "tpe"
+    strategy: str = "auto"
     trials: int | None = Field(default=None, gt=0)
     parallel: int = Field(default=1, gt=0)
     epochs: int = Field(default=10, gt=0)
@@ -448,7 +449,7 @@ def _grid_problems(spec: StudySpec) -> list[str]:
             problems.append(
                 f"params.{name}: strategy `grid` needs a finite set of values, but {name!r} is a "
                 f"continuous float in [{param.low}, {param.high}]. Fix: add "
-                f"`values: [...]` to it, or use strategy random, tpe or gp."
+                f"`values: [...]` to it, or use strategy auto, random, tpe or gp."
             )
         if isinstance(param, IntParam) and param.values is None:
             count = (param.high - param.low) // (param.step or 1) + 1
