@@ -40,3 +40,25 @@ def test_scale_benchmark_runs_tuner_and_optuna(tmp_path):
     payload = run("scale.py", tmp_path)
     text = json.dumps(payload)
     assert "tuner" in text and "optuna" in text
+
+
+def test_mnist1d_table_scores_the_mlp_and_cnn_presets_against_the_paper(tmp_path):
+    payload = run("mnist1d_table.py", tmp_path)
+    rows = {row["model"]: row for row in payload["results"]}
+    assert set(rows) == {"MLP", "CNN"}
+    assert payload["paper"] == {"logistic regression": 0.32, "MLP": 0.68, "CNN": 0.94, "GRU": 0.91,
+                                "human expert": 0.96}
+    for model, row in rows.items():
+        assert 0.0 <= row["test_acc"] <= 1.0
+        assert row["paper_test_acc"] == payload["paper"][model]
+        assert row["trials_run"] > 0 and row["best_params"]
+
+
+def test_quality_benchmark_has_results_for_every_side_and_family(tmp_path):
+    payload = run("quality.py", tmp_path)
+    runs = payload["runs"]
+    for family in ("bbob", "bayesmark", "mnist1d"):
+        sides = {r["side"] for r in runs if r["family"] == family and r["evals"] > 0}
+        expected = {"tuner_auto", "optuna_tpe", "optuna_random"} if family == "mnist1d" else set(payload["sides"])
+        assert sides == expected, family
+    assert {row["side"] for row in payload["summary"]} == set(payload["sides"])
