@@ -12,6 +12,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tuner.store import Store
+
 REPO = Path(__file__).resolve().parent.parent
 
 GRID = (
@@ -43,6 +45,9 @@ def wait_for(storage: str, study: str, complete: int, timeout: float = 120) -> N
 def test_two_orchestrators_share_a_grid_study_without_duplicates(postgres_url, tmp_path):
     spec = tmp_path / "grid.yaml"
     spec.write_text(GRID)
+    # The schema first: the polling below opens Optuna's storage, whose creation of a new
+    # schema would race the orchestrator's (optuna's RDBStorage does not retry that).
+    Store(postgres_url).close()
     first = tuner(tmp_path, postgres_url, "launch", str(spec), "--executor", "inline", "--quiet")
     wait_for(postgres_url, "shared", 1)
     second = tuner(tmp_path, postgres_url, "resume", "shared", "--executor", "inline", "--quiet")
