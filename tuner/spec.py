@@ -39,6 +39,8 @@ BUILTIN_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc", "gap_loss",
 CALLABLE_PREFIX = "callable:"
 # Keys tuner passes to every workload next to the sampled params.
 RESERVED_PARAMS = ("epochs", "data", "seed")
+# Study names (and the schedules that launch studies): safe in URLs, file names and shells.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 # A grid over an int range is fine, but not one that enumerates millions of points.
 MAX_GRID_POINTS = 100_000
 
@@ -244,7 +246,7 @@ class StudySpec(_Model):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(
                 f"`name` must start with a letter or digit and hold only letters, digits, "
                 f"'.', '_' and '-', but got {name!r}. Fix: e.g. name: mnist1d-mlp."

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tuner.errors import TunerError
 from tuner.schedule import timing
-from tuner.spec import load_spec
+from tuner.spec import NAME_PATTERN, load_spec
 from tuner.store import Store
 from tuner.store.models import RunRecord, ScheduleRecord
 from tuner.store.sql import check_url
@@ -86,18 +86,16 @@ class Schedules:
             overlap=overlap, catch_up=catch_up, on_interrupt=on_interrupt, warm_start=warm_start,
             next_fire_at=_first_firing(cron, timezone, now), created_at=now,
         )
+        taken = TunerError(f"schedule {name!r} already exists in {self.store.safe_url}. Fix: choose another name, "
+                           f"or `tuner schedule remove {name}` first to replace it.")
         with self.session() as session:
             if session.scalar(sa.select(ScheduleRecord.id).where(ScheduleRecord.name == name)) is not None:
-                raise TunerError(
-                    f"schedule {name!r} already exists in {self.store.safe_url}. Fix: choose another name, or "
-                    f"`tuner schedule remove {name}` first to replace it."
-                )
+                raise taken
             session.add(record)
             try:
                 session.commit()
             except sa.exc.IntegrityError:  # added by someone else between the check and the insert
-                raise TunerError(f"schedule {name!r} already exists in {self.store.safe_url}. Fix: choose "
-                                 "another name.") from None
+                raise taken from None
         return record
 
     def set_enabled(self, name: str, enabled: bool) -> ScheduleRecord:
@@ -188,7 +186,7 @@ def _first_firing(cron: str, tz: str, now: datetime) -> datetime:
 
 
 def _check_name(name: str) -> None:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", name or ""):
+    if not re.fullmatch(NAME_PATTERN, name or "") or len(name) > 100:
         raise TunerError(
             f"schedule name: must start with a letter or digit and hold only letters, digits, '.', '_' and "
             f"'-' (at most 100), but got {name!r}. Fix: e.g. nightly-mnist1d."
