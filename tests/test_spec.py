@@ -226,7 +226,9 @@ BAD = {
     ),
     "grid over millions of ints": (
         spec(strategy="grid", params={"seed_offset": {"type": "int", "low": 0, "high": 10**7}}),
-        r"params\.seed_offset: strategy `grid` would enumerate 10000001 ints\. Fix: add `values",
+        r"params: strategy `grid` queues every point of the grid, so it must have at most 100,000 points, "
+        r"but got 10,000,001 \(seed_offset: 10,000,001 values\)\. Fix: list fewer points with `values: "
+        r"\[\.\.\.\]` \(or a larger `step` on an int\), or use strategy random or tpe\.",
     ),
     # names that must come from a list
     "unknown strategy": (
@@ -278,6 +280,17 @@ BAD = {
     "epochs < 0": (spec(epochs=-1), r"epochs: must be > 0, but got -1\. Fix: use a value > 0"),
     "timeout = 0": (spec(timeout=0), r"timeout: must be > 0(\.0)?, but got 0\. Fix:"),
     "zero cpus": (spec(resources={"cpu": 0}), r"resources\.cpu: must be > 0(\.0)?, but got 0\. Fix:"),
+    "threshold above its bound": (
+        spec(diagnostics={"stall_tolerance": 1.5}),
+        r"diagnostics\.stall_tolerance: must be < 1(\.0)?, but got 1\.5\. Fix: use a value < 1",
+    ),
+    # seeds: what NumPy and Optuna's samplers accept
+    "negative seed": (
+        spec(seed=-1),
+        r"`seed` must be in 0\.\.4294967295 \(2\*\*32 - 1, what NumPy and Optuna's samplers accept\), "
+        r"but got -1\. Fix: use a seed in that range, e\.g\. seed: 0\.",
+    ),
+    "seed past 2**32 - 1": (spec(seed=2**32), r"`seed` must be in 0\.\.4294967295 .*but got 4294967296\. Fix:"),
     # names
     "bad study name": (
         spec(name="my study"),

@@ -9,9 +9,13 @@ fix (pydantic's own wording names types, not fixes).
 from __future__ import annotations
 
 import difflib
+import heapq
 import importlib
+import itertools
 import math
 import re
+import reprlib
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -23,6 +27,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -41,18 +47,29 @@ CALLABLE_PREFIX = "callable:"
 RESERVED_PARAMS = ("epochs", "data", "seed")
 # Study names (and the schedules that launch studies): safe in URLs, file names and shells.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
-# A grid over an int range is fine, but not one that enumerates millions of points.
+# Every grid point is queued in the store before the first trial: a grid larger than this
+# is a mistake (an int range left whole), not a study anyone means to run.
 MAX_GRID_POINTS = 100_000
+# A spec file is a few kilobytes; these bound what a wrong file (a checkpoint, an alias
+# bomb: anchors of anchors that expand exponentially) may cost before it is refused.
+MAX_SPEC_BYTES = 10 * 2**20
+MAX_YAML_VALUES = 100_000
+# Messages echo what a user wrote; a value longer than this is cut with "…".
+MAX_SHOWN = 80
+# Past this many problems a file is likely not a spec at all; the rest are counted, not listed.
+MAX_PROBLEMS = 25
+# What NumPy's and Optuna's samplers accept as a seed.
+MAX_SEED = 2**32 - 1
 
 
 def _check_scalar(value: Any) -> Any:
     # Without this, a list or mapping (or NaN) fails each member of the union
     # in turn, and the user reads four type errors instead of one rule.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, but got {value!r}. Fix: use a finite value.")
+        raise ValueError(f"must be a finite number, but got {_shown(value)}. Fix: use a finite value.")
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise ValueError(
-            f"must be a single value (a number, string, true/false or null), but got {value!r}. "
+            f"must be a single value (a number, string, true/false or null), but got {_shown(value)}. "
             "Fix: give one plain value; to choose among lists or mappings, name each option "
             "(e.g. choices: [small, large]) and look the name up in the workload."
         )
@@ -109,10 +126,11 @@ class CategoricalParam(_Model):
                 "`choices` must not be empty, but got []. Fix: list at least one value, "
                 "e.g. choices: [relu, tanh]."
             )
-        dupes = sorted({repr(c) for c in choices if list(choices).count(c) > 1})
+        # Counted by equality, as Optuna matches a choice: 1, 1.0 and true are one choice to it.
+        dupes = [c for c, n in Counter(choices).items() if n > 1]
         if dupes:
             raise ValueError(
-                f"`choices` must not repeat a value, but got {', '.join(dupes)} more than once. "
+                f"`choices` must not repeat a value, but got {_listed(dupes)} more than once. "
                 "Fix: list each value once."
             )
         return choices
@@ -190,7 +208,7 @@ class Pruner(BaseModel):
             if key not in valid:
                 listed = ", ".join(valid) if valid else "none"
                 raise ValueError(
-                    f"`pruner.{key}` is not an option of the {self.type} pruner "
+                    f"`pruner.{_cut(key)}` is not an option of the {self.type} pruner "
                     f"(optuna.pruners.{cls.__name__}).{_did_you_mean(key, valid)} Valid options: {listed}."
                 )
         sig = inspect.signature(cls).parameters
@@ -203,7 +221,7 @@ class Pruner(BaseModel):
         try:
             cls(**self.options)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"`pruner` options are invalid for {self.type}: {exc}") from None
+            raise ValueError(f"`pruner` options are invalid for {self.type}: {_cut(str(exc))}") from None
         return self
 
 
@@ -249,7 +267,7 @@ class StudySpec(_Model):
         if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(
                 f"`name` must start with a letter or digit and hold only letters, digits, "
-                f"'.', '_' and '-', but got {name!r}. Fix: e.g. name: mnist1d-mlp."
+                f"'.', '_' and '-', but got {_shown(name)}. Fix: e.g. name: mnist1d-mlp."
             )
         return name
 
@@ -257,6 +275,18 @@ class StudySpec(_Model):
     @classmethod
     def _check_strategy(cls, strategy: str) -> str:
         return _one_of("strategy", strategy, STRATEGIES)
+
+    @field_validator("seed", mode="wrap")
+    @classmethod
+    def _check_seed(cls, seed: Any, parse: ValidatorFunctionWrapHandler) -> int | None:
+        # Around parsing: 1e23 is a float past the ints pydantic parses, "-1" a string it parses.
+        number = seed if isinstance(seed, (int, float)) and not isinstance(seed, bool) else parse(seed)
+        if number is not None and not 0 <= number <= MAX_SEED:
+            raise ValueError(
+                f"`seed` must be in 0..{MAX_SEED} (2**32 - 1, what NumPy and Optuna's samplers accept), "
+                f"but got {_shown(number)}. Fix: use a seed in that range, e.g. seed: 0."
+            )
+        return parse(number)
 
     @field_validator("params")
     @classmethod
@@ -266,11 +296,15 @@ class StudySpec(_Model):
                 "`params` must name at least one hyperparameter, but got none. "
                 "Fix: e.g. params: {lr: {type: float, low: 1.0e-4, high: 0.1, log: true}}."
             )
-        return params
+        # A param is decided after the params its `when` names, wherever the file lists it;
+        # a cycle has no such order and is reported with the other cross-field problems.
+        order, cycles = _dependency_order(params)
+        return params if cycles else {name: params[name] for name in order}
 
     @model_validator(mode="after")
-    def _check_cross_fields(self) -> StudySpec:
-        problems = _cross_field_problems(self)
+    def _check_cross_fields(self, info: ValidationInfo) -> StudySpec:
+        lines = (info.context or {}).get("lines", {})
+        problems = _cross_field_problems(self, lines)
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -305,18 +339,18 @@ class StudySpec(_Model):
 def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
     if low > high:
         raise ValueError(
-            f"`low <= high` must hold, but got low={low}, high={high}. Fix: swap them."
+            f"`low <= high` must hold, but got low={_shown(low)}, high={_shown(high)}. Fix: swap them."
         )
     if log and low <= 0:
         raise ValueError(
-            f"`log: true` needs `low > 0`, but got low={low}. "
+            f"`log: true` needs `low > 0`, but got low={_shown(low)}. "
             "Fix: set a positive low (e.g. 1.0e-5) or drop `log`."
         )
     if step is not None and step <= 0:
-        raise ValueError(f"`step > 0` must hold, but got step={step}. Fix: use a positive step.")
+        raise ValueError(f"`step > 0` must hold, but got step={_shown(step)}. Fix: use a positive step.")
     if log and step is not None:
         raise ValueError(
-            f"`log` and `step` cannot be combined, but got log=true, step={step}. "
+            f"`log` and `step` cannot be combined, but got log=true, step={_shown(step)}. "
             "Fix: drop one of them."
         )
 
@@ -325,23 +359,73 @@ def _one_of(field: str, value: str, valid: tuple[str, ...]) -> str:
     if value in valid:
         return value
     raise ValueError(
-        f"`{field}` must be one of {', '.join(valid)}, but got {value!r}.{_did_you_mean(value, valid)}"
+        f"`{field}` must be one of {', '.join(valid)}, but got {_shown(value)}.{_did_you_mean(value, valid)}"
     )
 
 
 def _did_you_mean(value: Any, valid: Any) -> str:
     # Compare lower-cased, so that "TPE" or "MLP" still finds its name.
     names = {str(v).lower(): v for v in valid}
-    close = difflib.get_close_matches(str(value).lower(), list(names), n=1)
-    return f" Did you mean {names[close[0]]!r}?" if close else ""
+    close = difflib.get_close_matches(str(value)[:MAX_SHOWN].lower(), list(names), n=1)
+    return f" Did you mean {_shown(names[close[0]])}?" if close else ""
 
 
-def _cross_field_problems(spec: StudySpec) -> list[str]:
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr (it never expands a whole nested value), keeping a mapping's own order."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_REPR = _ShortRepr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = MAX_SHOWN
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to MAX_SHOWN characters: every message that echoes a user's value uses this."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4300-digit limit on str()
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def _listed(values: list[Any], most: int = 5, quote: bool = True) -> str:
+    shown = ", ".join(_shown(v) if quote else _cut(str(v)) for v in values[:most])
+    return shown + (f" (and {len(values) - most} more)" if len(values) > most else "")
+
+
+def _cut(text: str) -> str:
+    """A name the user chose (a key), cut like :func:`_shown` cuts a value."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def _amount(n: int) -> str:
+    # f"{n:,}" of a number with thousands of digits would itself be the problem.
+    return f"{n:,}" if n < 10**30 else f"about 10^{int(n.bit_length() * math.log10(2))}"
+
+
+def _at(lines: Mapping[tuple[str, ...], int], *path: str) -> str:
+    """' (line N)' where the YAML file put ``path``; nothing for a dict spec."""
+    line = lines.get(path)
+    return f" (line {line})" if line else ""
+
+
+def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> list[str]:
     problems: list[str] = []
     problems += _workload_problems(spec)
     problems += _metric_problems(spec)
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
+    problems += _cycle_problems(spec, lines)
     if spec.strategy == "grid" and not problems:
         problems += _grid_problems(spec)
     return problems
@@ -351,12 +435,12 @@ def _workload_problems(spec: StudySpec) -> list[str]:
     if spec.is_builtin:
         if spec.data is None:
             return [
-                f"`data` is required for the built-in workload {spec.workload!r}. "
+                f"`data` is required for the built-in workload {_shown(spec.workload)}. "
                 f"Fix: add `data:` with one of {', '.join(DATASETS)}."
             ]
         if spec.data not in DATASETS:
             return [
-                f"`data` must be one of {', '.join(DATASETS)}, but got {spec.data!r}."
+                f"`data` must be one of {', '.join(DATASETS)}, but got {_shown(spec.data)}."
                 f"{_did_you_mean(spec.data, DATASETS)}"
             ]
         return []
@@ -365,13 +449,13 @@ def _workload_problems(spec: StudySpec) -> list[str]:
     if ":" not in spec.workload:
         return [
             f"`workload` must be a built-in ({', '.join(BUILTIN_WORKLOADS)}) or "
-            f"'package.module:function', but got {spec.workload!r}."
+            f"'package.module:function', but got {_shown(spec.workload)}."
             f"{_did_you_mean(spec.workload, tuple(BUILTIN_WORKLOADS))}"
         ]
     try:
         resolve_workload(spec.workload)
     except ImportError as exc:
-        return [f"`workload` {spec.workload!r} does not import: {exc}. {_IMPORT_FIX}"]
+        return [f"`workload` {_shown(spec.workload)} does not import: {_cut(str(exc))}. {_IMPORT_FIX}"]
     return []
 
 
@@ -399,33 +483,34 @@ def _metric_problems(spec: StudySpec) -> list[str]:
     if spec.is_builtin and metric not in BUILTIN_METRICS:
         return [
             f"`objective.metric` must be one of {', '.join(BUILTIN_METRICS)} for the built-in "
-            f"workloads, but got {metric!r}.{_did_you_mean(metric, BUILTIN_METRICS)}"
+            f"workloads, but got {_shown(metric)}.{_did_you_mean(metric, BUILTIN_METRICS)}"
         ]
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", metric):
         return [
             f"`objective.metric` must be a name a workload reports (letters, digits, '_'), "
-            f"but got {metric!r}."
+            f"but got {_shown(metric)}."
         ]
     return []
 
 
 def _param_problems(spec: StudySpec, name: str, param: Any) -> list[str]:
-    where = f"params.{name}"
+    where = f"params.{_cut(name)}"
     if name in RESERVED_PARAMS or name in spec.fixed:
         taken = "set by tuner" if name in RESERVED_PARAMS else "also in `fixed`"
-        return [f"{where}: the name {name!r} is {taken}. Fix: rename the param or remove it there."]
+        return [f"{where}: the name {_shown(name)} is {taken}. Fix: rename the param or remove it there."]
     problems = []
     for value in getattr(param, "values", None) or ():
         if isinstance(param, (FloatParam, IntParam)) and not param.low <= value <= param.high:
             problems.append(
-                f"{where}.values: every value must lie in [low, high] = [{param.low}, {param.high}], "
-                f"but got {value}. Fix: widen the range or drop the value."
+                f"{where}.values: every value must lie in [low, high] = [{_shown(param.low)}, "
+                f"{_shown(param.high)}], but got {_shown(value)}. Fix: widen the range or drop the value."
             )
     for other, expected in (param.when or {}).items():
         if other not in spec.params:
+            others = [p for p in spec.params if p != name]
             problems.append(
-                f"{where}.when: names an unknown param {other!r}.{_did_you_mean(other, spec.params)} "
-                f"Valid params: {', '.join(p for p in spec.params if p != name)}."
+                f"{where}.when: names an unknown param {_shown(other)}.{_did_you_mean(other, spec.params)} "
+                f"Valid params: {_listed(others, quote=False)}."
             )
         elif other == name:
             problems.append(f"{where}.when: a param cannot depend on itself.")
@@ -433,34 +518,96 @@ def _param_problems(spec: StudySpec, name: str, param: Any) -> list[str]:
             choices = spec.params[other].choices
             if expected not in choices:
                 problems.append(
-                    f"{where}.when: {other} must be one of its choices "
-                    f"{list(choices)}, but got {expected!r}.{_did_you_mean(expected, choices)}"
+                    f"{where}.when: {_cut(other)} must be one of its choices "
+                    f"{_shown(list(choices))}, but got {_shown(expected)}.{_did_you_mean(expected, choices)}"
                 )
         else:
             problems.append(
-                f"{where}.when: can only depend on a categorical param, but {other!r} is "
-                f"{spec.params[other].type}. Fix: make {other!r} categorical."
+                f"{where}.when: can only depend on a categorical param, but {_shown(other)} is "
+                f"{spec.params[other].type}. Fix: make {_shown(other)} categorical."
             )
+    return problems
+
+
+def _dependency_order(params: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Param names, each after the params its `when` names (file order wherever that holds), and the cycles.
+
+    Kahn's algorithm, taking the earliest param in the file among those ready.
+    """
+    index = {name: i for i, name in enumerate(params)}
+    needs = {n: {o for o in (p.when or {}) if o in params and o != n} for n, p in params.items()}
+    needed_by = defaultdict(list)
+    for name, others in needs.items():
+        for other in others:
+            needed_by[other].append(name)
+    waiting = {name: len(others) for name, others in needs.items()}
+    ready = [index[name] for name, count in waiting.items() if count == 0]
+    names, order = list(params), []
+    while ready:
+        order.append(names[heapq.heappop(ready)])
+        for name in needed_by[order[-1]]:
+            waiting[name] -= 1
+            if waiting[name] == 0:
+                heapq.heappush(ready, index[name])
+    return order, _cycles([n for n in names if waiting[n]], needs, index)
+
+
+def _cycles(left: list[str], needs: Mapping[str, set[str]], index: Mapping[str, int]) -> list[list[str]]:
+    # Every param Kahn left over still needs one that is left over, so a walk along
+    # `when` from any of them comes back to a param it passed: a cycle.
+    unseen, cycles = set(left), []
+    for start in left:
+        path: dict[str, int] = {}
+        name: str | None = start
+        while name in unseen and name not in path:
+            path[name] = len(path)
+            name = min((o for o in needs[name] if o in unseen), key=index.__getitem__, default=None)
+        if name in path:
+            cycle = list(path)[path[name]:]
+            first = min(range(len(cycle)), key=lambda i: index[cycle[i]])
+            cycles.append(cycle[first:] + cycle[:first])
+        unseen -= set(path)
+    return cycles
+
+
+def _cycle_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> list[str]:
+    problems = []
+    for cycle in _dependency_order(spec.params)[1]:
+        first = cycle[0]
+        chain = " -> ".join(_cut(n) for n in [*cycle[1:], first])
+        problems.append(
+            f"params.{_cut(first)}.when: conditions must not form a cycle (a param is decided after the "
+            f"params its `when` names), but got params.{_cut(first)}.when -> {chain}"
+            f"{_at(lines, 'params', first, 'when')}. Fix: remove the `when` of one of "
+            f"{_listed(cycle, quote=False)}."
+        )
     return problems
 
 
 def _grid_problems(spec: StudySpec) -> list[str]:
+    from tuner.strategies import grid_size, grid_values  # strategies imports this module
+
     problems = []
     for name, param in spec.params.items():
         if isinstance(param, FloatParam) and param.values is None:
             problems.append(
-                f"params.{name}: strategy `grid` needs a finite set of values, but {name!r} is a "
-                f"continuous float in [{param.low}, {param.high}]. Fix: add "
+                f"params.{_cut(name)}: strategy `grid` needs a finite set of values, but {_shown(name)} is a "
+                f"continuous float in [{_shown(param.low)}, {_shown(param.high)}]. Fix: add "
                 f"`values: [...]` to it, or use strategy auto, random, tpe or gp."
             )
-        if isinstance(param, IntParam) and param.values is None:
-            count = (param.high - param.low) // (param.step or 1) + 1
-            if count > MAX_GRID_POINTS:
-                problems.append(
-                    f"params.{name}: strategy `grid` would enumerate {count} ints. Fix: add "
-                    f"`values: [...]` or a larger `step`."
-                )
-    return problems
+    if problems:
+        return problems
+    size = grid_size(spec)
+    if size is None or size > MAX_GRID_POINTS:
+        counts = sorted(((n, len(grid_values(p))) for n, p in spec.params.items()), key=lambda nc: -nc[1])
+        largest = ", ".join(f"{_cut(n)}: {_amount(c)} values" for n, c in counts[:3] if c > 1)
+        got = _amount(size) if size is not None else f"more than {_amount(MAX_GRID_POINTS)}"
+        return [
+            f"params: strategy `grid` queues every point of the grid, so it must have at most "
+            f"{_amount(MAX_GRID_POINTS)} points, but got {got} ({largest}). Fix: list fewer points with "
+            f"`values: [...]` (or a larger `step` on an int), or use strategy random or tpe."
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- loading
@@ -474,41 +621,175 @@ def load_spec(
     ``overrides`` (CLI flags, API keywords) replace top-level keys of the file;
     None values are ignored.
     """
+    lines: dict[tuple[str, ...], int] = {}
+    problems: list[str] = []
     if isinstance(source, Mapping):
         label, raw = "<spec>", dict(source)
     else:
-        label, raw = str(source), _read_yaml(Path(source))
+        label = str(source)
+        raw, lines, problems = _read_yaml(Path(source))
     raw.setdefault("name", Path(label).stem.replace("_", "-") if label != "<spec>" else "study")
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value
+            lines = {path: line for path, line in lines.items() if path[0] != key}  # no longer the file's
     try:
-        return StudySpec.model_validate(raw)
+        spec = StudySpec.model_validate(raw, context={"lines": lines})
     except ValidationError as exc:
-        problems = [line for err in exc.errors() for line in _explain(err, raw).split("\n")]
-        raise SpecError(label, problems) from None
+        problems += [line for err in exc.errors() for line in _explain(err, raw).split("\n")]
+    if problems:
+        raise SpecError(label, _capped(problems)) from None
+    return spec
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SpecError(str(path), ["no such file. Fix: check the path (presets live in search_spaces/)."])
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], f"... and {rest} more. Fix: correct the ones above, then run again."]
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int], list[str]]:
+    """The file's mapping, the line of each key (by path), and what the YAML itself got wrong."""
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        loader = _SpecLoader(text)  # PyYAML checks the characters here
+        data = loader.load()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise SpecError(
             str(path), [f"YAML syntax error at {where}: {exc.problem}. Fix: correct the YAML there."]
         ) from None
+    except yaml.reader.ReaderError as exc:
+        raise SpecError(str(path), [
+            f"YAML text must not hold control characters, but got #x{exc.character:04x} at character "
+            f"{exc.position}: this is not a text file. Fix: name the YAML spec (see search_spaces/)."
+        ]) from None
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), [f"YAML error: {exc}"]) from None
+        raise SpecError(str(path), [f"YAML error: {_cut(str(exc))}"]) from None
+    except RecursionError:
+        raise SpecError(str(path), [
+            "the YAML nests lists or mappings deeper than Python can read. Fix: flatten it; a spec "
+            "needs three levels (params, a param, its keys)."
+        ]) from None
+    if loader.fatal:
+        raise SpecError(str(path), loader.problems)
     if not isinstance(data, dict):
         raise SpecError(
             str(path),
             [f"the file must hold a mapping of keys (name, workload, params, ...), but got "
              f"{type(data).__name__}. Fix: see search_spaces/ for examples."],
         )
-    return data
+    return data, loader.lines, loader.problems
+
+
+def _read_text(path: Path) -> str:
+    where = str(path)
+    if path.is_dir():
+        raise SpecError(where, [
+            "is a directory, not a spec file. Fix: name a YAML file in it (e.g. search_spaces/wine_mlp.yaml)."
+        ])
+    if not path.exists():
+        raise SpecError(where, ["no such file. Fix: check the path (presets live in search_spaces/)."])
+    if not path.is_file():
+        raise SpecError(where, ["is not a regular file (a pipe or device?). Fix: name a YAML file."])
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(where, [
+            f"cannot be read: {exc.strerror or exc}. Fix: check the file's permissions (`ls -l {where}`)."
+        ]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(where, [
+            f"a spec file must be at most {MAX_SPEC_BYTES // 2**20} MiB, but this one is larger. "
+            "Fix: name the YAML spec, not a data or checkpoint file."
+        ])
+    try:
+        return data.decode("utf-8-sig")  # -sig: a byte-order mark some editors write is not an error
+    except UnicodeDecodeError as exc:
+        raise SpecError(where, [
+            f"a spec file must be UTF-8 text, but byte {exc.start} is 0x{data[exc.start]:02x}: this looks "
+            "like a binary file or another encoding. Fix: name the YAML spec, or save it as UTF-8."
+        ]) from None
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what it would otherwise accept in silence.
+
+    Before anything is constructed, one pass over the composed nodes (each node
+    once, however many aliases share it) counts the values the document expands
+    to, finds keys given twice in a mapping (YAML keeps the last, so the first
+    is lost without a word), and notes the line of each key for messages.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.lines: dict[tuple[str, ...], int] = {}
+        self.problems: list[str] = []
+        self.fatal = False  # the document cannot be constructed (an alias bomb, a recursive anchor)
+        self._sizes: dict[int, int] = {}
+
+    def load(self) -> Any:
+        try:
+            node = self.get_single_node()
+            if node is None:
+                return None
+            try:
+                self._survey(node, ())
+            except _Refused as exc:
+                self.problems.insert(0, str(exc))
+                self.fatal = True
+                return None
+            return self.construct_document(node)
+        finally:
+            self.dispose()
+
+    def _survey(self, node: yaml.Node, path: tuple[str, ...]) -> int:
+        """How many values ``node`` expands to; refuses a document that expands past MAX_YAML_VALUES."""
+        key = id(node)
+        if key in self._sizes:
+            if self._sizes[key] < 0:
+                raise _Refused(f"line {node.start_mark.line + 1}: an anchor must not contain an alias to "
+                               "itself, but this one does. Fix: remove the alias from inside its anchor.")
+            return self._sizes[key]
+        self._sizes[key] = -1  # being counted: meeting it again means it contains itself
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._survey(child, (*path, str(i))) for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            size += self._survey_mapping(node, path)
+        if size > MAX_YAML_VALUES:
+            raise _Refused(
+                f"line {node.start_mark.line + 1}: a spec must hold at most {MAX_YAML_VALUES:,} values once "
+                f"its aliases (*name) are expanded, but the value that starts here holds more. Fix: list "
+                "fewer values, or repeat fewer anchors inside anchors."
+            )
+        self._sizes[key] = size
+        return size
+
+    def _survey_mapping(self, node: yaml.MappingNode, path: tuple[str, ...]) -> int:
+        size, seen = 0, {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                here, line, key = (*path, key_node.value), key_node.start_mark.line + 1, (key_node.tag, key_node.value)
+                if key in seen:
+                    self.problems.append(
+                        f"line {line}: a key must appear once in a mapping, but {_cut('.'.join(here))} was "
+                        f"already given at line {seen[key]} (YAML would keep only this one). "
+                        "Fix: remove or merge one of them."
+                    )
+                seen[key] = line
+                self.lines.setdefault(here, line)
+                size += self._survey(value_node, here) + 1
+            else:  # a merge (<<: *base) or a key that is itself a list or mapping
+                size += self._survey(key_node, path) + self._survey(value_node, (*path, "<<"))
+        return size
+
+
+class _Refused(Exception):
+    """A YAML document too costly to construct."""
 
 
 # --------------------------------------------------------------------------- messages
@@ -526,7 +807,7 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     # Discriminated unions add the tag to the path (params.lr.float.low); drop it.
     if len(loc) >= 3 and loc[0] == "params" and loc[2] in _PARAM_MODELS:
         del loc[2]
-    field = ".".join(loc) if loc else "(top level)"
+    field = _cut(".".join(loc)) if loc else "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "value_error":
         msg = str(err["ctx"]["error"])
@@ -536,38 +817,44 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1], raw)
         return (
-            f"{field}: unknown key {loc[-1]!r}.{_did_you_mean(loc[-1], valid)} "
+            f"{field}: unknown key {_shown(loc[-1])}.{_did_you_mean(loc[-1], valid)} "
             f"Valid keys here: {', '.join(valid)}."
         )
     if kind == "missing":
         return f"{field}: required key is missing. Fix: add `{loc[-1]}:`."
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        got = f"got {value.get('type')!r}" if isinstance(value, dict) and "type" in value else "got none"
+        got = f"got {_shown(value.get('type'))}" if isinstance(value, dict) and "type" in value else "got none"
         return (
             f"{field}.type: must be one of float, int, categorical, but {got}. "
             "Fix: e.g. {type: float, low: 0.0, high: 1.0}."
         )
     if kind == "finite_number":
-        return f"{field}: must be a finite number, but got {value!r}. Fix: use a finite bound."
-    if kind in ("int_from_float", "int_parsing", "int_type"):
-        return f"{field}: must be an integer, but got {value!r}. Fix: use a whole number (or type: float)."
+        return f"{field}: must be a finite number, but got {_shown(value)}. Fix: use a finite bound."
+    if kind in ("int_from_float", "int_parsing", "int_parsing_size", "int_type"):
+        return f"{field}: must be an integer, but got {_shown(value)}. Fix: use a whole number (or type: float)."
     if kind in ("float_parsing", "float_type"):
-        return f"{field}: must be a number, but got {value!r}."
-    if kind in ("greater_than", "greater_than_equal"):
-        rule = ">" if kind == "greater_than" else ">="
-        bound = err["ctx"].get("gt", err["ctx"].get("ge"))
-        return f"{field}: must be {rule} {bound}, but got {value!r}. Fix: use a value {rule} {bound}."
+        return f"{field}: must be a number, but got {_shown(value)}."
+    if kind in _BOUNDS:
+        rule, key = _BOUNDS[kind]
+        bound = err["ctx"][key]
+        return f"{field}: must be {rule} {bound}, but got {_shown(value)}. Fix: use a value {rule} {bound}."
     if kind == "literal_error":
-        return f"{field}: must be one of {err['ctx']['expected']}, but got {value!r}."
+        return f"{field}: must be one of {err['ctx']['expected']}, but got {_shown(value)}."
     if kind in ("bool_parsing", "bool_type"):
-        return f"{field}: must be true or false, but got {value!r}."
+        return f"{field}: must be true or false, but got {_shown(value)}."
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"{field}: must be a mapping of keys, but got {value!r}."
+        return f"{field}: must be a mapping of keys, but got {_shown(value)}."
     if kind in ("tuple_type", "list_type"):
-        return f"{field}: must be a list, but got {value!r}. Fix: wrap it in [ ]."
+        return f"{field}: must be a list, but got {_shown(value)}. Fix: wrap it in [ ]."
     if kind in ("string_type",):
-        return f"{field}: must be a string, but got {value!r}."
-    return f"{field}: {err['msg']}, but got {value!r}."
+        return f"{field}: must be a string, but got {_shown(value)}."
+    return f"{field}: {err['msg']}, but got {_shown(value)}."
+
+
+_BOUNDS = {
+    "greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"), "less_than_equal": ("<=", "le"),
+}
 
 
 def _valid_keys(loc: list[str], raw: Mapping[str, Any]) -> list[str]:

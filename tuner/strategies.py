@@ -6,13 +6,14 @@ sqlalchemy and never knows how a trial runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
-from tuner.spec import PRUNERS, CategoricalParam, FloatParam, IntParam, StudySpec
+from tuner.spec import MAX_GRID_POINTS, PRUNERS, CategoricalParam, FloatParam, IntParam, StudySpec
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -98,9 +99,7 @@ def _within(param: Any, value: Any) -> bool:
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     """Every point of the Cartesian product, conditional params only where active."""
-    points = [dict(p) for p in _expand(list(spec.params.items()), {})]
-    unique = {point_key(p): p for p in points}
-    return list(unique.values())
+    return [dict(p) for p in _expand(list(spec.params.items()), {})]
 
 
 def point_key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -116,24 +115,67 @@ def _expand(items: list[tuple[str, Any]], chosen: dict[str, Any]) -> Iterator[di
     if not _active(param, chosen):
         yield from _expand(rest, chosen)
         return
-    for value in _grid_values(param):
+    for value in grid_values(param):
         yield from _expand(rest, {**chosen, name: value})
 
 
-def _grid_values(param: Any) -> list[Any]:
+def grid_values(param: Any) -> Sequence[Any]:
+    """The distinct values a grid tries for ``param``; an int range stays a ``range`` (its len costs nothing)."""
     if isinstance(param, CategoricalParam):
-        return list(param.choices)
+        return param.choices  # distinct: the spec refuses a repeated choice
     if param.values is not None:
-        return list(param.values)
+        return tuple(dict.fromkeys(param.values))
     if isinstance(param, IntParam):
-        return list(range(param.low, param.high + 1, param.step or 1))
+        return range(param.low, param.high + 1, param.step or 1)
     raise ValueError("a continuous float has no grid")  # spec validation prevents this
+
+
+def grid_size(spec: StudySpec) -> int | None:
+    """How many points :func:`grid_points` lists, counted without listing them.
+
+    Only a param that a later `when` reads splits the count into branches; any
+    other multiplies it by its number of values. So the count tracks the values
+    of those params that are still read (one state for a space without `when`),
+    with the number of grid prefixes that lead to each.
+
+    None for a space with a continuous float, and for one whose conditions
+    would make counting take more than MAX_GRID_POINTS steps at one param:
+    each step is a different start of a point, so that grid is larger anyway.
+    """
+    if any(isinstance(p, FloatParam) and p.values is None for p in spec.params.values()):
+        return None
+    items = list(spec.params.items())
+    # read_from[i]: the params that the `when` of param i or a later one names.
+    read_from: list[set[str]] = [set() for _ in range(len(items) + 1)]
+    for i in reversed(range(len(items))):
+        read_from[i] = read_from[i + 1] | set(items[i][1].when or {})
+    states: dict[tuple[tuple[str, Any], ...], int] = {(): 1}
+    for i, (name, param) in enumerate(items):
+        values, kept, steps = grid_values(param), read_from[i + 1], 0
+        following: dict[tuple[tuple[str, Any], ...], int] = defaultdict(int)
+        for state, count in states.items():
+            chosen = dict(state)
+            if not _active(param, chosen):
+                branches = [(chosen, count)]
+            elif name in kept:
+                branches = [({**chosen, name: value}, count) for value in values]
+            else:
+                branches = [(chosen, count * len(values))]
+            steps += len(branches)
+            if steps > MAX_GRID_POINTS:
+                return None
+            for branch, n in branches:
+                following[tuple((k, v) for k, v in branch.items() if k in kept)] += n
+        states = following
+    return sum(states.values())
 
 
 def planned_trials(spec: StudySpec) -> int:
     """How many trials the study runs: `trials`, or the whole grid for grid search."""
     if resolved(spec) == "grid":
-        size = len(grid_points(spec))
+        size = grid_size(spec)
+        if size is None:
+            raise ValueError("this space has no countable grid")  # spec validation prevents this
         return min(spec.trials, size) if spec.trials else size
     return spec.trials or 20
 
@@ -161,8 +203,9 @@ def describe(spec: StudySpec) -> str:
 # "Search quality (issue 7)"), in this order:
 #
 # 1. grid: the space is finite (no continuous float) and the budget covers
-#    every point. Trying each point once is then exact; sampling would repeat
-#    some and miss others.
+#    every point (of at most MAX_GRID_POINTS, the cap on a queued grid).
+#    Trying each point once is then exact; sampling would repeat some and
+#    miss others.
 # 2. TPE (multivariate, group): some param is conditional (`when`), or more
 #    than half the params are categorical. TPE models which params are active
 #    and categorical choices natively; Optuna's GP models only the params every
@@ -195,8 +238,6 @@ def describe(spec: StudySpec) -> str:
 DEFAULT_TRIALS = 20
 # Beyond this many trials auto leaves GP for TPE (see rule 4).
 GP_MAX_TRIALS = 100
-# Enumerating a grid to count it costs memory; larger product spaces are not grids for auto.
-_MAX_AUTO_GRID = 10_000
 
 
 @dataclass(frozen=True)
@@ -207,7 +248,7 @@ class SpaceProfile:
     ints: int  # int ranges without `values`
     categorical: int  # categoricals and `values` lists
     conditional: int  # params with `when`
-    grid_size: int | None  # points of the grid; None when continuous or larger than _MAX_AUTO_GRID
+    grid_size: int | None  # points of the grid (grid_size); None when continuous or past counting
 
     @property
     def total(self) -> int:
@@ -239,23 +280,8 @@ def profile(spec: StudySpec) -> SpaceProfile:
         ints=ints,
         categorical=len(params) - continuous - ints,
         conditional=sum(bool(p.when) for p in params),
-        grid_size=None if continuous else _grid_size(spec),
+        grid_size=grid_size(spec),
     )
-
-
-def _grid_size(spec: StudySpec) -> int | None:
-    bound = 1  # the full product; conditionals only make the real grid smaller
-    for param in spec.params.values():
-        bound *= _count_values(param)
-        if bound > _MAX_AUTO_GRID:
-            return None
-    return len(grid_points(spec))
-
-
-def _count_values(param: Any) -> int:
-    if isinstance(param, IntParam) and param.values is None:
-        return (param.high - param.low) // (param.step or 1) + 1  # without listing a huge range
-    return len(_grid_values(param))
 
 
 def choose(spec: StudySpec) -> Choice:
@@ -263,7 +289,8 @@ def choose(spec: StudySpec) -> Choice:
     space = profile(spec)
     budget = spec.trials or DEFAULT_TRIALS
     over = f"{budget} trials over {space}"
-    if space.grid_size is not None and space.grid_size <= budget:
+    # A grid is queued whole before it runs, so not even a budget that covers it makes one past the cap.
+    if space.grid_size is not None and space.grid_size <= min(budget, MAX_GRID_POINTS):
         return Choice("grid", f"{space.grid_size} points over {space}, within the budget of {budget} "
                               "trials: each runs once instead of sampling with repeats")
     if space.conditional:
@@ -282,5 +309,5 @@ def resolved(spec: StudySpec) -> str:
     return choose(spec).strategy if spec.strategy == "auto" else spec.strategy
 
 
-__all__ = ["make_sampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "planned_trials", "describe",
-           "choose", "resolved", "profile", "Choice", "SpaceProfile"]
+__all__ = ["make_sampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
+           "planned_trials", "describe", "choose", "resolved", "profile", "Choice", "SpaceProfile"]
