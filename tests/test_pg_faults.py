@@ -88,3 +88,41 @@ def test_a_postgres_restart_mid_study_loses_nothing_and_leaves_nothing_running(p
     assert "is unreachable" in err and "retrying" in err
     assert "Traceback" not in err
     assert postgres_server.password not in err
+
+
+def test_resume_within_the_heartbeat_grace_after_a_kill_finishes_the_budget_exactly(postgres_url, tmp_path):
+    """kill -9 of the orchestrator, resumed at once: its trial still has a fresh heartbeat."""
+    import shutil
+    import signal
+
+    (tmp_path / "work.py").write_text(
+        "import time\n\ndef curve(params, report):\n    for epoch in range(1, params['epochs'] + 1):\n"
+        "        time.sleep(0.3)\n        report(epoch, val_loss=(params['x'] - 0.3) ** 2 + 1.0 / epoch)\n"
+    )
+    (tmp_path / "k.yaml").write_text(
+        "name: killed\nworkload: work:curve\nstrategy: random\ntrials: 5\nparallel: 1\nepochs: 4\npruner: none\n"
+        "seed: 0\nparams:\n  x: {type: float, low: 0, high: 1}\n"
+    )
+    Store(postgres_url).close()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TUNER_STORAGE": postgres_url}
+    script = shutil.which("tuner")
+    first = subprocess.Popen([script, "launch", "k.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(postgres_url, "killed", 2)
+    time.sleep(0.5)  # into the next trial
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    left = [t.number for t in optuna.load_study(study_name="killed", storage=postgres_url).trials
+            if t.state == TrialState.RUNNING]
+    resumed = subprocess.run([script, "resume", "killed", "--executor", "inline"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    trials = optuna.load_study(study_name="killed", storage=postgres_url).trials
+    states = collections.Counter(t.state.name for t in trials)
+    print(f"\nkill -9 then resume within the heartbeat grace: RUNNING at kill {left}; after resume "
+          f"{dict(states)}, exit {resumed.returncode}")
+    assert left, "the kill came between trials"
+    assert resumed.returncode == 0, resumed.stderr
+    assert states["COMPLETE"] == 5 and states["RUNNING"] == 0
+    assert "RUNNING elsewhere" in resumed.stderr
+    rerun = {t.user_attrs.get("retry_of"): t.params for t in trials if "retry_of" in t.user_attrs}
+    assert all(rerun[n] == trials[n].params for n in left)

@@ -7,30 +7,26 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tuner import strategies, summary
 from tuner.errors import StorageError, TunerError
 from tuner.executors import make_executor
-from tuner.orchestrator import (
-    HEARTBEAT_GRACE,
-    HEARTBEAT_SECONDS,
-    INTERRUPTED,
-    counts_toward_budget,
-    Orchestrator,
-    Progress,
-)
+from tuner.orchestrator import Orchestrator, Progress
 from tuner.spec import CALLABLE_PREFIX, StudySpec, load_spec
 from tuner.store import Store
 from tuner.store.lock import study_lock
 
 SPEC_ATTR = "tuner.spec"
+log = logging.getLogger("tuner")
 
 
 class Study:
@@ -144,15 +140,19 @@ def resume(
             f"study {name!r} runs a Python function ({spec.workload.removeprefix(CALLABLE_PREFIX)}); "
             "resume it from Python: tuner.resume(name, objective=that_function)."
         )
-    optuna_study = store.load_study(name, sampler=strategies.make_sampler(spec))
+    optuna_study = store.load_study(name, sampler=_resumed_sampler(spec, optuna_study))
     with study_lock(store.url, name) as exclusive:
-        _fail_stale(store, optuna_study, every_running=exclusive)
-        if strategies.resolved(spec) == "grid":
-            _requeue_grid(optuna_study, spec)
         runner = make_executor(executor, ray_address)
-        runner.start(spec.resources.model_dump(), spec.parallel)
         workload = objective if objective is not None else spec.workload_target
-        Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+        orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress)
+        orchestrator.recover(every_running=exclusive)
+        if orchestrator.budget_reached():
+            done = orchestrator.progress
+            log.info("study %s: budget reached (%d/%d trials); nothing to run. Fix: tuner resume %s --trials N "
+                     "with N > %d to run more.", name, done.finished, done.planned, name, done.planned)
+            return Study(optuna_study, store)
+        runner.start(spec.resources.model_dump(), spec.parallel)
+        orchestrator.run()
     return Study(optuna_study, store)
 
 
@@ -202,6 +202,22 @@ def _make_spec(
     return load_spec(source, extra)
 
 
+def _resumed_sampler(spec: StudySpec, study: optuna.Study) -> optuna.samplers.BaseSampler:
+    """The sampler of a resumed study, seeded apart from every earlier session of it.
+
+    Rebuilt with the spec's own seed, it would draw the first session's
+    configurations again. The seed is derived from the spec's and the number
+    of trials already made, so a resume is still reproducible, and a study
+    resumed before its first trial draws exactly what one launch would.
+    (QMC continues its own sequence from the study, so it keeps the seed.)
+    """
+    made = len(study.get_trials(deepcopy=False))
+    if spec.seed is None or made == 0 or strategies.resolved(spec) == "qmc":
+        return strategies.make_sampler(spec)
+    seed = int(np.random.SeedSequence([spec.seed, made]).generate_state(1)[0])
+    return strategies.make_sampler(spec.model_copy(update={"seed": seed}))
+
+
 def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
     """Create the study with its spec snapshot, the warm-start points and (grid search) every point queued."""
     with warnings.catch_warnings():
@@ -218,42 +234,3 @@ def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mappi
         if strategies.fits(spec, params):
             study.enqueue_trial(dict(params), user_attrs={"warm_start": True}, skip_if_exists=True)
     return study
-
-
-def _requeue_grid(study: optuna.Study, spec: StudySpec) -> None:
-    """Queue again every grid point that no trial covers (those whose trial was interrupted)."""
-    covered = set()
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING:
-            covered.add(strategies.point_key(t.system_attrs.get("fixed_params", {})))
-        elif counts_toward_budget(t):
-            covered.add(strategies.point_key(t.params))
-    for params in strategies.grid_points(spec):
-        if strategies.point_key(params) not in covered:
-            study.enqueue_trial(params)
-
-
-def _fail_stale(store: Store, study: optuna.Study, every_running: bool) -> None:
-    """Mark FAIL the RUNNING trials no orchestrator runs any more, so none is left forever.
-
-    With the study's lock held (SQLite) every RUNNING trial is stale; otherwise
-    (PostgreSQL, where orchestrators may share a study) only those whose
-    heartbeat stopped more than HEARTBEAT_GRACE seconds ago.
-    """
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not every_running:
-        # Optuna reads these two to judge staleness; left set, they would make
-        # every later ask() warn that heartbeats belong to Study.optimize.
-        store.storage.heartbeat_interval = HEARTBEAT_SECONDS
-        store.storage.grace_period = HEARTBEAT_GRACE
-        try:
-            stale = set(store.storage._get_stale_trial_ids(study._study_id))
-        finally:
-            store.storage.heartbeat_interval = store.storage.grace_period = None
-        running = [t for t in running if t._trial_id in stale]
-    for trial in running:
-        store.set_trial_attrs(
-            trial._trial_id,
-            {"fail_reason": "the orchestrator stopped while this trial ran", "fail_kind": INTERRUPTED},
-        )
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)

@@ -11,6 +11,8 @@ import csv
 import json
 import logging
 import math
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,8 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
-    from tuner.errors import TunerError
+    # A spec's `workload: module:function` imports from the directory tuner runs in, as
+    # under `python -m`; an installed console script puts only its own directory on sys.path.
+    # (Ray workers on this machine get the same directory from the driver.)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from tuner.errors import Terminated, TunerError
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except TunerError as exc:
@@ -38,9 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if Terminated.seen(exc):
+            err.print("stopped by SIGTERM: running trials were marked FAIL; `tuner resume` continues the study.")
+            return 143
         err.print("interrupted: running trials were marked FAIL; `tuner resume` continues the study.")
         return 130
+
+
+def _terminate(*_: Any) -> None:
+    from tuner.errors import Terminated
+
+    Terminated.received = True
+    raise Terminated
 
 
 # ---------------------------------------------------------------------- commands
@@ -58,8 +76,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             args.spec, study=args.study, storage=args.storage, executor=args.executor,
             ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, **overrides,
         )
-    _print_result(study)
-    return 0
+    return _print_result(study)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -70,8 +87,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             args.study, storage=args.storage, executor=args.executor, ray_address=args.ray_address,
             on_progress=on_progress, trials=args.trials, timeout=args.timeout,
         )
-    _print_result(study)
-    return 0
+    return _print_result(study)
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -409,12 +425,20 @@ class _progress_display:
         self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
 
 
-def _print_result(study: Any) -> None:
+def _print_result(study: Any) -> int:
+    """The best trial and what to run next; status 1 when no trial completed (the study has no result)."""
     try:
         best = study.best_trial
     except ValueError:
-        console.print(f"study {study.name}: no trial completed.")
-        return
+        failed = [t for t in study.trials if t.state.name == "FAIL" and t.user_attrs.get("fail_reason")]
+        if not failed:
+            console.print(f"study {study.name}: no trial completed.")
+            return 0
+        err.print(
+            f"[bold red]error:[/] study {study.name}: no trial completed: all {len(failed)} failed. Trial "
+            f"{failed[0].number} failed with: {failed[0].user_attrs['fail_reason']}", highlight=False, soft_wrap=True,
+        )
+        return 1
     console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
@@ -441,6 +465,7 @@ def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
+    return 0
 def _rank(trial: Any, direction: str) -> tuple[int, float, int]:
     if trial.value is None or not math.isfinite(trial.value):
         return (1, 0.0, trial.number)

@@ -40,3 +40,17 @@ class StudyFailedError(TunerError):
     """The study stopped early because its first trials all failed."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM (`kill`, `docker stop`, systemd): stop as for Ctrl-C, and say which.
+
+    ``received`` stays set once it came: Ray's blocking calls turn any exception
+    a signal handler raises into a plain KeyboardInterrupt.
+    """
+
+    received = False
+
+    @classmethod
+    def seen(cls, exc: BaseException) -> bool:
+        return isinstance(exc, cls) or (isinstance(exc, KeyboardInterrupt) and cls.received)

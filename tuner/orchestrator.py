@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from tuner import diagnosis, strategies, summary
-from tuner.errors import StudyFailedError
+from tuner.errors import StudyFailedError, Terminated
 from tuner.executors import Executor
 from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome, timeout_reason
 from tuner.spec import StudySpec
@@ -51,6 +51,22 @@ DB_RETRY_SECONDS = 1.0
 log = logging.getLogger("tuner")
 # Which orchestrator concluded a trial, when several share a study.
 ORCHESTRATOR_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def outage_cause(exc: BaseException) -> sa.exc.DBAPIError | None:
+    """The lost-connection error behind ``exc``, or None when ``exc`` is no outage.
+
+    Optuna re-raises the driver's failure as ``StorageInternalError`` (from the
+    SQLAlchemy error), so the chain of causes is searched, not the type alone.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sa.exc.OperationalError) or (
+            isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated
+        ):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -126,6 +142,9 @@ class Orchestrator:
         self.progress = Progress(planned=strategies.planned_trials(spec))
         self.first_error: tuple[int, str] | None = None
         self.last_heartbeat = 0.0
+        self._in_db = False
+        self._asked: optuna.Trial | None = None  # asked, not yet submitted (kept across an outage)
+        self._waiting_said = False
         self._count_existing()
 
     # ------------------------------------------------------------------ loop
@@ -138,7 +157,7 @@ class Orchestrator:
             while True:
                 if time.monotonic() < deadline:
                     self._launch_more()
-                if not self.running:
+                if not self.running and not self._wait_for_others():
                     break
                 for outcome in self.executor.poll(POLL_SECONDS):
                     self._finish(outcome)
@@ -147,9 +166,12 @@ class Orchestrator:
                 self._report_progress()
                 self._fail_fast()
         except BaseException as exc:
-            reason = "interrupted by the user (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else (
-                f"study stopped: {type(exc).__name__}: {exc}"
-            )
+            if Terminated.seen(exc):
+                reason = "stopped by SIGTERM"
+            elif isinstance(exc, KeyboardInterrupt):
+                reason = "interrupted by the user (Ctrl-C)"
+            else:
+                reason = f"study stopped: {type(exc).__name__}: {exc}"
             self._abort(reason)
             raise
         finally:
@@ -198,12 +220,22 @@ class Orchestrator:
 
         Counting and asking happen under the study's mutex, so orchestrators
         sharing a study (PostgreSQL) never start more trials than the budget.
+        Retried as a whole by :meth:`_db`: a trial asked before an outage is
+        kept for the next attempt, never asked twice (it would stay RUNNING).
         """
-        with study_mutex(self.store.engine, self.study._study_id):
-            if self._db(self._remaining) <= 0:
-                return None
-            trial = self._db(self.study.ask)
-            return trial, self._db(strategies.suggest, trial, self.spec)
+        if self._asked is None:
+            with study_mutex(self.store.engine, self.study._study_id):
+                if self._remaining() <= 0:
+                    return None
+                self._asked = self.study.ask()
+        params = strategies.suggest(self._asked, self.spec)  # a retry gets the params already set
+        trial, self._asked = self._asked, None
+        return trial, params
+
+    def budget_reached(self) -> bool:
+        """Whether the study has nothing left to run: its budget is used up and no trial of it runs."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return not running and self._remaining() <= 0
 
     def _remaining(self) -> int:
         """Trials still to start: the budget less what every orchestrator finished or runs."""
@@ -214,20 +246,34 @@ class Orchestrator:
     def _db(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store call, waiting out an outage of the database instead of failing the study.
 
-        While the database is away, workers keep training and their epochs wait
-        in the executor's channel; they are written once it is back.
+        The one retry layer: a call made inside another ``_db`` call runs
+        plainly, so an outage is waited out once, for at most
+        DB_OUTAGE_SECONDS, with one warning. While the database is away,
+        workers keep training and their epochs wait in the executor's channel;
+        they are written once it is back.
         """
-        for attempt in itertools.count():
-            try:
-                return call(*args, **kwargs)
-            except sa.exc.OperationalError as exc:  # connection refused or dropped, server restarting
-                if attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
-                    raise
-                if attempt == 0:
-                    reason = self.store.redact(str(exc.orig or exc).strip().splitlines()[0])
-                    log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
-                                self.store.safe_url, reason, DB_OUTAGE_SECONDS)
-                time.sleep(DB_RETRY_SECONDS)
+        if self._in_db:
+            return call(*args, **kwargs)
+        self._in_db = True
+        try:
+            for attempt in itertools.count():
+                try:
+                    result = call(*args, **kwargs)
+                except Exception as exc:
+                    cause = outage_cause(exc)
+                    if cause is None or attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
+                        raise
+                    if attempt == 0:
+                        reason = self.store.redact(str(cause.orig or cause).strip().splitlines()[0])
+                        log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
+                                    self.store.safe_url, reason, DB_OUTAGE_SECONDS)
+                    time.sleep(DB_RETRY_SECONDS)
+                    continue
+                if attempt:
+                    log.warning("the study store is back after %d s; the study goes on", attempt * DB_RETRY_SECONDS)
+                return result
+        finally:
+            self._in_db = False
         raise AssertionError("unreachable")
 
     def _heartbeat(self) -> None:
@@ -264,6 +310,8 @@ class Orchestrator:
         if epoch <= run.judged_epoch:
             return None
         run.judged_epoch = epoch
+        if len(run.rows) >= self.spec.epochs:
+            return None  # its whole budget ran: stopping it now saves nothing and loses a result
         stop = self.spec.early_stopping
         if stop is not None:
             best = summary.best_row(run.rows, self._score, self.spec.direction, stop.min_delta)
@@ -368,7 +416,8 @@ class Orchestrator:
         self._db(self.store.set_trial_attrs, trial_id, attrs)
         if state == TrialState.COMPLETE and self.spec.objective.max_gap is not None:
             gap = summary.gap_at_best(run.rows, self.spec.objective, self.spec.direction)
-            run.trial.set_constraint("gap", (gap if gap is not None else math.inf) - self.spec.objective.max_gap)
+            self._db(run.trial.set_constraint, "gap",
+                     (gap if gap is not None else math.inf) - self.spec.objective.max_gap)
         if extra.get("fail_kind") in NOT_COUNTED:
             self._db(self.study.tell, run.trial.number, state=TrialState.FAIL, skip_if_finished=True)
             self.progress.retried += 1
@@ -432,6 +481,8 @@ class Orchestrator:
     def _abort(self, reason: str) -> None:
         """End every running trial as FAIL with ``reason``: nothing is left RUNNING."""
         self.executor.cancel(list(self.running))
+        if self._asked is not None:  # asked, stopped before it was submitted
+            self.running[self._asked.number], self._asked = _Running(self._asked, {}), None
         for number, run in list(self.running.items()):
             attrs = summary.trial_summary(run.rows, self.spec.objective, self.spec.direction)
             attrs.update(fail_reason=reason, fail_kind=INTERRUPTED)
@@ -442,6 +493,70 @@ class Orchestrator:
         self.progress.running = 0
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def recover(self, every_running: bool) -> None:
+        """Mark FAIL the RUNNING trials that no orchestrator runs any more, and queue their params again.
+
+        With the study's lock held (SQLite) every RUNNING trial is stale;
+        otherwise (PostgreSQL, where orchestrators may share a study) only those
+        whose heartbeat stopped more than HEARTBEAT_GRACE seconds ago. Every
+        interrupted trial's params run again once, as after a worker death.
+        """
+        with study_mutex(self.store.engine, self.study._study_id):
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not every_running:
+                stale = set(self._stale_trial_ids())
+                running = [t for t in running if t._trial_id in stale]
+            for trial in running:
+                self.store.set_trial_attrs(trial._trial_id, {
+                    "fail_reason": "the orchestrator stopped while this trial ran", "fail_kind": INTERRUPTED,
+                })
+                self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            self._requeue_interrupted()
+
+    def _requeue_interrupted(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("retry_of") for t in trials}
+        for t in trials:
+            # A trial stopped while it was being asked has no whole configuration to run again.
+            if t.user_attrs.get("fail_kind") == INTERRUPTED and t.number not in requeued and strategies.fits(
+                self.spec, t.params
+            ):
+                self.study.enqueue_trial(dict(t.params), user_attrs={
+                    "attempt": int(t.user_attrs.get("attempt", 1)), "retry_of": t.number,
+                })
+
+    def _stale_trial_ids(self) -> list[int]:
+        storage = self.store.storage
+        # Optuna reads these two to judge staleness; left set, they would make
+        # every later ask() warn that heartbeats belong to Study.optimize.
+        storage.heartbeat_interval, storage.grace_period = HEARTBEAT_SECONDS, HEARTBEAT_GRACE
+        try:
+            return storage._get_stale_trial_ids(self.study._study_id)
+        finally:
+            storage.heartbeat_interval = storage.grace_period = None
+
+    def _wait_for_others(self) -> bool:
+        """With nothing of its own running, whether to go on: other trials of the study are still RUNNING.
+
+        On PostgreSQL they belong to another live orchestrator, which finishes
+        them, or to one that died: once their heartbeat is HEARTBEAT_GRACE
+        seconds old they are marked FAIL and run again here. Either way the
+        study is not done while they run. (SQLite: the study's lock means none.)
+        """
+        if self.store.backend == "sqlite":
+            return False
+        others = self._db(self.study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
+        if not others:
+            return False
+        if not self._waiting_said:
+            self._waiting_said = True
+            log.warning("trials %s are RUNNING elsewhere: waiting for them to finish, or to be run again "
+                        "here once their heartbeat is %d s old", ", ".join(str(t.number) for t in others),
+                        HEARTBEAT_GRACE)
+        time.sleep(DB_RETRY_SECONDS)
+        self._db(self.recover, every_running=False)
+        return True
 
     def _count_existing(self) -> None:
         """On resume, finished trials count toward the budget, interrupted ones do not."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from tuner.diagnosis import Finding, Thresholds, alarm
+from tuner.diagnosis import DIVERGED, Finding, Thresholds, alarm
 
 # Rows are sent in batches at most this often (seconds): cheap to record, and
 # still live enough for the dashboard.
@@ -104,10 +104,12 @@ class Reporter:
         self._last_report = now
         self.pending.append(row)
         self.epochs += 1
+        # At the final epoch, stopping saves nothing: only a run with no value left (diverged) is stopped.
+        final = self.epochs >= self.job.context.get("epochs", math.inf)
         if self.thresholds is not None:
             self.history.append(row)
             finding = alarm(self.history, self.thresholds)
-            if finding is not None:
+            if finding is not None and (not final or finding.kind == DIVERGED):
                 raise StopTrial(f"trial {self.job.number}: {finding.kind}: {finding.detail}", finding)
         if self.deliver is not None and now - self._last_flush >= self.job.flush_seconds:
             self.flush()
@@ -160,8 +162,19 @@ def resolve(workload: Any) -> Callable[..., Any]:
     return resolve_workload(workload)
 
 
-def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -> TrialOutcome:
-    """Run one trial to the end; every exception becomes part of the outcome."""
+def run_trial(
+    job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False
+) -> TrialOutcome:
+    """Run one trial to the end; every exception becomes part of the outcome.
+
+    ``own_process``: the trial runs in a worker of its own (Ray), where a
+    KeyboardInterrupt can only come from the workload, so it fails the trial
+    like any error. In the driver (inline) it is the user's Ctrl-C and stops
+    the study.
+    """
+    caught: tuple[type[BaseException], ...] = (Exception, SystemExit)
+    if own_process:
+        caught += (KeyboardInterrupt,)
     start = time.perf_counter()
     report = Reporter(job, deliver)
     outcome = TrialOutcome(job.number, job.trial_id, node=node or socket.gethostname())
@@ -178,7 +191,7 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
         if finding is not None:
             outcome.stop = {"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
                             "values": finding.values}
-    except Exception as exc:
+    except caught as exc:
         outcome.error = _describe(exc)
         outcome.traceback = traceback.format_exc()
         _free_gpu_memory()

@@ -9,11 +9,14 @@ workers never touch the database and need no route to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ray
@@ -70,7 +73,7 @@ class _Pusher:
 def _remote_trial(job: TrialJob, channel: Any) -> TrialOutcome:
     pusher = _Pusher(channel)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    outcome = run_trial(job, pusher, node=node)
+    outcome = run_trial(job, pusher, node=node, own_process=True)
     pusher.settle()
     return outcome
 
@@ -184,14 +187,16 @@ def _connect(address: str | None) -> bool:
     if address:
         _check_reachable(address)
     try:
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            # Token authentication stays on (Ray's default): Ray's ports listen
-            # on every interface even when the node address is loopback.
-            # address="local": a new instance of our own, never one that a
-            # `ray start` on this machine left recorded in /tmp/ray.
-            ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+        with _keep_sigterm_handler():
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                # Token authentication stays on (Ray's default): Ray's ports listen
+                # on every interface even when the node address is loopback.
+                # address="local": a new instance of our own, never one that a
+                # `ray start` on this machine left recorded in /tmp/ray.
+                with _worker_environment():
+                    ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise TunerError(
@@ -200,6 +205,34 @@ def _connect(address: str | None) -> bool:
             "is up (`ray status`), or use --executor inline."
         ) from None
     return True
+
+
+# Workers never touch the study store, so the processes of a local Ray (and the
+# user code its workers run) never see the database's URL or password.
+DRIVER_ONLY_VARIABLES = ("TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE")
+
+
+@contextlib.contextmanager
+def _worker_environment() -> Iterator[None]:
+    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's."""
+    saved = {k: os.environ.pop(k) for k in DRIVER_ONLY_VARIABLES if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep tuner's SIGTERM handler: ray.init installs its own, which exits mid-trial with a stack dump."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_reachable(address: str) -> None:

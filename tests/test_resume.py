@@ -1,0 +1,198 @@
+"""Resume and the end of a study, driven through the installed `tuner` script from the user's own directory.
+
+Each test writes a workload module beside its spec, as a user would, and prints
+its figures (distinct configurations, states).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+TUNER = shutil.which("tuner")
+
+WORKLOAD = '''
+import time
+
+
+def curve(params, report):
+    """Converges to (x - 0.3)^2; `sleep` seconds an epoch."""
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(params.get("sleep", 0.0))
+        report(epoch, val_loss=(params["x"] - 0.3) ** 2 + 1.0 / epoch)
+
+
+def level_until_the_end(params, report):
+    """Every trial looks the same until its final epoch, where they part."""
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=(params["x"] - 0.3) ** 2 if epoch == params["epochs"] else 1.0)
+
+
+def explodes_at_the_end(params, report):
+    """Healthy until its final epoch, whose gradient norm explodes; its loss stays finite."""
+    for epoch in range(1, params["epochs"] + 1):
+        norm = 1e6 if epoch == params["epochs"] else 1.0
+        report(epoch, val_loss=params["x"] + 1.0 / epoch, grad_norm=norm)
+
+
+def interrupts(params, report):
+    raise KeyboardInterrupt
+
+
+def broken(params, report):
+    raise RuntimeError("the data loader could not find its files")
+'''
+
+
+def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    spec = tmp_path / name
+    spec.write_text(text)
+    return spec
+
+
+def tuner(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")}
+    return subprocess.run([TUNER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def trials(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{cwd / 'tuner.db'}").trials
+
+
+def configs(ts) -> list[tuple]:
+    return [tuple(sorted(t.params.items())) for t in ts if t.state == TrialState.COMPLETE]
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe", "gp"])
+def test_resume_never_repeats_a_configuration_it_already_ran(tmp_path, strategy):
+    write(tmp_path, f"name: w\nworkload: work:curve\nstrategy: {strategy}\nepochs: 2\nseed: 7\npruner: none\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n  y: {type: float, low: 0, high: 1}\n")
+    first = tuner(tmp_path, "launch", "study.yaml", "--trials", "4", "--executor", "inline", "--quiet")
+    assert first.returncode == 0, first.stderr
+    resumed = tuner(tmp_path, "resume", "w", "--trials", "8", "--executor", "inline", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    seen = configs(trials(tmp_path, "w"))
+    print(f"\n{strategy}: launch 4 + resume to 8: {len(seen)} COMPLETE, {len(set(seen))} distinct configurations")
+    assert len(seen) == 8
+    assert len(set(seen)) == 8
+
+
+def test_a_spec_and_seed_reproduce_one_uninterrupted_study(tmp_path):
+    runs = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        write(tmp_path / sub, "name: w\nworkload: work:curve\nstrategy: random\nepochs: 1\nseed: 3\npruner: none\n"
+                              "trials: 5\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+        result = tuner(tmp_path / sub, "launch", "study.yaml", "--executor", "inline", "--quiet")
+        assert result.returncode == 0, result.stderr
+        runs.append(configs(trials(tmp_path / sub, "w")))
+    assert runs[0] == runs[1] and len(set(runs[0])) == 5
+
+
+def test_ctrl_c_then_resume_runs_the_interrupted_configurations_again(tmp_path):
+    write(tmp_path, "name: c\nworkload: work:curve\nstrategy: random\ntrials: 6\nparallel: 2\nepochs: 6\n"
+                    "seed: 1\npruner: none\nfixed: {sleep: 0.3}\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")}
+    proc = subprocess.Popen([TUNER, "launch", "study.yaml", "--quiet"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if sum(t.state == TrialState.COMPLETE for t in trials(tmp_path, "c")) >= 2:
+                break
+        except Exception:  # the study is not created yet
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    interrupted = [t for t in trials(tmp_path, "c") if t.user_attrs.get("fail_kind") == "interrupted"]
+    assert interrupted, "the Ctrl-C came when no trial was running"
+
+    resumed = tuner(tmp_path, "resume", "c")
+    assert resumed.returncode == 0, resumed.stderr
+    after = trials(tmp_path, "c")
+    complete = [t for t in after if t.state == TrialState.COMPLETE]
+    rerun = {t.user_attrs.get("retry_of"): t for t in complete if "retry_of" in t.user_attrs}
+    print(f"\nCtrl-C with {len(interrupted)} trials running, then resume: {len(complete)} COMPLETE of 6, "
+          f"interrupted configurations run again {sum(t.number in rerun for t in interrupted)}/{len(interrupted)}, "
+          f"RUNNING {sum(t.state == TrialState.RUNNING for t in after)}")
+    assert len(complete) == 6
+    for t in interrupted:
+        assert rerun[t.number].params == t.params
+    assert len(set(configs(after))) == 6
+
+
+def test_resume_of_a_finished_study_says_budget_reached_and_starts_nothing(tmp_path):
+    write(tmp_path, "name: f\nworkload: work:curve\nstrategy: random\ntrials: 2\nepochs: 1\npruner: none\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n")
+    assert tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet").returncode == 0
+    result = tuner(tmp_path, "resume", "f")  # the Ray executor: starting Ray would take seconds and print
+    assert result.returncode == 0, result.stderr
+    assert "budget reached (2/2 trials)" in result.stderr
+    assert "--trials N" in result.stderr
+    assert len(trials(tmp_path, "f")) == 2
+
+
+def test_a_trial_that_ran_its_whole_budget_completes_and_is_never_pruned_at_its_final_epoch(tmp_path):
+    # Median pruning from the first trial; the trials tie until their final epoch, where
+    # those worse than the median would be pruned unless the final epoch is exempt.
+    write(tmp_path, "name: g\nworkload: work:level_until_the_end\nstrategy: grid\nepochs: 2\n"
+                    "pruner: {type: median, n_startup_trials: 0, n_warmup_steps: 0}\n"
+                    "params:\n  x: {type: float, low: 0, high: 1, values: [0.3, 0.5, 0.7, 0.9, 0.1, 0.0]}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet")
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "g")
+    states = collections.Counter(t.state.name for t in ts)
+    pruned_at = collections.Counter(t.user_attrs.get("prune_epoch") for t in ts if t.state == TrialState.PRUNED)
+    print(f"\ngrid of 6 with 2 epochs and a median pruner: {dict(states)}, pruned at epochs {dict(pruned_at)}")
+    assert states == {"COMPLETE": 6}
+    assert all(t.value is not None for t in ts if t.state == TrialState.COMPLETE)
+
+
+@pytest.mark.parametrize("executor", ["inline", "ray"])
+def test_a_diagnostics_finding_at_the_final_epoch_keeps_the_trials_result(tmp_path, executor):
+    write(tmp_path, "name: e\nworkload: work:explodes_at_the_end\nstrategy: random\ntrials: 2\nepochs: 3\n"
+                    "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--executor", executor, "--quiet")
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "e")
+    print(f"\nexploding gradients at the final epoch ({executor}): "
+          f"{[(t.state.name, t.user_attrs.get('diagnosis')) for t in ts]}")
+    assert [t.state for t in ts] == [TrialState.COMPLETE] * 2
+    assert all(t.user_attrs["diagnosis"] == "exploding_gradients" for t in ts)
+    assert all(len(t.intermediate_values) == 3 for t in ts)
+
+
+def test_a_workload_that_raises_keyboard_interrupt_on_ray_fails_with_that_reason(tmp_path):
+    write(tmp_path, "name: k\nworkload: work:interrupts\nstrategy: random\ntrials: 1\nepochs: 1\npruner: none\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--quiet")
+    (trial,) = trials(tmp_path, "k")
+    print(f"\nKeyboardInterrupt in the workload on Ray: {trial.state.name}, {trial.user_attrs['fail_reason']!r}")
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "KeyboardInterrupt"
+    assert result.returncode == 1
+    assert "no trial completed" in result.stderr
+
+
+def test_a_study_in_which_every_trial_failed_exits_non_zero(tmp_path):
+    write(tmp_path, "name: b\nworkload: work:broken\nstrategy: random\ntrials: 2\nepochs: 1\npruner: none\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet")
+    assert result.returncode == 1
+    assert "no trial completed: all 2 failed" in result.stderr
+    assert "the data loader could not find its files" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [t for t in trials(tmp_path, "b") if t.state == TrialState.RUNNING]

@@ -1,0 +1,88 @@
+"""What Ray workers can see, and how a study stops on SIGTERM: through the installed `tuner` script."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+TUNER = shutil.which("tuner")
+
+WORKLOAD = '''
+import time
+from pathlib import Path
+
+
+def probe(params, report):
+    """Reports 1.0 when the worker's own environment (as the kernel holds it) names the study store."""
+    environ = Path("/proc/self/environ").read_bytes().split(b"\\0")
+    names = {item.split(b"=", 1)[0].decode() for item in environ if item}
+    seen = names & {"TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE"}
+    report(1, val_loss=float(bool(seen)), leaked=float(len(seen)))
+
+
+def slow(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(0.3)
+        report(epoch, val_loss=params["x"] + 1.0 / epoch)
+'''
+
+
+def setup(tmp_path: Path, spec: str) -> dict[str, str]:
+    assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    (tmp_path / "s.yaml").write_text(spec)
+    secret = tmp_path / "password"
+    secret.write_text("not-used-by-sqlite")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TUNER_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}", TUNER_STORAGE_PASSWORD_FILE=str(secret),
+               OPTUNA_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}")
+    return env
+
+
+def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path):
+    env = setup(tmp_path, "name: p\nworkload: work:probe\nstrategy: random\ntrials: 2\nparallel: 2\nepochs: 1\n"
+                          "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    result = subprocess.run([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="p", storage=env["TUNER_STORAGE"]).trials
+    print(f"\nstore variables seen by Ray workers: {[t.value for t in trials]} (0 = none)")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert [t.value for t in trials] == [0.0, 0.0]
+
+
+def test_sigterm_stops_the_study_quietly_with_nothing_left_running(tmp_path):
+    env = setup(tmp_path, "name: t\nworkload: work:slow\nstrategy: random\ntrials: 6\nparallel: 2\nepochs: 8\n"
+                          "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    proc = subprocess.Popen([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="t", storage=env["TUNER_STORAGE"])
+            if any(t.state == TrialState.RUNNING and t.intermediate_values for t in study.trials):
+                break
+        except Exception:  # not created yet
+            pass
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    states = collections.Counter(t.state.name for t in optuna.load_study(study_name="t",
+                                                                         storage=env["TUNER_STORAGE"]).trials)
+    print(f"\nSIGTERM mid-study: exit {proc.returncode}, states {dict(states)}, stderr {err.strip()!r}")
+    assert proc.returncode == 143
+    assert err.strip().splitlines()[-1] == (
+        "stopped by SIGTERM: running trials were marked FAIL; `tuner resume` continues the study.")
+    assert "Traceback" not in err and "SIGTERM received" not in err and len(err.strip().splitlines()) == 1
+    assert states["RUNNING"] == 0 and states["FAIL"] >= 1
+    reasons = {t.user_attrs.get("fail_reason") for t in optuna.load_study(
+        study_name="t", storage=env["TUNER_STORAGE"]).trials if t.state == TrialState.FAIL}
+    assert reasons == {"stopped by SIGTERM"}
