@@ -196,3 +196,21 @@ def test_a_study_in_which_every_trial_failed_exits_non_zero(tmp_path):
     assert "the data loader could not find its files" in result.stderr
     assert "Traceback" not in result.stderr
     assert not [t for t in trials(tmp_path, "b") if t.state == TrialState.RUNNING]
+
+
+def test_the_debug_hint_works_as_printed_and_shows_the_workloads_own_traceback(tmp_path):
+    write(tmp_path, "name: d\nworkload: work:broken\nstrategy: random\ntrials: 5\nepochs: 1\npruner: none\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n")
+    first = tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet")
+    assert first.returncode == 1
+    assert "the first 3 trials all failed" in first.stderr
+    hint = first.stderr.split("To see its traceback, run: ")[1].split()
+    assert hint[:2] == ["tuner", "launch"] and "Traceback" not in first.stderr
+    again = tuner(tmp_path, *hint[1:])
+    print(f"\nthe hint {' '.join(hint)!r}: exit {again.returncode}\n{again.stderr}")
+    assert again.returncode == 1
+    assert "Traceback (most recent call last):" in again.stderr
+    assert again.stderr.index("Traceback") < again.stderr.index("error: study d-debug: no trial completed")
+    assert 'work.py", line' in again.stderr and "in broken" in again.stderr
+    assert "RuntimeError: the data loader could not find its files" in again.stderr
+    assert trials(tmp_path, "d-debug")[0].user_attrs["fail_traceback"].startswith("Traceback")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -94,13 +95,15 @@ def launch(
     (e.g. the best of a previous study) run first; those that no longer fit
     the space are left out.
     """
+    _check_objective(objective)
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     workload = objective if objective is not None else spec.workload_target
     store = Store(storage)
     name = study or spec.name
     store.check_new(name)
+    runner = make_executor(executor, ray_address)
+    runner.check_workload(workload)
     with study_lock(store.url, name):
-        runner = make_executor(executor, ray_address)
         runner.start(spec.resources.model_dump(), spec.parallel)
         try:
             optuna_study = _create(store, name, spec, warm_start)
@@ -144,6 +147,7 @@ def resume(
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
         workload = objective if objective is not None else spec.workload_target
+        runner.check_workload(workload)
         orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress)
         orchestrator.recover(every_running=exclusive)
         if orchestrator.budget_reached():
@@ -163,6 +167,35 @@ def load(name: str, storage: str | None = None) -> Study:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _check_objective(objective: Callable[..., Any] | None) -> None:
+    """Refuse, before anything is created, an objective that cannot be called as ``train(params, report)``.
+
+    The commonest shape in the field is Optuna's ``objective(trial)``, which
+    asks for its params itself; tuner samples them from ``space=`` instead.
+    """
+    if objective is None:
+        return
+    try:
+        signature = inspect.signature(objective)
+    except (TypeError, ValueError):  # a builtin with no signature: let it run
+        return
+    try:
+        signature.bind({}, lambda epoch, **metrics: None)
+    except TypeError:
+        name = getattr(objective, "__qualname__", type(objective).__name__)
+        raise TunerError(
+            f"objective: tuner calls it as train(params, report), but {name}{signature} cannot take those two "
+            "arguments (an Optuna-style objective(trial)?). Fix: take the sampled params and a report "
+            "callable, and move each trial.suggest_* into space=:\n"
+            "    def train(params, report):              # params['lr'], params['epochs'], ...\n"
+            "        for epoch in range(1, params['epochs'] + 1):\n"
+            "            ...\n"
+            "            report(epoch, val_loss=vl)      # instead of trial.report / trial.should_prune\n"
+            "    tuner.launch(space={'lr': {'type': 'float', 'low': 1e-4, 'high': 0.1, 'log': True}}, "
+            "objective=train)"
+        ) from None
 
 
 def _renamed(overrides: Mapping[str, Any]) -> dict[str, Any]:

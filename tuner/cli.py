@@ -42,9 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TunerError as exc:
-        if args.debug:
+        shown = getattr(exc, "workload_traceback", None)
+        if args.debug and shown:  # the workload's own traceback, not tuner's
+            err.print(shown.rstrip(), highlight=False, markup=False, soft_wrap=True)
+        elif args.debug:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {exc}{_debug_hint(args, exc)}", highlight=False, markup=True,
+                  soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if Terminated.seen(exc):
@@ -52,6 +56,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 143
         err.print("interrupted: running trials were marked FAIL; `tuner resume` continues the study.")
         return 130
+
+
+def _debug_hint(args: argparse.Namespace, exc: Exception) -> str:
+    """For a study whose trials all failed, the command that shows the workload's own traceback."""
+    from tuner.errors import StudyFailedError
+
+    if not isinstance(exc, StudyFailedError) or not exc.workload_traceback or args.debug:
+        return ""
+    if args.command == "launch":
+        again = f"tuner launch {_quoted(args.spec)} --study {_quoted(exc.study + '-debug')} --executor inline --trials 1 --debug"
+    else:
+        again = f"tuner resume {_quoted(exc.study)} --debug"
+    return f" To see its traceback, run: {again}"
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
 
 
 def _terminate(*_: Any) -> None:
@@ -76,7 +99,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             args.spec, study=args.study, storage=args.storage, executor=args.executor,
             ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, **overrides,
         )
-    return _print_result(study)
+    return _print_result(study, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -87,7 +110,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             args.study, storage=args.storage, executor=args.executor, ray_address=args.ray_address,
             on_progress=on_progress, trials=args.trials, timeout=args.timeout,
         )
-    return _print_result(study)
+    return _print_result(study, args)
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -425,7 +448,7 @@ class _progress_display:
         self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
 
 
-def _print_result(study: Any) -> int:
+def _print_result(study: Any, args: argparse.Namespace) -> int:
     """The best trial and what to run next; status 1 when no trial completed (the study has no result)."""
     try:
         best = study.best_trial
@@ -434,11 +457,11 @@ def _print_result(study: Any) -> int:
         if not failed:
             console.print(f"study {study.name}: no trial completed.")
             return 0
-        err.print(
-            f"[bold red]error:[/] study {study.name}: no trial completed: all {len(failed)} failed. Trial "
-            f"{failed[0].number} failed with: {failed[0].user_attrs['fail_reason']}", highlight=False, soft_wrap=True,
-        )
-        return 1
+        raise StudyFailedError(
+            f"study {study.name}: no trial completed: all {len(failed)} failed. Trial {failed[0].number} failed "
+            f"with: {failed[0].user_attrs['fail_reason']}.", study=study.name,
+            workload_traceback=failed[0].user_attrs.get("fail_traceback"),
+        ) from None
     console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
@@ -448,6 +471,8 @@ def _print_result(study: Any) -> int:
 
 def _storage_hint(store: Any) -> str:
     """The URL to type again; one with a password is shown masked, which cannot be typed."""
+    from tuner.errors import StudyFailedError
+
     return store.url if store.url == store.safe_url else f"'{store.safe_url}' (with your password)"
 
 

@@ -41,6 +41,11 @@ class StudyFailedError(TunerError):
 
     exit_code = 1
 
+    def __init__(self, message: str, study: str, workload_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.study = study
+        self.workload_traceback = workload_traceback  # the first failed trial's, shown by --debug
+
 
 class Terminated(KeyboardInterrupt):
     """The process got SIGTERM (`kill`, `docker stop`, systemd): stop as for Ctrl-C, and say which.

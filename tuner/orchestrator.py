@@ -47,6 +47,8 @@ KILL_AFTER_SECONDS = 2.0
 # How long the study waits out a database outage (a PostgreSQL restart) before giving up.
 DB_OUTAGE_SECONDS = 300
 DB_RETRY_SECONDS = 1.0
+# A failed trial keeps the end of its workload's traceback (an attribute: bounded).
+MAX_TRACEBACK_CHARS = 8000
 
 log = logging.getLogger("tuner")
 # Which orchestrator concluded a trial, when several share a study.
@@ -360,6 +362,8 @@ class Orchestrator:
             value, error = self._value(outcome, run.rows)
             state = TrialState.COMPLETE if error is None else TrialState.FAIL
             extra: dict[str, Any] = {"fail_reason": error} if error else {}
+            if error and outcome.traceback:  # the workload's own, for --debug and the dashboard
+                extra["fail_traceback"] = outcome.traceback[-MAX_TRACEBACK_CHARS:]
             if outcome.timed_out:
                 extra["fail_kind"] = "timeout"
             self._conclude(run, state, value, extra, outcome)
@@ -444,7 +448,8 @@ class Orchestrator:
         raise StudyFailedError(
             f"pruner {self.spec.pruner.type!r} needs a value of {self.spec.objective.metric!r} every "
             f"epoch, but trial {outcome.number} reported none (it only returned its result). Fix: call "
-            f"report(epoch, {self.spec.objective.metric}=...) each epoch, or set `pruner: none`."
+            f"report(epoch, {self.spec.objective.metric}=...) each epoch, or set `pruner: none`.",
+            study=self.study.study_name,
         )
 
     def _update_best(self, number: int | None = None, value: float | None = None) -> None:
@@ -472,10 +477,12 @@ class Orchestrator:
         number, error = self.first_error
         failed = self.progress.failed
         self._abort("study stopped: its first trials all failed")
+        first = self._db(self.study._storage.get_trial, self.study._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number))
         raise StudyFailedError(
             f"the first {failed} trials all failed, so the study stopped instead of "
-            f"spending its budget. Trial {number} failed with: {error}. Fix the workload, then "
-            "run one trial in this process to see the traceback: --executor inline --trials 1 --debug."
+            f"spending its budget. Trial {number} failed with: {error}. Fix the workload.",
+            study=self.study.study_name, workload_traceback=first.user_attrs.get("fail_traceback"),
         )
 
     def _abort(self, reason: str) -> None:

@@ -24,6 +24,9 @@ class Executor(ABC):
     #: Set by the orchestrator before it submits anything.
     sink: Sink = staticmethod(lambda rows: set())  # type: ignore[assignment]
 
+    def check_workload(self, workload: Any) -> None:
+        """Refuse, before anything is created, a workload this executor cannot hand to its workers."""
+
     def start(self, resources: dict[str, float], parallel: int) -> None:
         """Get ready to run trials needing ``resources`` each (refuse what cannot run)."""
 

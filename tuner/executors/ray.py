@@ -94,6 +94,24 @@ class RayExecutor(Executor):
     def capacity(self) -> int:  # type: ignore[override]
         return 1_000_000  # Ray queues what the cluster cannot run yet
 
+    def check_workload(self, workload: Any) -> None:
+        """A Python function travels to the workers pickled: one that holds a lock, an open file or a
+        connection cannot, and Ray would say so in a long traceback once the study exists."""
+        if not callable(workload):
+            return  # "module:function": each worker imports it
+        try:
+            ray.cloudpickle.dumps(workload)
+        except Exception as exc:  # cloudpickle raises TypeError, PicklingError, and more
+            name = getattr(workload, "__qualname__", type(workload).__name__)
+            raise TunerError(
+                f"objective: {name!r} cannot be sent to Ray workers, because it cannot be pickled: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. It (or a "
+                "global it uses) holds state that lives in this process: a lock, an open file, a database "
+                "connection. Fix: create that state inside the function or at module level in an importable "
+                "module (and name it `module:function` in a spec), or run with --executor inline "
+                "(executor='inline')."
+            ) from None
+
     def start(self, resources: dict[str, float], parallel: int) -> None:
         self.started_ray = _connect(self.address)
         self.task_options = {"num_cpus": resources.get("cpu", 1.0), "num_gpus": resources.get("gpu", 0.0)}
