@@ -13,7 +13,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from tuner.schedule import Schedules
 from tuner.store import Store
@@ -304,3 +306,37 @@ def test_two_daemons_racing_pass_for_pass_on_postgresql_claim_each_firing_once(p
     assert len(runs) == 4 * hours and set(firings.values()) == {1}
     assert sorted(run_id for _, run_id in claimed) == sorted(r.id for r in runs)  # each started once
     assert all(r.status == "succeeded" for r in runs)
+
+
+def test_a_schedules_study_store_is_kept_without_its_password_and_runs_with_the_daemons(postgres_server,
+                                                                                         postgres_url, tmp_path):
+    spec = write_spec(tmp_path)
+    daemon_store = f"sqlite:///{tmp_path / 'schedules.db'}"
+    added = tuner("schedule", "add", "nightly", str(spec), "--cron", "0 2 * * *", "--executor", "inline",
+                  "--study-storage", postgres_url, cwd=tmp_path, storage=daemon_store)
+    assert added.returncode == 0, added.stderr
+    (stored,) = Store(daemon_store).engine.connect().execute(sa.text("SELECT storage FROM tuner_schedules")).one()
+    print(f"\nstored study storage: {stored}")
+    assert make_url(stored).password is None
+    assert make_url(stored).username == make_url(postgres_url).username and "tuner_" in stored
+    # The daemon's own store is the same server and user: it supplies the password at run time.
+    secret = tmp_path / "pg-password"
+    secret.write_text(postgres_server.password)
+    env = {**_env(daemon_store), "TUNER_STORAGE_PASSWORD_FILE": str(secret)}
+    ran = subprocess.run([sys.executable, "-m", "tuner", "schedule", "run-now", "nightly"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "succeeded" in ran.stdout
+    assert [n for n in optuna.get_all_study_names(postgres_url) if n.startswith("nightly-")]
+
+
+def test_the_daemon_supplies_its_own_password_only_to_a_study_store_on_its_server_and_user():
+    from tuner.schedule.secrets import study_storage, without_password
+
+    daemon = "postgresql+psycopg://tuner:s%40cret@db:5432/schedules"
+    stored = without_password("postgresql+psycopg://tuner:s%40cret@db:5432/studies")
+    assert stored == "postgresql+psycopg://tuner@db:5432/studies"
+    assert make_url(study_storage(stored, daemon)).password == "s@cret"
+    assert make_url(study_storage("postgresql+psycopg://other@db:5432/studies", daemon)).password is None
+    assert make_url(study_storage("postgresql+psycopg://tuner@elsewhere:5432/studies", daemon)).password is None
+    assert study_storage(None, daemon) == daemon

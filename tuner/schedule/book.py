@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from tuner.errors import TunerError
 from tuner.schedule import timing
+from tuner.schedule.secrets import without_password
 from tuner.spec import NAME_PATTERN, load_spec
 from tuner.store import Store
 from tuner.store.models import RunRecord, ScheduleRecord
@@ -77,6 +78,7 @@ class Schedules:
                              f"number >= 0, but got {warm_start!r}. Fix: e.g. --warm-start 5 (0 turns it off).")
         if storage is not None:
             check_url(storage)
+            storage = without_password(storage)  # supplied by the daemon at run time (see run.study_storage)
         path = Path(spec_path).expanduser().resolve()
         load_spec(path)  # a schedule that cannot launch now is refused now
         now = self.now()

@@ -22,6 +22,7 @@ import yaml
 
 from tuner.errors import TunerError
 from tuner.schedule.book import Schedules
+from tuner.schedule.secrets import study_storage
 from tuner.store import Store
 from tuner.store.models import RunRecord, ScheduleRecord
 
@@ -54,7 +55,7 @@ def execute(book: Schedules, run_id: int) -> int:
 def _launch(book: Schedules, run: RunRecord, sched: ScheduleRecord) -> tuple[Any, int]:
     import tuner
 
-    storage = sched.storage or book.store.url
+    storage = study_storage(sched.storage, book.store.url)
     where = {"storage": storage, "executor": sched.executor, "ray_address": sched.ray_address}
     if run.attempt > 1 and Store(storage).has_study(run.study):
         return tuner.resume(run.study, **where), 0
