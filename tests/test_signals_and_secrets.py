@@ -86,3 +86,32 @@ def test_sigterm_stops_the_study_quietly_with_nothing_left_running(tmp_path):
     reasons = {t.user_attrs.get("fail_reason") for t in optuna.load_study(
         study_name="t", storage=env["TUNER_STORAGE"]).trials if t.state == TrialState.FAIL}
     assert reasons == {"stopped by SIGTERM"}
+
+
+def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_next_start(tmp_path):
+    import tempfile
+
+    env = setup(tmp_path, "name: r\nworkload: work:slow\nstrategy: random\ntrials: 4\nparallel: 1\nepochs: 20\n"
+                          "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    proc = subprocess.Popen([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(folder.glob("session_*")):
+        time.sleep(0.3)
+    assert list(folder.glob("session_*")), "the local Ray kept its session files elsewhere"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    left = sum(1 for _ in folder.rglob("*"))
+    assert folder.exists()
+
+    (tmp_path / "s.yaml").write_text("name: r2\nworkload: work:slow\nstrategy: random\ntrials: 1\nepochs: 1\n"
+                                     "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    second = subprocess.run([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    print(f"\nkill -9 left {left} Ray session files and folders; after the next launch: "
+          f"{'gone' if not folder.exists() else 'still there'}")
+    assert second.returncode == 0, second.stderr
+    assert not folder.exists()
+    for other in Path(tempfile.gettempdir()).glob("tuner-ray-*"):  # only live orchestrators' remain
+        os.kill(int(other.name.removeprefix("tuner-ray-")), 0)

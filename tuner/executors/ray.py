@@ -12,11 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -191,6 +194,7 @@ class RayExecutor(Executor):
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
+            shutil.rmtree(_temp_dir_of(os.getpid()), ignore_errors=True)
 
 
 def _connect(address: str | None) -> bool:
@@ -214,7 +218,7 @@ def _connect(address: str | None) -> bool:
                 # address="local": a new instance of our own, never one that a
                 # `ray start` on this machine left recorded in /tmp/ray.
                 with _worker_environment():
-                    ray.init(address="local", _node_ip_address="127.0.0.1", **quiet)
+                    ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=_own_temp_dir(), **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise TunerError(
@@ -222,6 +226,36 @@ def _connect(address: str | None) -> bool:
             "Fix: check --ray-address / RAY_ADDRESS (e.g. 127.0.0.1:6379) and that the cluster "
             "is up (`ray status`), or use --executor inline."
         ) from None
+    return True
+
+
+# A local Ray keeps its session files (logs, sockets, spilled objects) under a folder
+# of its own, named by the orchestrator's pid: removed when it stops, and by the
+# next local start when a kill -9 left it behind (Ray itself never removes them).
+TEMP_PREFIX = "tuner-ray-"
+
+
+def _temp_dir_of(pid: int) -> Path:
+    return Path(tempfile.gettempdir(), f"{TEMP_PREFIX}{pid}")
+
+
+def _own_temp_dir() -> str:
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        owner = folder.name.removeprefix(TEMP_PREFIX)
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    path = _temp_dir_of(os.getpid())
+    path.mkdir(mode=0o700, exist_ok=True)
+    return str(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
     return True
 
 
