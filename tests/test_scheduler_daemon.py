@@ -340,3 +340,16 @@ def test_the_daemon_supplies_its_own_password_only_to_a_study_store_on_its_serve
     assert make_url(study_storage("postgresql+psycopg://other@db:5432/studies", daemon)).password is None
     assert make_url(study_storage("postgresql+psycopg://tuner@elsewhere:5432/studies", daemon)).password is None
     assert study_storage(None, daemon) == daemon
+
+
+def test_two_run_nows_in_one_minute_launch_two_studies(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+    spec = write_spec(tmp_path, trials=1)
+    assert tuner("schedule", "add", "nightly", str(spec), "--cron", "0 2 * * *", "--executor", "inline",
+                 cwd=tmp_path, storage=storage).returncode == 0
+    first = tuner("schedule", "run-now", "nightly", cwd=tmp_path, storage=storage)
+    second = tuner("schedule", "run-now", "nightly", cwd=tmp_path, storage=storage)
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + first.stderr + second.stdout + second.stderr
+    studies = optuna.get_all_study_names(storage)
+    print(f"\ntwo run-nows: studies {studies}")
+    assert len(studies) == 2 and all(s.startswith("nightly-") for s in studies)

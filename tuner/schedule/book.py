@@ -175,8 +175,13 @@ class Schedules:
 
 
 def study_name(schedule: str, moment: datetime) -> str:
-    """The study a firing launches: the schedule's name and the firing time (UTC), e.g. nightly-20261201T0200Z."""
-    return f"{schedule}-{moment:%Y%m%dT%H%M}Z"
+    """The study a firing launches: the schedule's name and the firing time (UTC), e.g. nightly-20261201T0200Z.
+
+    Cron firings fall on whole minutes; a manual one (run-now) is named to the
+    second, so two run-nows in one minute launch two studies.
+    """
+    seconds = f"{moment:%S}" if moment.second else ""
+    return f"{schedule}-{moment:%Y%m%dT%H%M}{seconds}Z"
 
 
 def _first_firing(cron: str, tz: str, now: datetime) -> datetime:
