@@ -214,3 +214,17 @@ def test_the_debug_hint_works_as_printed_and_shows_the_workloads_own_traceback(t
     assert 'work.py", line' in again.stderr and "in broken" in again.stderr
     assert "RuntimeError: the data loader could not find its files" in again.stderr
     assert trials(tmp_path, "d-debug")[0].user_attrs["fail_traceback"].startswith("Traceback")
+
+
+def test_launch_into_a_log_prints_a_line_a_trial_and_ends_with_the_time_and_the_top_three(tmp_path):
+    write(tmp_path, "name: l\nworkload: work:curve\nstrategy: random\ntrials: 4\nepochs: 2\npruner: none\nseed: 2\n"
+                    "params:\n  x: {type: float, low: 0, high: 1}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--executor", "inline")  # stdout and stderr are pipes
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("trials ")]
+    print(f"\n{result.stderr}{result.stdout}")
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "study l: 4 trials in" in result.stdout and "; best 3:" in result.stdout
+    ranked = sorted((t for t in trials(tmp_path, "l")), key=lambda t: t.value)[:3]
+    shown = [line.split()[1].rstrip(":") for line in result.stdout.splitlines() if line.startswith("  trial ")]
+    assert shown == [str(t.number) for t in ranked]

@@ -419,6 +419,7 @@ class _progress_display:
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
         )
         self.task: Any = None
+        self.finished = 0
 
     def __enter__(self) -> tuple[Callable[..., None], Callable[..., None]]:
         if not self.quiet:
@@ -443,6 +444,10 @@ class _progress_display:
         if self.quiet:
             return
         status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · best {_fmt(p.best_value)}"
+        if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
+            self.finished = p.finished
+            err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "
+                      f"{p.elapsed:.0f} s", highlight=False)
         if self.task is None:
             self.task = self.bar.add_task("trials", total=p.planned, status=status)
         self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
@@ -450,6 +455,8 @@ class _progress_display:
 
 def _print_result(study: Any, args: argparse.Namespace) -> int:
     """The best trial and what to run next; status 1 when no trial completed (the study has no result)."""
+    from tuner.errors import StudyFailedError
+
     try:
         best = study.best_trial
     except ValueError:
@@ -462,17 +469,30 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
             f"with: {failed[0].user_attrs['fail_reason']}.", study=study.name,
             workload_traceback=failed[0].user_attrs.get("fail_traceback"),
         ) from None
+    direction = study.optuna.direction.name.lower()
+    top = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: _rank(t, direction))[:3]
+    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
+                  f"{len(top)}:", highlight=False)
+    for t in top:
+        console.print(f"  trial {t.number}: value {_fmt(t.value)}  {_params(t.params)}", highlight=False)
     console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
         f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
     )
+    return 0
+
+
+def _duration(trials: Any) -> str:
+    """Wall-clock time from the first trial's start to the last one's end."""
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    seconds = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _storage_hint(store: Any) -> str:
     """The URL to type again; one with a password is shown masked, which cannot be typed."""
-    from tuner.errors import StudyFailedError
-
     return store.url if store.url == store.safe_url else f"'{store.safe_url}' (with your password)"
 
 
@@ -490,7 +510,6 @@ def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
 
 
-    return 0
 def _rank(trial: Any, direction: str) -> tuple[int, float, int]:
     if trial.value is None or not math.isfinite(trial.value):
         return (1, 0.0, trial.number)
