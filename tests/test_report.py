@@ -176,3 +176,34 @@ def test_artifacts_directory_is_ignored_by_git():
     # Screenshots of the browser tests land there; they must never be committed by accident.
     done = subprocess.run(["git", "check-ignore", "-q", str(ARTIFACTS / "x.png")], cwd=REPO)
     assert done.returncode == 0 or os.environ.get("TUNER_TEST_ARTIFACTS"), f"{ARTIFACTS} is not ignored by git"
+
+
+def test_the_wall_clock_best_so_far_line_never_goes_back_in_time():
+    """Trials run in parallel end out of number order: trial 0 ends last here."""
+    import datetime as dt
+
+    import numpy as np
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tuner.report import Facts, compare_figure
+
+    t0 = dt.datetime(2026, 1, 1)
+    ends = [50, 10, 20, 30]  # minutes after the start
+    trials = [
+        optuna.trial.create_trial(
+            value=v, params={"x": v}, distributions={"x": FloatDistribution(0, 10)},
+        )
+        for v in (1.0, 5.0, 3.0, 2.0)
+    ]
+    for number, (trial, end) in enumerate(zip(trials, ends)):
+        trial.number = number
+        trial.datetime_start = t0
+        trial.datetime_complete = t0 + dt.timedelta(minutes=end)
+    facts = Facts("s", "minimize", "val_loss", {}, trials, {}, {})
+    fig = compare_figure([facts])
+    by_time = fig.axes[1].lines[0]
+    minutes, best = np.asarray(by_time.get_xdata()), np.asarray(by_time.get_ydata())
+    print(f"\nwall-clock best so far: {list(zip(minutes.tolist(), best.tolist()))}")
+    assert (np.diff(minutes) >= 0).all()
+    assert best.tolist() == [5.0, 3.0, 2.0, 1.0]

@@ -446,13 +446,13 @@ def compare_figure(studies: Sequence[Facts]) -> Any:
     fig = _figure(11, 4)
     by_trial, by_time = fig.subplots(1, 2)
     for facts in studies:
-        best = _running_best(facts)
+        best, in_time = _running_best(facts), _running_best(facts, by_completion=True)
         start = min((t.datetime_start for t in facts.trials if t.datetime_start), default=None)
         if not best or start is None:
             continue
-        minutes = [_seconds(start, t.datetime_complete) / 60 if t.datetime_complete else math.nan for t, _ in best]
         by_trial.step([t.number for t, _ in best], [b for _, b in best], where="post", label=facts.name)
-        by_time.step(minutes, [b for _, b in best], where="post", label=facts.name)
+        minutes = [_seconds(start, t.datetime_complete) / 60 for t, _ in in_time]
+        by_time.step(minutes, [b for _, b in in_time], where="post", label=facts.name)
     by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, label in ((by_trial, "trial"), (by_time, "minutes since the study started")):
         ax.set_xlabel(label)
@@ -802,10 +802,18 @@ def _colors(trials: Iterable[FrozenTrial]) -> list[str]:
     return [DIAGNOSIS_COLORS.get(t.user_attrs.get("diagnosis", "none"), "#bbbbbb") for t in trials]
 
 
-def _running_best(facts: Facts) -> list[tuple[FrozenTrial, float]]:
-    """Each completed trial, in order, with the best value up to it."""
+def _running_best(facts: Facts, by_completion: bool = False) -> list[tuple[FrozenTrial, float]]:
+    """Each completed trial, in trial order (or the order trials ended in), with the best value up to it.
+
+    Trials run in parallel end out of number order: a best-so-far line over
+    wall-clock time must follow completion order, or it goes back in time.
+    """
+    def order(t: FrozenTrial) -> Any:
+        return (t.datetime_complete, t.number) if by_completion else t.number
+
     out: list[tuple[FrozenTrial, float]] = []
-    for t in sorted(facts.state(TrialState.COMPLETE), key=lambda t: t.number):
+    for t in sorted((t for t in facts.state(TrialState.COMPLETE) if t.datetime_complete or not by_completion),
+                    key=order):
         if _finite(t.value) and (not out or _better(t.value, out[-1][1], facts.direction)):
             out.append((t, t.value))
         elif out:
