@@ -228,3 +228,35 @@ def test_launch_into_a_log_prints_a_line_a_trial_and_ends_with_the_time_and_the_
     ranked = sorted((t for t in trials(tmp_path, "l")), key=lambda t: t.value)[:3]
     shown = [line.split()[1].rstrip(":") for line in result.stdout.splitlines() if line.startswith("  trial ")]
     assert shown == [str(t.number) for t in ranked]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_show_fits_the_terminal_and_show_and_studies_have_json_and_csv(tmp_path, width):
+    write(tmp_path, "name: s\nworkload: work:broken\nstrategy: random\ntrials: 1\nepochs: 1\npruner: none\n"
+                    "params:\n  learning_rate_of_the_optimizer: {type: float, low: 0, high: 1}\n")
+    tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet")
+    (tmp_path / "study.yaml").write_text(
+        "name: s2\nworkload: work:curve\nstrategy: random\ntrials: 3\nepochs: 2\npruner: none\n"
+        "params:\n  x: {type: float, low: 0, high: 1}\n  optimizer: {type: categorical, choices: [adam, sgd]}\n")
+    assert tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")} | {"COLUMNS": str(width)}
+    for study in ("s", "s2"):
+        shown = subprocess.run([TUNER, "show", study], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert shown.returncode == 0, shown.stderr
+        print(f"\n{shown.stdout}")
+        assert all(len(line) <= width for line in shown.stdout.splitlines())
+        assert "…" not in shown.stdout
+        assert ("FAIL" if study == "s" else "COMPLETE") in shown.stdout
+    failed = subprocess.run([TUNER, "show", "s"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+    assert "s (1 trial, best first)" in failed and "loader" in failed
+    import json
+
+    (failed_row,) = json.loads(tuner(tmp_path, "show", "s", "--json").stdout)
+    assert failed_row["stopped because"] == "RuntimeError: the data loader could not find its files"
+    rows = json.loads(tuner(tmp_path, "show", "s2", "--json").stdout)
+    assert [sorted(r["params"]) for r in rows] == [["optimizer", "x"]] * 3
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    studies = json.loads(tuner(tmp_path, "studies", "--json").stdout)
+    assert {s["study"]: s["complete"] for s in studies} == {"s": 0, "s2": 3}
+    assert tuner(tmp_path, "studies", "--csv", "studies.csv").returncode == 0
+    assert (tmp_path / "studies.csv").read_text().splitlines()[0] == "study,direction,trials,complete,failed,best value"

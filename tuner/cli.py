@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
+# COLUMNS says how wide (as a terminal does).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 200)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,17 +120,17 @@ def cmd_studies(args: argparse.Namespace) -> int:
     from tuner.store import Store
 
     store = Store(args.storage)
-    table = Table("study", "direction", "trials", "complete", "failed", "best value", title=store.safe_url)
+    records = []
     for s in store.storage.get_all_studies():
         trials = store.storage.get_all_trials(s._study_id, deepcopy=False)
         states = [t.state for t in trials]
-        best = _best_value(trials, s.direction.name.lower())
-        table.add_row(
-            s.study_name, s.direction.name.lower(), str(len(trials)),
-            str(states.count(TrialState.COMPLETE)), str(states.count(TrialState.FAIL)), _fmt(best),
-        )
-    console.print(table)
-    return 0
+        records.append({
+            "study": s.study_name, "direction": s.direction.name.lower(), "trials": len(trials),
+            "complete": states.count(TrialState.COMPLETE), "failed": states.count(TrialState.FAIL),
+            "best value": _best_value(trials, s.direction.name.lower()),
+        })
+    columns = ["study", "direction", "trials", "complete", "failed", "best value"]
+    return _emit(args, records, columns, title=store.safe_url)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -143,18 +144,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     direction = study.optuna.direction.name.lower()
     trials = sorted(study.trials, key=lambda t: _rank(t, direction))
     curves = collect_curves(study.epochs())
-    table = Table("#", "state", "value", "best ep", "gap", Column("val_loss curve", no_wrap=True), "diagnosis",
-                  "epochs", "seconds", "device", "params", "stopped because",
-                  title=f"{study.name} ({len(trials)} trials, best first)")
+    records = []
     for t in trials:
         a = t.user_attrs
-        curve = sparkline([row.get("val_loss") for row in curves.get(t.number, [])])
-        table.add_row(
-            str(t.number), t.state.name, _fmt(t.value), _fmt(a.get("best_epoch")), _fmt(a.get("final_gap")),
-            curve, a.get("diagnosis", ""), _fmt(a.get("epochs")), _fmt(a.get("wall_seconds")), a.get("device", ""),
-            _params(t.params), a.get("prune_reason") or a.get("fail_reason") or a.get("stop_reason", ""),
-        )
-    console.print(table)
+        records.append({
+            "#": t.number, "state": t.state.name, "value": t.value, "best ep": a.get("best_epoch"),
+            "gap": a.get("final_gap"), "val_loss curve": sparkline([r.get("val_loss") for r in curves.get(t.number, [])]),
+            "diagnosis": a.get("diagnosis", ""), "epochs": a.get("epochs"), "seconds": a.get("wall_seconds"),
+            "device": a.get("device", ""), "params": t.params,
+            "stopped because": a.get("prune_reason") or a.get("fail_reason") or a.get("stop_reason", ""),
+        })
+    _emit(args, records, list(SHOW_COLUMNS), title=f"{study.name} ({_count(len(trials), 'trial')}, best first)")
+    if args.json or args.csv:
+        return 0
     acct = study.accounting()
     console.print(
         f"compute: {acct['epochs_run']} epochs, {acct['wall_seconds']:.1f} trial-seconds, "
@@ -163,6 +165,59 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"({acct['saved_fraction']:.0%} of running every trial to the full budget)", highlight=False,
     )
     return 0
+
+
+# The columns of `tuner show`; on a narrow terminal the optional ones go first, in this order.
+SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "val_loss curve", "diagnosis", "epochs", "seconds",
+                "device", "params", "stopped because")
+OPTIONAL_COLUMNS = ("val_loss curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
+WRAPPED_COLUMNS = ("params", "stopped because", "study")
+
+
+def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list[str], title: str) -> int:
+    """Records as JSON (--json), a CSV file (--csv FILE), or a table that fits the terminal."""
+    if args.json:
+        console.out(json.dumps(records, indent=2, default=str), highlight=False)
+        return 0
+    if args.csv:
+        _write_csv(args.csv, records, columns)
+        err.print(f"wrote {len(records)} rows to {args.csv}")
+        return 0
+    cells = [{c: _params(r[c]) if isinstance(r[c], dict) else _fmt(r[c]) for c in columns} for r in records]
+    widths = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in columns}
+    shown = list(columns)
+    for optional in OPTIONAL_COLUMNS:  # each column costs its width and 3 for its borders
+        fixed = sum(widths[c] for c in shown if c not in WRAPPED_COLUMNS)
+        room = console.width - fixed - 3 * len(shown) - 1 - 12 * sum(c in WRAPPED_COLUMNS for c in shown)
+        if room >= 0:
+            break
+        if optional in shown:
+            shown.remove(optional)
+    table = Table(*[
+        Column(c, overflow="fold") if c in WRAPPED_COLUMNS else Column(c, no_wrap=True, min_width=widths[c])
+        for c in shown
+    ], title=title)
+    for row in cells:
+        table.add_row(*[row[c] for c in shown])
+    console.print(table)
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _write_csv(path: str, records: list[dict[str, Any]], columns: list[str]) -> None:
+    from tuner.errors import TunerError
+
+    try:
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({c: json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for c in columns}
+                             for r in records)
+    except OSError as exc:
+        raise TunerError(f"--csv: cannot write {path!r}: {exc.strerror}. Fix: choose a writable path.") from None
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -575,11 +630,13 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(resume)
 
     studies = add("studies", cmd_studies, "list the studies in the store")
+    _output_options(studies)
     _storage_option(studies)
 
     show = add("show", cmd_show, "a table of a study's trials, best first")
     show.add_argument("study")
     show.add_argument("--trial", type=int, help="show this trial's per-epoch records instead")
+    _output_options(show)
     _storage_option(show)
 
     best = add("best", cmd_best, "the best trial's value and params")
@@ -660,6 +717,12 @@ def _schedule_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
     action("resume", cmd_schedule_resume, "fire a paused schedule again (from its next time on)")
     action("remove", cmd_schedule_remove, "remove a schedule and its run records (not its studies)")
     action("run-now", cmd_schedule_run_now, "run a schedule once now, and wait for it")
+
+
+def _output_options(cmd: argparse.ArgumentParser) -> None:
+    out = cmd.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    out.add_argument("--csv", metavar="FILE", help="write the rows to a CSV file instead")
 
 
 def _storage_option(cmd: argparse.ArgumentParser) -> None:
