@@ -207,3 +207,20 @@ def test_the_wall_clock_best_so_far_line_never_goes_back_in_time():
     print(f"\nwall-clock best so far: {list(zip(minutes.tolist(), best.tolist()))}")
     assert (np.diff(minutes) >= 0).all()
     assert best.tolist() == [5.0, 3.0, 2.0, 1.0]
+
+
+def test_the_report_command_says_what_it_is_doing_as_it_goes(store):
+    import shutil
+
+    cwd, storage = store
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([shutil.which("tuner"), "report", "wine", "-o", "steps.html", "--storage", storage],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    print("\n" + "\n".join(lines))
+    steps = [line for line in lines if line.startswith("report: ")]
+    assert steps[0].startswith("report: reading ") and "trials and their epochs" in steps[0]
+    assert any("retraining the best configuration" in s for s in steps)
+    assert any(s.startswith("report: plotting history") for s in steps)
+    assert lines[-1].startswith("wrote the report of wine")

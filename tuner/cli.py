@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -271,7 +272,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tuner import report
 
     study = tuner.load(args.study, args.storage)
-    plots = report.write(study, args.output, args.png, retrain=not args.no_test)
+    started = time.monotonic()
+
+    def step(what: str) -> None:
+        err.print(f"report: {what} ({time.monotonic() - started:.0f} s)", highlight=False)
+
+    plots = report.write(study, args.output, args.png, retrain=not args.no_test, on_step=step)
     where = f" and {len(plots)} PNGs to {args.png}" if args.png else ""
     err.print(f"wrote the report of {study.name} ({len(plots)} plots) to {args.output}{where}", highlight=False)
     return 0

@@ -16,7 +16,7 @@ import io
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -479,19 +479,25 @@ class Plot:
                 f'alt="{_e(self.caption)}"><figcaption>{_e(self.caption)}</figcaption></figure>')
 
 
-def write(study: Any, out: str | Path, png_dir: str | Path | None = None, retrain: bool = True) -> list[Plot]:
+def write(
+    study: Any, out: str | Path, png_dir: str | Path | None = None, retrain: bool = True,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> list[Plot]:
     """Write the report of ``study`` to ``out`` (one self-contained HTML file); the plots are returned.
 
     ``png_dir`` also gets every plot as ``<name>.png``; ``retrain=False`` skips
-    retraining the best configuration for its test score.
+    retraining the best configuration for its test score. ``on_step`` hears
+    each slow step as it starts (the CLI prints them: a report takes seconds).
     """
     out = Path(out)
     check_writable(out, "-o")
     if png_dir is not None:
         check_directory(Path(png_dir), "--png")
+    on_step(f"reading {len(study.trials)} trials and their epochs")
     facts = collect(study)
     plots: list[Plot] = []
-    sections = _sections(study, facts, retrain, plots)
+    sections = _sections(study, facts, retrain, plots, on_step)
+    on_step(f"writing {out}")
     _write_file(out, _page(f"tuner report: {facts.name}", "".join(sections)).encode(), "-o")
     if png_dir is not None:
         for plot in plots:
@@ -499,16 +505,22 @@ def write(study: Any, out: str | Path, png_dir: str | Path | None = None, retrai
     return plots
 
 
-def _sections(study: Any, facts: Facts, retrain: bool, plots: list[Plot]) -> list[str]:
+def _sections(
+    study: Any, facts: Facts, retrain: bool, plots: list[Plot], on_step: Callable[[str], None]
+) -> list[str]:
     """The report's sections in order; each plot drawn is appended to ``plots``."""
 
     def plot(name: str, caption: str, fig: Any) -> str:
+        on_step(f"plotting {name}")
         plots.append(Plot(name, caption, png(fig)))
         return plots[-1].html()
 
+    on_step("parameter importances")
     values, note = importances(study.optuna, facts)
     sections = [_overview(facts)]
     if facts.completed:
+        if retrain:
+            on_step("retraining the best configuration on train+validation for its test score")
         sections.append(_best_section(facts, retrain))
         caption = f"{facts.metric} of each trial (pruned: its last value) and the best so far"
         sections.append(_section("history", "Optimization history", plot("history", caption, history_figure(facts))))
