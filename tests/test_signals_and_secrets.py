@@ -88,6 +88,18 @@ def test_sigterm_stops_the_study_quietly_with_nothing_left_running(tmp_path):
     assert reasons == {"stopped by SIGTERM"}
 
 
+def holders(folder: Path) -> list[int]:
+    """The processes with a file open under ``folder``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd).startswith(f"{folder}/") for fd in (proc / "fd").iterdir()):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_next_start(tmp_path):
     import tempfile
 
@@ -97,21 +109,26 @@ def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_ne
                             stderr=subprocess.PIPE, text=True)
     folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(folder.glob("session_*")):
+    while time.monotonic() < deadline and not holders(folder):  # its Ray is up
         time.sleep(0.3)
     assert list(folder.glob("session_*")), "the local Ray kept its session files elsewhere"
+    time.sleep(3)  # its agents are up too
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     left = sum(1 for _ in folder.rglob("*"))
     assert folder.exists()
+    time.sleep(2)
+    survivors = holders(folder)
 
     (tmp_path / "s.yaml").write_text("name: r2\nworkload: work:slow\nstrategy: random\ntrials: 1\nepochs: 1\n"
                                      "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
     second = subprocess.run([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
-    print(f"\nkill -9 left {left} Ray session files and folders; after the next launch: "
-          f"{'gone' if not folder.exists() else 'still there'}")
+    print(f"\nkill -9 left {left} Ray session files and folders and {len(survivors)} Ray processes; after the "
+          f"next launch: {'gone' if not folder.exists() else 'still there'}, {len(holders(folder))} processes")
     assert second.returncode == 0, second.stderr
     assert not folder.exists()
+    assert survivors, "nothing outlived the kill -9: the sweep is not tested"
+    assert holders(folder) == []
     for other in Path(tempfile.gettempdir()).glob("tuner-ray-*"):  # only live orchestrators' remain
         os.kill(int(other.name.removeprefix("tuner-ray-")), 0)

@@ -243,10 +243,29 @@ def _own_temp_dir() -> str:
     for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
         owner = folder.name.removeprefix(TEMP_PREFIX)
         if owner.isdigit() and not _alive(int(owner)):
+            _kill_holders(folder)
             shutil.rmtree(folder, ignore_errors=True)
     path = _temp_dir_of(os.getpid())
     path.mkdir(mode=0o700, exist_ok=True)
     return str(path)
+
+
+def _kill_holders(folder: Path) -> None:
+    """Kill the processes of a dead orchestrator's local Ray that outlived it.
+
+    After a kill -9 of the orchestrator, Ray's dashboard and runtime-env agents
+    live on (they ignore SIGTERM); they are known by their log files, open
+    under that orchestrator's own folder.
+    """
+    prefix = f"{folder}/"
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid != os.getuid():
+                continue
+            if any(os.readlink(fd).startswith(prefix) for fd in (proc / "fd").iterdir()):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
 
 
 def _alive(pid: int) -> bool:
