@@ -260,3 +260,11 @@ def test_show_fits_the_terminal_and_show_and_studies_have_json_and_csv(tmp_path,
     assert {s["study"]: s["complete"] for s in studies} == {"s": 0, "s2": 3}
     assert tuner(tmp_path, "studies", "--csv", "studies.csv").returncode == 0
     assert (tmp_path / "studies.csv").read_text().splitlines()[0] == "study,direction,trials,complete,failed,best value"
+
+
+def test_a_mistyped_flag_gets_the_closest_one(tmp_path):
+    write(tmp_path, "name: m\nworkload: work:curve\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    result = tuner(tmp_path, "launch", "study.yaml", "--trails", "3")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("unrecognized arguments: --trails 3; --trails: did you mean --trials?")
+    assert not (tmp_path / "tuner.db").exists()

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -609,10 +611,36 @@ def _quiet_libraries() -> None:
 # ---------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the closest option named for a mistyped one (--trails: did you mean --trials?)."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.search(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            hints = []
+            for arg in unknown.group(1).split():
+                close = difflib.get_close_matches(arg.split("=")[0], _option_strings(self), n=1, cutoff=0.7)
+                if arg.startswith("-") and close:
+                    hints.append(f"{arg}: did you mean {close[0]}?")
+            message = "; ".join([message, *hints])
+        super().error(message)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of ``parser`` and of its subcommands, at any depth."""
+    found: list[str] = []
+    for action in parser._actions:  # argparse has no public walk of its tree
+        found += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _option_strings(sub)
+    return sorted(set(found))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tuner", description="Hyperparameter tuning for deep-learning training.")
+    p = _Parser(prog="tuner", description="Hyperparameter tuning for deep-learning training.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, func: Callable[..., int], help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help, description=help)
