@@ -62,3 +62,10 @@ def test_quality_benchmark_has_results_for_every_side_and_family(tmp_path):
         expected = {"tuner_auto", "optuna_tpe", "optuna_random"} if family == "mnist1d" else set(payload["sides"])
         assert sides == expected, family
     assert {row["side"] for row in payload["summary"]} == set(payload["sides"])
+
+
+def test_first_result_benchmark_times_tuner_with_ray_and_inline_and_plain_optuna(tmp_path):
+    payload = run("first_result.py", tmp_path)
+    sides = {row["side"]: row for row in payload["results"]}
+    assert set(sides) == {"optuna", "tuner-inline", "tuner-ray"}
+    assert all(row["seconds_median"] > 0 and row["repeats"] == 1 for row in sides.values())
