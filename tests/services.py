@@ -1,4 +1,4 @@
-"""Real services for tests, started as processes on 127.0.0.1: Ray nodes in token mode."""
+"""Real services for tests, started as processes on 127.0.0.1: Ray nodes in token mode; a user's environment."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """A user's shell for the installed `tuner` script: none of the test run's PYTHONPATH, store or cluster."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE", "RAY_ADDRESS")}
+    return {**env, **extra}
 
 
 def free_port() -> int:

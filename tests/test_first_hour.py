@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+
+from tests.services import user_env
 
 TUNER = shutil.which("tuner")
 
@@ -50,8 +51,7 @@ params:
 
 def run(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE", "RAY_ADDRESS")}
-    result = subprocess.run([TUNER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([TUNER, *args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -85,7 +85,7 @@ def test_the_first_hour(tmp_path):
 
     # Ctrl-C mid-study, then resume: nothing left RUNNING, the budget met exactly.
     (tmp_path / "slow.yaml").write_text(SPEC.format(trials=4, sleep=0.4).replace("name: mine", "name: slow"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE", "RAY_ADDRESS")}
+    env = user_env()
     proc = subprocess.Popen([TUNER, "launch", "slow.yaml", "--quiet"], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

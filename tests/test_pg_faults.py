@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 
 from tuner.store import Store
 
+from tests.services import user_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 GRID = (
@@ -104,7 +106,7 @@ def test_resume_within_the_heartbeat_grace_after_a_kill_finishes_the_budget_exac
         "seed: 0\nparams:\n  x: {type: float, low: 0, high: 1}\n"
     )
     Store(postgres_url).close()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TUNER_STORAGE": postgres_url}
+    env = user_env(TUNER_STORAGE=postgres_url)
     script = shutil.which("tuner")
     first = subprocess.Popen([script, "launch", "k.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 import tuner
 from tests import workloads
+from tests.services import user_env
 from tests.test_dashboard import ARTIFACTS, render
 from tuner import report
 from tuner.cli import main
@@ -213,9 +214,8 @@ def test_the_report_command_says_what_it_is_doing_as_it_goes(store):
     import shutil
 
     cwd, storage = store
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([shutil.which("tuner"), "report", "wine", "-o", "steps.html", "--storage", storage],
-                            cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     print("\n" + "\n".join(lines))

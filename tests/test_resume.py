@@ -7,7 +7,6 @@ its figures (distinct configurations, states).
 from __future__ import annotations
 
 import collections
-import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from tests.services import user_env
 
 TUNER = shutil.which("tuner")
 
@@ -62,8 +63,7 @@ def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
 
 def tuner(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")}
-    return subprocess.run([TUNER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([TUNER, *args], cwd=cwd, env=user_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def trials(cwd: Path, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -103,7 +103,7 @@ def test_a_spec_and_seed_reproduce_one_uninterrupted_study(tmp_path):
 def test_ctrl_c_then_resume_runs_the_interrupted_configurations_again(tmp_path):
     write(tmp_path, "name: c\nworkload: work:curve\nstrategy: random\ntrials: 6\nparallel: 2\nepochs: 6\n"
                     "seed: 1\npruner: none\nfixed: {sleep: 0.3}\nparams:\n  x: {type: float, low: 0, high: 1}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")}
+    env = user_env()
     proc = subprocess.Popen([TUNER, "launch", "study.yaml", "--quiet"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -239,7 +239,7 @@ def test_show_fits_the_terminal_and_show_and_studies_have_json_and_csv(tmp_path,
         "name: s2\nworkload: work:curve\nstrategy: random\ntrials: 3\nepochs: 2\npruner: none\n"
         "params:\n  x: {type: float, low: 0, high: 1}\n  optimizer: {type: categorical, choices: [adam, sgd]}\n")
     assert tuner(tmp_path, "launch", "study.yaml", "--executor", "inline", "--quiet").returncode == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNER_STORAGE")} | {"COLUMNS": str(width)}
+    env = user_env(COLUMNS=str(width))
     for study in ("s", "s2"):
         shown = subprocess.run([TUNER, "show", study], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert shown.returncode == 0, shown.stderr

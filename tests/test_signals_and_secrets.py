@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tests.services import user_env
+
 TUNER = shutil.which("tuner")
 
 WORKLOAD = '''
@@ -41,10 +43,8 @@ def setup(tmp_path: Path, spec: str) -> dict[str, str]:
     (tmp_path / "s.yaml").write_text(spec)
     secret = tmp_path / "password"
     secret.write_text("not-used-by-sqlite")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(TUNER_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}", TUNER_STORAGE_PASSWORD_FILE=str(secret),
-               OPTUNA_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}")
-    return env
+    return user_env(TUNER_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}", TUNER_STORAGE_PASSWORD_FILE=str(secret),
+                    OPTUNA_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}")
 
 
 def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path):
