@@ -253,7 +253,7 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     if args.csv:
         try:
             with open(args.csv, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer = csv.DictWriter(fh, fieldnames=_csv_columns(rows))
                 writer.writeheader()
                 writer.writerows(rows)
         except OSError as exc:
@@ -266,6 +266,27 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
     console.print(table)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from tuner.store import Store
+
+    store = Store(args.storage)
+    trials, rows = store.delete_study(args.study)
+    console.print(f"deleted study {args.study} from {store.safe_url}: {trials} trials, {rows} epoch rows",
+                  highlight=False)
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from tuner.store import Store
+
+    source, target = Store(args.storage), Store(args.to)
+    name = args.name or args.study
+    trials, rows = source.copy_study(args.study, target, name)
+    console.print(f"copied study {args.study} to {name} in {target.safe_url}: {trials} trials, {rows} epoch rows",
+                  highlight=False)
     return 0
 
 
@@ -593,6 +614,13 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     return columns or ["trial", "epoch"]
 
 
+def _csv_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of every row, each once: the store's columns first (every row has them, in its order),
+    then each workload metric where it first appears. A column empty in every row stays, so files of
+    different studies have the same built-in columns."""
+    return list(dict.fromkeys(key for row in rows for key in row)) or ["trial", "epoch"]
+
+
 def _quiet_libraries() -> None:
     import optuna
 
@@ -683,6 +711,16 @@ def _parser() -> argparse.ArgumentParser:
     epochs.add_argument("--trial", type=int, help="only this trial")
     epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
     _storage_option(epochs)
+
+    delete = add("delete", cmd_delete, "delete a study: its trials and their epoch records")
+    delete.add_argument("study")
+    _storage_option(delete)
+
+    copy = add("copy", cmd_copy, "copy a study, its trials and their epoch records to a store")
+    copy.add_argument("study")
+    copy.add_argument("--to", required=True, metavar="URL", help="the store to copy to (it may be the same one)")
+    copy.add_argument("--name", help="the copy's name (default: the study's; needed to copy within one store)")
+    _storage_option(copy)
 
     rep = add("report", cmd_report, "write a self-contained HTML report of a study (opens offline)")
     rep.add_argument("study")

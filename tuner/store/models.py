@@ -12,7 +12,10 @@ from typing import Any
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -20,19 +23,32 @@ class Base(DeclarativeBase):
     pass
 
 
+# Optuna's trials table, as far as tuner's foreign key needs to name it. Optuna
+# creates and owns it; being in a MetaData of its own, Base.metadata.create_all
+# never creates it.
+OPTUNA_TRIALS = Table("trials", MetaData(), Column("trial_id", Integer, primary_key=True))
+
+
 class EpochRecord(Base):
     """One epoch of one trial: the learning curve, its gap, and what it cost.
 
-    ``trial_id`` is Optuna's ``trials.trial_id``. (trial_id, epoch) is unique
-    so that recording is idempotent: a row sent twice (live, then again with the
-    trial's result) is stored once.
+    ``trial_id`` is Optuna's ``trials.trial_id``, a foreign key with ON DELETE
+    CASCADE: a row lives and dies with its trial. It must, because SQLite hands
+    a deleted trial's id to the next trial created (Optuna's ``trial_id`` is a
+    plain INTEGER PRIMARY KEY, not AUTOINCREMENT), so a row that outlived its
+    trial would be read as the new trial's. (trial_id, epoch) is unique so that
+    recording is idempotent: a row sent twice (live, then again with the trial's
+    result) is stored once. tuner/store/schema.py upgrades tables made before
+    the foreign key.
     """
 
     __tablename__ = "tuner_epochs"
     __table_args__ = (UniqueConstraint("trial_id", "epoch", name="uq_tuner_epochs_trial_epoch"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(Integer, index=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey(OPTUNA_TRIALS.c.trial_id, ondelete="CASCADE", name="fk_tuner_epochs_trial_id"), index=True
+    )
     epoch: Mapped[int] = mapped_column(Integer)
     # SQLite's INTEGER holds 64 bits; PostgreSQL's holds 32, and a step count can pass 2**31.
     iterations: Mapped[int | None] = mapped_column(BigInteger)

@@ -6,11 +6,16 @@ epoch rows (and their Optuna intermediate values) goes in one transaction.
 Only the orchestrator writes, so concurrent trials never contend for SQLite's
 lock; WAL mode lets readers (the dashboard, ``tuner show``) read meanwhile.
 The same code runs on PostgreSQL; tests/test_store.py holds both to one contract.
+
+Epoch rows belong to their trial: deleting a trial deletes them (a foreign key,
+see tuner/store/schema.py), and copying a trial of this database from a template
+(optuna.copy_study, optuna-dashboard's rename) copies them to the new trial.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -23,15 +28,19 @@ from urllib.parse import quote, quote_plus
 import optuna
 import sqlalchemy as sa
 from optuna.storages._rdb import models as optuna_models
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, Engine, make_url
 
 from tuner.errors import StorageError
+from tuner.store import schema
 from tuner.store.models import COLUMNS, Base, EpochRecord
 
 DEFAULT_URL = "sqlite:///tuner.db"
+log = logging.getLogger("tuner")
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 _IV = optuna_models.TrialIntermediateValueModel
 _UA = optuna_models.TrialUserAttributeModel
+_TRIALS = optuna_models.TrialModel.__table__
 _OPEN_ATTEMPTS = 4
 # What to check, by a clue in the driver's reason; the last entry is the default.
 _OPEN_FIXES = (
@@ -108,10 +117,14 @@ class Store:
         attempt = 1
         while True:
             try:
-                storage = optuna.storages.RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
+                storage = _RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
                 if self.backend == "sqlite":
                     _tune_sqlite(storage.engine)
                 Base.metadata.create_all(storage.engine)
+                dropped = schema.tie_epochs(storage)
+                if dropped:
+                    log.warning(f"{self.safe_url}: dropped {dropped} epoch rows of deleted trials while adding "
+                                "the foreign key that keeps epoch rows with their trial")
                 return storage
             except Exception as exc:
                 # Two processes opening a new database at once race to create the
@@ -155,6 +168,54 @@ class Store:
             known = f"Studies there: {', '.join(names)}." if names else "It holds no studies yet."
             raise StorageError(f"no study named {name!r} in {self.safe_url}. {known}")
         return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+
+    def delete_study(self, name: str) -> tuple[int, int]:
+        """Delete a study, its trials and their epoch rows; returns how many trials and rows went."""
+        study = self.load_study(name)
+        trials, rows = len(study.get_trials(deepcopy=False)), self.count_epochs(study)
+        self.storage.delete_study(study._study_id)  # the foreign key takes the epoch rows along
+        return trials, rows
+
+    def copy_study(self, name: str, to: Store, new_name: str | None = None) -> tuple[int, int]:
+        """Copy a study, its trials and their epoch rows into ``to`` (this store or another one).
+
+        Returns how many trials and epoch rows were copied. Optuna copies the
+        study; the epoch rows follow, remapped to the new trial ids. A copy that
+        fails halfway is deleted.
+        """
+        new_name = new_name or name
+        source = self.load_study(name)
+        taken = StorageError(
+            f"study {new_name!r} already exists in {to.safe_url}. Fix: pass --name NEW_NAME to copy it under "
+            f"another name, or delete that study first (`tuner delete {new_name}`)."
+        )
+        if to.has_study(new_name):
+            raise taken
+        try:
+            optuna.copy_study(from_study_name=name, from_storage=self.storage, to_storage=to.storage,
+                              to_study_name=new_name)
+        except optuna.exceptions.DuplicatedStudyError:  # made meanwhile by someone else: theirs, not ours to delete
+            raise taken from None
+        except BaseException:
+            to._delete_if_there(new_name)
+            raise
+        try:
+            copy = to.load_study(new_name)
+            # optuna.copy_study adds the trials in get_trials' order, which numbers them anew.
+            pairs = zip(source.get_trials(deepcopy=False), copy.get_trials(deepcopy=False), strict=True)
+            new_ids = {old.number: new._trial_id for old, new in pairs}
+            rows = [{**row, "trial_id": new_ids[row["trial"]]} for row in self.epochs(source)]
+            to.record_epochs(rows)  # rows the copy already has (same database: see _RDBStorage) are skipped
+        except BaseException:
+            to._delete_if_there(new_name)
+            raise
+        return len(new_ids), len(rows)
+
+    def _delete_if_there(self, name: str) -> None:
+        try:
+            self.storage.delete_study(self.storage.get_study_id_from_name(name))
+        except KeyError:
+            pass
 
     # ------------------------------------------------------------------ epochs
 
@@ -201,9 +262,17 @@ class Store:
                 [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()],
             )
 
+    def count_epochs(self, study: optuna.Study) -> int:
+        """How many epoch rows the study's trials have."""
+        ep = EpochRecord.__table__
+        query = (sa.select(sa.func.count()).select_from(ep.join(_TRIALS, _TRIALS.c.trial_id == ep.c.trial_id))
+                 .where(_TRIALS.c.study_id == study._study_id))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
     def epochs(self, study: optuna.Study, numbers: Iterable[int] | None = None) -> list[dict[str, Any]]:
         """Per-epoch rows of a study, ordered by trial number then epoch."""
-        trials = optuna_models.TrialModel.__table__
+        trials = _TRIALS
         ep = EpochRecord.__table__
         study_id = study._study_id
         query = (
@@ -234,6 +303,41 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, whose trials copied from a trial of this database keep its epoch rows.
+
+    optuna.copy_study, Study.add_trial(s) and optuna-dashboard's rename (copy the
+    trials, then delete the study) create each trial from a template; without
+    this the copy would have no epoch rows, and the rename would lose them.
+    Optuna's cached storage calls ``_create_new_trial``, so that is the hook.
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)
+        if template_trial is not None and template_trial.datetime_start is not None:
+            _copy_epochs(self.engine, template_trial, trial._trial_id)
+        return trial
+
+
+def _copy_epochs(engine: Engine, template: FrozenTrial, trial_id: int) -> None:
+    """Copy the epoch rows of ``template`` to trial ``trial_id`` where ``template`` is a trial of this database.
+
+    A template's trial id may name a trial of another database (a copy between
+    two stores), so the trial must also have the template's number and start
+    time, which a copy keeps and an unrelated trial does not share.
+    """
+    ep = EpochRecord.__table__
+    names = [c.name for c in ep.columns if c.name not in ("id", "trial_id")]
+    rows = (
+        sa.select(sa.cast(sa.literal(trial_id), sa.Integer), *[ep.c[n] for n in names])
+        .select_from(ep.join(_TRIALS, _TRIALS.c.trial_id == ep.c.trial_id))
+        .where(ep.c.trial_id == template._trial_id, _TRIALS.c.number == template.number,
+               _TRIALS.c.datetime_start == template.datetime_start)
+    )
+    with engine.begin() as conn:
+        conn.execute(ep.insert().from_select(["trial_id", *names], rows))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -319,12 +423,14 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
 def _tune_sqlite(engine: Engine) -> None:
     # WAL lets readers read while the orchestrator writes; synchronous=NORMAL
     # is durable across process crashes (only an OS crash can lose the last
-    # commits) and makes each commit cheap.
+    # commits) and makes each commit cheap. SQLite enforces foreign keys only
+    # where a connection asks: tuner_epochs' ON DELETE CASCADE needs it.
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     engine.dispose()  # connections opened before the listener get the pragmas too
@@ -358,13 +464,15 @@ def _epoch_record(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _EPOCH_COLUMNS = ("trial_id", "epoch", *COLUMNS, "extra")
+# ON CONFLICT (these columns) DO NOTHING skips only an epoch already stored, as on
+# PostgreSQL; INSERT OR IGNORE would also drop, silently, a row that breaks NOT NULL.
 _SQLITE_EPOCHS = (
-    f"INSERT OR IGNORE INTO {EpochRecord.__tablename__} ({', '.join(_EPOCH_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in _EPOCH_COLUMNS)})"
+    f"INSERT INTO {EpochRecord.__tablename__} ({', '.join(_EPOCH_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EPOCH_COLUMNS)}) ON CONFLICT (trial_id, epoch) DO NOTHING"
 )
 _SQLITE_VALUES = (
-    f"INSERT OR IGNORE INTO {_IV.__tablename__} (trial_id, step, intermediate_value, intermediate_value_type) "
-    "VALUES (?, ?, ?, ?)"
+    f"INSERT INTO {_IV.__tablename__} (trial_id, step, intermediate_value, intermediate_value_type) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (trial_id, step) DO NOTHING"
 )
 
 

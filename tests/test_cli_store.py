@@ -1,0 +1,132 @@
+"""`tuner epochs --csv`, `tuner delete` and `tuner copy` as a user runs them: the installed script in a
+directory of theirs, a workload of their own (inline executor: fast), a real SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+WORKLOAD = '''
+def train(params, report):
+    """A user's loop: its own metrics, one of them only from the second epoch on."""
+    for epoch in range(1, params["epochs"] + 1):
+        metrics = {"val_loss": params["x"] ** 2 + 1.0 / epoch, "my_metric": 10 * params["x"] + epoch}
+        if epoch >= 2:
+            metrics["late_metric"] = float(epoch)
+        report(epoch, **metrics)
+'''
+
+
+def tuner(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    script = shutil.which("tuner")
+    assert script, "the `tuner` console script is not on PATH: pip install -e '.[dev]'"
+    # PYTHONPATH: the user's module imports as with `python -c 'import mywork'` run in their directory.
+    env = {**os.environ, "PYTHONPATH": str(cwd), "TUNER_STORAGE": f"sqlite:///{cwd / 'tuner.db'}"}
+    return subprocess.run([script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def launch(cwd: Path, name: str, trials: int = 3, seed: int = 1) -> None:
+    (cwd / "mywork.py").write_text(WORKLOAD)
+    spec = cwd / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nworkload: mywork:train\nstrategy: random\ntrials: {trials}\nepochs: 3\n"
+                    f"seed: {seed}\npruner: {{type: none}}\nparams:\n  x: {{type: float, low: -1, high: 1}}\n")
+    done = tuner("launch", str(spec), "--executor", "inline", "--quiet", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_epochs_csv_has_a_column_for_every_metric_a_user_workload_reports(tmp_path):
+    launch(tmp_path, "mine")
+    done = tuner("epochs", "mine", "--csv", "e.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 9 epoch rows to e.csv" in done.stderr
+    header, rows = read_csv(tmp_path / "e.csv")
+    print(f"tuner epochs --csv: {len(rows)} rows, columns {header}")
+    # The store's columns first (every one, empty or not, so every study's file has them), then the
+    # workload's own metrics where they first appear.
+    assert header == ["trial", "epoch", "iterations", "train_loss", "val_loss", "train_acc", "val_acc", "gap_loss",
+                      "gap_acc", "lr", "seconds", "device", "my_metric", "late_metric"]
+    assert [(r["trial"], r["epoch"]) for r in rows] == [(str(t), str(e)) for t in range(3) for e in range(1, 4)]
+    assert [r["late_metric"] for r in rows[:3]] == ["", "2.0", "3.0"]
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    for row in rows:
+        x = study.trials[int(row["trial"])].params["x"]
+        assert float(row["my_metric"]) == pytest.approx(10 * x + int(row["epoch"]))
+        assert float(row["val_loss"]) == pytest.approx(x ** 2 + 1 / int(row["epoch"]))
+    one = tuner("epochs", "mine", "--trial", "1", "--csv", "one.csv", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert read_csv(tmp_path / "one.csv")[0] == header
+
+
+def test_copy_and_delete_keep_every_studys_epochs_its_own(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    backup = f"sqlite:///{tmp_path / 'backup.db'}"
+    launch(tmp_path, "a")
+    assert tuner("epochs", "a", "--csv", "a.csv", cwd=tmp_path).returncode == 0
+    a_rows = read_csv(tmp_path / "a.csv")[1]
+
+    copied = tuner("copy", "a", "--to", backup, cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    assert one_line(copied.stdout) == f"copied study a to a in {backup}: 3 trials, 9 epoch rows"
+    assert tuner("epochs", "a", "--storage", backup, "--csv", "backup.csv", cwd=tmp_path).returncode == 0
+    assert read_csv(tmp_path / "backup.csv")[1] == a_rows
+
+    renamed = tuner("copy", "a", "--to", url, "--name", "b", cwd=tmp_path)  # a rename: copy, then delete
+    assert renamed.returncode == 0, renamed.stderr
+    deleted = tuner("delete", "a", cwd=tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
+    assert one_line(deleted.stdout) == f"deleted study a from {url}: 3 trials, 9 epoch rows"
+    assert tuner("epochs", "b", "--csv", "b.csv", cwd=tmp_path).returncode == 0
+    assert read_csv(tmp_path / "b.csv")[1] == a_rows
+
+    # The issue's repro: Optuna's own CLI deletes b (its engine sets no foreign-key pragma), a new study's
+    # trials then take b's trial ids, and `tuner show NEW --trial 0` must show only NEW's epochs.
+    gone = subprocess.run(["optuna", "delete-study", "--study-name", "b", "--storage", url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 0, gone.stderr
+    launch(tmp_path, "new", trials=2, seed=9)
+    assert tuner("epochs", "new", "--csv", "new.csv", cwd=tmp_path).returncode == 0
+    new_rows = read_csv(tmp_path / "new.csv")[1]
+    x = optuna.load_study(study_name="new", storage=url).trials[0].params["x"]
+    show = tuner("show", "new", "--trial", "0", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "tuner.db") as conn:
+        total = conn.execute("select count(*) from tuner_epochs").fetchone()[0]
+    print(f"tuner copy/delete: a {len(a_rows)} rows; backup copy {len(a_rows)}; b (copy, then a deleted) "
+          f"{len(a_rows)}; after `optuna delete-study b`, new {len(new_rows)} rows, tuner_epochs {total} in all")
+    assert len(new_rows) == 6 and total == 6
+    assert [float(r["my_metric"]) for r in new_rows[:3]] == pytest.approx([10 * x + e for e in (1, 2, 3)])
+    assert f"{10 * x + 1:.4g}" in show.stdout
+    for old in a_rows[:3]:  # none of a's (or b's) values shows up on the new trial
+        assert f"{float(old['my_metric']):.4g}" not in show.stdout
+
+
+def test_delete_and_copy_name_what_is_wrong(tmp_path):
+    launch(tmp_path, "a", trials=1)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    missing = tuner("delete", "zz", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"error: no study named 'zz' in {url}. Studies there: a." in one_line(missing.stderr)
+    onto = tuner("copy", "a", "--to", url, cwd=tmp_path)
+    assert onto.returncode == 2 and "Traceback" not in onto.stderr
+    assert (f"error: study 'a' already exists in {url}. Fix: pass --name NEW_NAME to copy it under another name, "
+            "or delete that study first (`tuner delete a`).") in one_line(onto.stderr)
+    no_target = tuner("copy", "a", cwd=tmp_path)
+    assert no_target.returncode == 2 and "the following arguments are required: --to" in no_target.stderr
