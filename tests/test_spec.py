@@ -58,7 +58,7 @@ def test_presets_exist() -> None:
 def test_spec_is_frozen() -> None:
     loaded = load_spec(params(
         lr={"type": "float", "low": 0.1, "high": 1.0},
-        act={"type": "categorical", "choices": ["relu", "tanh"]},
+        activation={"type": "categorical", "choices": ["relu", "tanh"]},
     ))
     with pytest.raises(ValidationError, match="frozen"):
         loaded.epochs = 3  # type: ignore[misc]
@@ -66,7 +66,7 @@ def test_spec_is_frozen() -> None:
         loaded.objective.metric = "val_acc"  # type: ignore[misc]
     with pytest.raises(ValidationError, match="frozen"):
         loaded.params["lr"].low = 0.0  # type: ignore[misc]
-    assert isinstance(loaded.params["act"].choices, tuple)
+    assert isinstance(loaded.params["activation"].choices, tuple)
 
 
 def test_overrides_replace_file_keys_and_none_is_ignored(tmp_path: Path) -> None:
@@ -77,9 +77,9 @@ def test_overrides_replace_file_keys_and_none_is_ignored(tmp_path: Path) -> None
 
 
 def test_choices_keep_their_types() -> None:
-    loaded = load_spec(params(c={"type": "categorical", "choices": [32, "full", True, None, 0.5]}))
-    assert loaded.params["c"].choices == (32, "full", True, None, 0.5)
-    assert [type(c) for c in loaded.params["c"].choices] == [int, str, bool, type(None), float]
+    loaded = load_spec(params(batch_size={"type": "categorical", "choices": [32, "full", True, None, 0.5]}))
+    assert loaded.params["batch_size"].choices == (32, "full", True, None, 0.5)
+    assert [type(c) for c in loaded.params["batch_size"].choices] == [int, str, bool, type(None), float]
 
 
 # ---------------------------------------------------------------------- one bad input each
@@ -196,17 +196,17 @@ BAD = {
     ),
     # conditions
     "when names an unknown param": (
-        params(opt=CHOICE, momentum={**FLOAT, "when": {"optimiser": "sgd"}}),
+        params(activation=CHOICE, momentum={**FLOAT, "when": {"optimiser": "sgd"}}),
         r"params\.momentum\.when: names an unknown param 'optimiser'\.( Did you mean '\w+'\?)? "
-        r"Valid params: opt\.",
+        r"Valid params: activation\.",
     ),
     "when suggests the closest param": (
         params(optimizer=CHOICE, momentum={**FLOAT, "when": {"optimiser": "sgd"}}),
         r"params\.momentum\.when: names an unknown param 'optimiser'\. Did you mean 'optimizer'\?",
     ),
     "when value outside the choices": (
-        params(opt=CHOICE, momentum={**FLOAT, "when": {"opt": "sgdd"}}),
-        r"params\.momentum\.when: opt must be one of its choices \['adam', 'sgd'\], but got 'sgdd'\. "
+        params(optimizer=CHOICE, momentum={**FLOAT, "when": {"optimizer": "sgdd"}}),
+        r"params\.momentum\.when: optimizer must be one of its choices \['adam', 'sgd'\], but got 'sgdd'\. "
         r"Did you mean 'sgd'\?",
     ),
     "when on a non-categorical param": (
@@ -215,8 +215,8 @@ BAD = {
         r"Fix: make 'lr' categorical",
     ),
     "when with a list value": (
-        params(opt=CHOICE, momentum={**FLOAT, "when": {"opt": ["sgd", "adam"]}}),
-        r"params\.momentum\.when\.opt: must be a single value .*but got \['sgd', 'adam'\]",
+        params(optimizer=CHOICE, momentum={**FLOAT, "when": {"optimizer": ["sgd", "adam"]}}),
+        r"params\.momentum\.when\.optimizer: must be a single value .*but got \['sgd', 'adam'\]",
     ),
     # grid
     "grid over a continuous float": (
@@ -225,9 +225,9 @@ BAD = {
         r"in \[0\.1, 1\.0\]\. Fix: add `values: \[\.\.\.\]`",
     ),
     "grid over millions of ints": (
-        spec(strategy="grid", params={"seed_offset": {"type": "int", "low": 0, "high": 10**7}}),
+        spec(strategy="grid", params={"train_size": {"type": "int", "low": 0, "high": 10**7}}),
         r"params: strategy `grid` queues every point of the grid, so it must have at most 100,000 points, "
-        r"but got 10,000,001 \(seed_offset: 10,000,001 values\)\. Fix: list fewer points with `values: "
+        r"but got 10,000,001 \(train_size: 10,000,001 values\)\. Fix: list fewer points with `values: "
         r"\[\.\.\.\]` \(or a larger `step` on an int\), or use strategy random or tpe\.",
     ),
     # names that must come from a list
@@ -391,9 +391,9 @@ def test_cross_field_problems_are_reported_together() -> None:
         data="wines",
         objective={"metric": "val_los"},
         params={
-            "opt": CHOICE,
-            "momentum": {**FLOAT, "when": {"opt": "sgdd"}},
-            "beta": {**FLOAT, "when": {"optimiser": "adam"}},
+            "optimizer": CHOICE,
+            "momentum": {**FLOAT, "when": {"optimizer": "sgdd"}},
+            "dropout": {**FLOAT, "when": {"optimiser": "adam"}},
         },
     )
     with pytest.raises(SpecError, match=r"^<spec>: 4 problems\n") as info:
@@ -401,8 +401,8 @@ def test_cross_field_problems_are_reported_together() -> None:
     message = str(info.value)
     assert "but got 'wines'" in message
     assert "but got 'val_los'" in message
-    assert "params.momentum.when: opt must be one of its choices" in message
-    assert "params.beta.when: names an unknown param 'optimiser'" in message
+    assert "params.momentum.when: optimizer must be one of its choices" in message
+    assert "params.dropout.when: names an unknown param 'optimiser'" in message
 
 
 # ---------------------------------------------------------------------- YAML files

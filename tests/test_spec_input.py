@@ -61,34 +61,38 @@ def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 
 
 def space(params: dict[str, Any], **keys: Any):
-    return load_spec({"name": "s", "workload": "mlp", "data": "wine", "params": params, **keys})
+    """A spec over ``params`` for a user workload, which (unlike mlp) may read any names."""
+    return load_spec({"name": "s", "workload": "tests.workloads:noop", "params": params, **keys})
 
 
 INT = {"type": "int", "low": 1, "high": 100_000}
+INTS = ("depth", "width", "train_size")  # int hyperparameters of the built-in mlp
 
 
 # ---------------------------------------------------------------------- 6. grids counted, not built
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["product", "conditional"])
 def test_a_grid_of_10_15_points_is_refused_by_its_size(tmp_path: Path, conditional: bool) -> None:
-    params = "".join(f"  {n}: {{type: int, low: 1, high: 100000}}\n" for n in "abc")
+    params = "".join(f"  {n}: {{type: int, low: 1, high: 100000}}\n" for n in INTS)
     if conditional:  # the big branch under sgd, a small one under adam: 10**15 + 3 points
-        params = "  opt: {type: categorical, choices: [sgd, adam]}\n" + params.replace("}\n", ", when: {opt: sgd}}\n")
-        params += "  d: {type: int, low: 1, high: 3, when: {opt: adam}}\n"
+        params = ("  optimizer: {type: categorical, choices: [sgd, adam]}\n"
+                  + params.replace("}\n", ", when: {optimizer: sgd}}\n"))
+        params += "  kernel_size: {type: int, low: 1, high: 3, when: {optimizer: adam}}\n"
     write(tmp_path, BASE + "strategy: grid\nparams:\n" + params)
     stderr = assert_refused(tuner_cli(tmp_path, "launch", "space.yaml"), tmp_path)
     size = "1,000,000,000,000,003" if conditional else "1,000,000,000,000,000"
     assert (
         f"space.yaml: params: strategy `grid` queues every point of the grid, so it must have at most 100,000 "
-        f"points, but got {size} (a: 100,000 values, b: 100,000 values, c: 100,000 values). Fix: list fewer "
+        f"points, but got {size} (depth: 100,000 values, width: 100,000 values, train_size: 100,000 values). "
+        "Fix: list fewer "
         "points with `values: [...]` (or a larger `step` on an int), or use strategy random or tpe."
     ) in stderr
 
 
 def test_the_grid_cap_holds_for_a_strategy_flag_too(tmp_path: Path) -> None:
-    write(tmp_path, BASE + "strategy: tpe\nparams:\n" + "".join(f"  {n}: {INT}\n" for n in "abc"))
+    write(tmp_path, BASE + "strategy: tpe\nparams:\n" + "".join(f"  {n}: {INT}\n" for n in INTS))
     stderr = assert_refused(tuner_cli(tmp_path, "launch", "space.yaml", "--strategy", "grid"), tmp_path)
-    assert "but got 1,000,000,000,000,000 (a: 100,000 values" in stderr
+    assert "but got 1,000,000,000,000,000 (depth: 100,000 values" in stderr
 
 
 @pytest.mark.parametrize("params", [
@@ -157,9 +161,10 @@ def test_an_anchor_that_contains_itself(tmp_path: Path) -> None:
 
 def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "params:\n  lr: &f {type: float, low: 0.1, high: 1.0}\n"
-                                  "  wd: {<<: *f, high: 0.5}\n  mom: *f\n")
+                                  "  weight_decay: {<<: *f, high: 0.5}\n  dropout: *f\n")
     loaded = load_spec(path)
-    assert (loaded.params["wd"].low, loaded.params["wd"].high, loaded.params["mom"].high) == (0.1, 0.5, 1.0)
+    assert (loaded.params["weight_decay"].low, loaded.params["weight_decay"].high,
+            loaded.params["dropout"].high) == (0.1, 0.5, 1.0)
 
 
 @pytest.mark.parametrize(("raw", "start"), [
@@ -207,12 +212,13 @@ def test_equal_choices_of_different_types_are_one_choice() -> None:
 
 def test_a_when_cycle_is_named_with_its_line(tmp_path: Path) -> None:
     write(tmp_path, BASE + "params:\n" + LR +
-          "  a: {type: categorical, choices: [x, y], when: {b: x}}\n"
-          "  b: {type: categorical, choices: [x, y], when: {a: x}}\n")
+          "  activation: {type: categorical, choices: [relu, tanh], when: {norm: none}}\n"
+          "  norm: {type: categorical, choices: [none, layer], when: {activation: relu}}\n")
     stderr = assert_refused(tuner_cli(tmp_path, "launch", "space.yaml"), tmp_path)
     assert (
-        "space.yaml: params.a.when: conditions must not form a cycle (a param is decided after the params its "
-        "`when` names), but got params.a.when -> b -> a (line 6). Fix: remove the `when` of one of a, b."
+        "space.yaml: params.activation.when: conditions must not form a cycle (a param is decided after the "
+        "params its `when` names), but got params.activation.when -> norm -> activation (line 6). Fix: remove "
+        "the `when` of one of activation, norm."
     ) in stderr
 
 

@@ -198,14 +198,25 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
         ) from None
 
 
-def _renamed(overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _renamed(overrides: Mapping[str, Any], given_as: str | None = None) -> dict[str, Any]:
+    """Keyword arguments as spec keys.
+
+    ``given_as`` ("keyword" or "flag") says how the user wrote them, so that a bad
+    value blames ``trials=`` or ``--trials``, not the file; None (a caller that
+    cannot tell) keeps the file's name on it.
+    """
+    from tuner.spec import Overrides
+
     out = dict(overrides)
+    spelled = {k: f"{k}=" if given_as == "keyword" else "--" + k.replace("_", "-") for k in out} if given_as else {}
     if "n_trials" in out:
         out["trials"] = out.pop("n_trials")
+        spelled["trials"] = spelled.pop("n_trials", "")
     objective = {k: out.pop(k) for k in _OBJECTIVE_KEYS if out.get(k) is not None}
     if objective:
         out["objective"] = objective
-    return out
+        spelled.update({f"objective.{k}": spelled.pop(k, "") for k in objective})
+    return Overrides(out, spelled) if given_as else out
 
 
 _OBJECTIVE_KEYS = ("metric", "direction", "mode", "gap_penalty", "max_gap")
@@ -216,8 +227,9 @@ def _make_spec(
     objective: Callable[..., Any] | None,
     space: Mapping[str, Any] | None,
     overrides: Mapping[str, Any],
+    given_as: str | None = None,
 ) -> StudySpec:
-    extra = _renamed(overrides)
+    extra = _renamed(overrides, given_as)
     if source is None:
         if space is None or objective is None:
             raise TunerError(
@@ -252,17 +264,20 @@ def _resumed_sampler(spec: StudySpec, study: optuna.Study) -> optuna.samplers.Ba
 
 
 def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
-    """Create the study with its spec snapshot, the warm-start points and (grid search) every point queued."""
+    """Create the study with its spec snapshot, the warm-start points and (grid search) the points it runs queued."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = store.create_study(name, spec.direction, strategies.make_sampler(spec))
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
     if strategies.resolved(spec) == "grid":
-        # Queue every point now: Optuna's GridSampler alone may hand the same
-        # point to two trials running at once.
-        for params in strategies.grid_points(spec):
+        # Queue the points that will run now: Optuna's GridSampler alone may hand the same
+        # point to two trials running at once. Past the budget, a queued point would wait forever.
+        cut = strategies.grid_cut(spec)
+        if cut:
+            log.warning("%s", cut)
+        for params in strategies.grid_points(spec)[: strategies.planned_trials(spec)]:
             study.enqueue_trial(params)
-        return study  # every point is queued already; warm-start points would only repeat some
+        return study  # the grid is queued already; warm-start points would only repeat some
     for params in warm_start:
         if strategies.fits(spec, params):
             study.enqueue_trial(dict(params), user_attrs={"warm_start": True}, skip_if_exists=True)

@@ -518,10 +518,12 @@ class _progress_display:
 
         if self.quiet:
             return
+        pruner = "no pruner" if spec.pruner.type == "none" else f"pruner {spec.pruner.type}"
         self.bar.console.print(
-            f"study [bold]{study.name}[/] · {strategies.describe(spec)} · {spec.objective.resolved_direction} "
-            f"{spec.objective.metric} · {strategies.planned_trials(spec)} trials, {spec.parallel} in parallel, "
-            f"{spec.epochs} epochs · store {study.store.safe_url}", highlight=False,
+            f"study [bold]{study.name}[/] · {strategies.describe(spec)} · {pruner} · "
+            f"{spec.objective.resolved_direction} {spec.objective.metric} · "
+            f"{_count(strategies.planned_trials(spec), 'trial')}, {spec.parallel} in parallel, "
+            f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
         )
 
     def on_progress(self, p: Any) -> None:

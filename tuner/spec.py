@@ -38,6 +38,15 @@ from tuner.errors import SpecError
 
 # `auto` (the default) picks among the others from the space and the budget (strategies.choose).
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "auto")
+# Names users give these strategies (the method's, another library's), for "did you mean":
+# difflib would answer "bayes" with cmaes, which shares letters but not meaning.
+STRATEGY_SYNONYMS = {
+    **dict.fromkeys(("bayes", "bayesian", "bayesian_optimization", "bo", "optuna", "smbo"), ("tpe", "gp")),
+    "hyperopt": ("tpe",), "tree_parzen": ("tpe",), "gaussian_process": ("gp",), "bayesian_gp": ("gp",),
+    **dict.fromkeys(("sobol", "halton", "quasi_random", "quasirandom", "lhs"), ("qmc",)),
+    **dict.fromkeys(("evolution", "evolutionary", "cma", "cma_es", "es"), ("cmaes",)),
+    "grid_search": ("grid",), "gridsearch": ("grid",), "random_search": ("random",), "randomsearch": ("random",),
+}
 BUILTIN_WORKLOADS = {"mlp": "workers.mlp:train", "cnn": "workers.cnn:train"}
 DATASETS = ("mnist1d", "digits", "wine", "breast_cancer", "iris")
 BUILTIN_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc", "gap_loss", "gap_acc")
@@ -274,7 +283,8 @@ class StudySpec(_Model):
     @field_validator("strategy")
     @classmethod
     def _check_strategy(cls, strategy: str) -> str:
-        return _one_of("strategy", strategy, STRATEGIES)
+        meant = STRATEGY_SYNONYMS.get(re.sub(r"[\s\-]+", "_", strategy.strip().lower()))
+        return _one_of("strategy", strategy, STRATEGIES, meant)
 
     @field_validator("seed", mode="wrap")
     @classmethod
@@ -307,7 +317,17 @@ class StudySpec(_Model):
         problems = _cross_field_problems(self, lines)
         if problems:
             raise ValueError("\n".join(problems))
+        self._default_pruner()
         return self
+
+    def _default_pruner(self) -> None:
+        """A grid runs every point to its full budget, so its pruner is none unless the spec names one."""
+        from tuner.strategies import resolved  # strategies imports this module
+
+        if "type" in self.pruner.model_fields_set or self.pruner.options or resolved(self) != "grid":
+            return
+        # Set while validating, before anyone holds the spec, so that it is saved (and resumed) as it runs.
+        object.__setattr__(self, "pruner", self.pruner.model_copy(update={"type": "none"}))
 
     @property
     def is_builtin(self) -> bool:
@@ -355,12 +375,12 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
         )
 
 
-def _one_of(field: str, value: str, valid: tuple[str, ...]) -> str:
+def _one_of(field: str, value: str, valid: tuple[str, ...], meant: tuple[str, ...] | None = None) -> str:
+    """``value`` if it is valid; else an error with what it likely ``meant`` (by meaning), or its nearest spelling."""
     if value in valid:
         return value
-    raise ValueError(
-        f"`{field}` must be one of {', '.join(valid)}, but got {_shown(value)}.{_did_you_mean(value, valid)}"
-    )
+    hint = f" Did you mean {' or '.join(map(_shown, meant))}?" if meant else _did_you_mean(value, valid)
+    raise ValueError(f"`{field}` must be one of {', '.join(valid)}, but got {_shown(value)}.{hint}")
 
 
 def _did_you_mean(value: Any, valid: Any) -> str:
@@ -422,6 +442,7 @@ def _at(lines: Mapping[tuple[str, ...], int], *path: str) -> str:
 def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> list[str]:
     problems: list[str] = []
     problems += _workload_problems(spec)
+    problems += _builtin_param_problems(spec, lines)
     problems += _metric_problems(spec)
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
@@ -457,6 +478,28 @@ def _workload_problems(spec: StudySpec) -> list[str]:
     except ImportError as exc:
         return [f"`workload` {_shown(spec.workload)} does not import: {_cut(str(exc))}. {_IMPORT_FIX}"]
     return []
+
+
+def _builtin_param_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> list[str]:
+    """A name the built-in workload does not read would fail every trial; refuse it before the first."""
+    if not spec.is_builtin:
+        return []
+    from workers.config import PARAMS, closest  # what mlp and cnn read; imports no torch
+
+    valid = tuple(p for p in PARAMS if p not in RESERVED_PARAMS)
+    problems = []
+    for section, names in (("params", spec.params), ("fixed", spec.fixed)):
+        for name in names:
+            if name in PARAMS:
+                continue
+            close = closest(name, valid)
+            hint = f" Did you mean {_shown(close)}?" if close else ""
+            problems.append(
+                f"{section}.{_cut(name)}: must be a hyperparameter of the built-in workload "
+                f"{_shown(spec.workload)}, but got {_shown(name)}{_at(lines, section, name)}.{hint} "
+                f"Valid names: {', '.join(valid)}. Fix: rename it to one of those, or remove it."
+            )
+    return problems
 
 
 _IMPORT_FIX = (
@@ -613,13 +656,31 @@ def _grid_problems(spec: StudySpec) -> list[str]:
 # --------------------------------------------------------------------------- loading
 
 
+class Overrides(dict[str, Any]):
+    """Spec keys given outside the file (CLI flags, API keywords), with how the user wrote each.
+
+    A problem with one of them is blamed on that flag or keyword (``--trials``,
+    ``trials=``), not on the file, which does not hold the value.
+    """
+
+    def __init__(self, values: Mapping[str, Any], spelled: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.spelled = dict(spelled)  # a field's dotted path (objective.metric) -> what the user typed
+
+    @classmethod
+    def flags(cls, values: Mapping[str, Any]) -> Overrides:
+        """Top-level keys given as command-line flags: trial_timeout is ``--trial-timeout``."""
+        return cls(values, {key: "--" + key.replace("_", "-") for key in values})
+
+
 def load_spec(
     source: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> StudySpec:
     """Read and validate a search space from a YAML path or a dict.
 
     ``overrides`` (CLI flags, API keywords) replace top-level keys of the file;
-    None values are ignored.
+    None values are ignored. Given as :class:`Overrides`, a problem with one of
+    them names the flag or keyword, not the file.
     """
     lines: dict[tuple[str, ...], int] = {}
     problems: list[str] = []
@@ -638,8 +699,38 @@ def load_spec(
     except ValidationError as exc:
         problems += [line for err in exc.errors() for line in _explain(err, raw).split("\n")]
     if problems:
-        raise SpecError(label, _capped(problems)) from None
+        spelled = _given(overrides)
+        raise _refusal(label, [_blamed(p, spelled) for p in problems], set(spelled.values())) from None
     return spec
+
+
+def _given(overrides: Mapping[str, Any] | None) -> dict[str, str]:
+    """The spellings of the overrides that replaced a value (None replaces nothing)."""
+    if not isinstance(overrides, Overrides):
+        return {}
+    return {path: spelling for path, spelling in overrides.spelled.items()
+            if overrides.get(path.split(".")[0]) is not None}
+
+
+def _blamed(problem: str, spelled: Mapping[str, str]) -> str:
+    """``problem`` named by the flag or keyword that gave its field: "--trials: must be > 0, ..."."""
+    for path, spelling in spelled.items():
+        for head in (f"{path}: ", f"`{path}` "):
+            if problem.startswith(head):
+                return f"{spelling}: {problem[len(head):]}"
+        if problem.startswith((f"{path}.", f"`{path}.")):  # a key inside it: keep the key's name
+            return f"{spelling}: {problem}"
+    return problem
+
+
+def _refusal(label: str, problems: list[str], spellings: set[str]) -> SpecError:
+    # Problems only with flags or keywords are theirs, not the file's: no file name in front.
+    heads = list(dict.fromkeys(p.partition(": ")[0] for p in problems))
+    if all(h in spellings for h in heads):
+        if len(problems) == 1:
+            return SpecError(heads[0], [problems[0].partition(": ")[2]])
+        label = ", ".join(heads)
+    return SpecError(label, _capped(problems))
 
 
 def _capped(problems: list[str]) -> list[str]:

@@ -180,6 +180,23 @@ def planned_trials(spec: StudySpec) -> int:
     return spec.trials or 20
 
 
+def grid_cut(spec: StudySpec) -> str | None:
+    """What a grid with fewer trials than points runs; None for a grid that runs every point (or no grid)."""
+    size = grid_size(spec) if resolved(spec) == "grid" else None
+    runs = planned_trials(spec) if size is not None else 0
+    if size is None or runs >= size:
+        return None
+    left = size - runs
+    return (f"grid: {size} points, trials: {runs} — runs the first {count(runs, 'point')} in grid order; "
+            f"the other {left} {'is' if left == 1 else 'are'} not queued. Fix: --trials {size} or more "
+            f"(trials={size} in Python) to run every point.")
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: "1 trial", "5 trials"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def describe(spec: StudySpec) -> str:
     """One line for the launch output; for ``auto``, what it chose and why."""
     names = {
@@ -190,6 +207,8 @@ def describe(spec: StudySpec) -> str:
         "cmaes": "CMA-ES",
         "qmc": "quasi-Monte Carlo (Sobol)",
     }
+    if spec.strategy == "grid" and grid_cut(spec):
+        return f"grid search (the first {planned_trials(spec)} of {grid_size(spec)} points, each once)"
     if spec.strategy != "auto":
         return names[spec.strategy]
     choice = choose(spec)
@@ -288,11 +307,11 @@ def choose(spec: StudySpec) -> Choice:
     """The strategy ``auto`` runs for ``spec``: grid, TPE or GP, by the rule above."""
     space = profile(spec)
     budget = spec.trials or DEFAULT_TRIALS
-    over = f"{budget} trials over {space}"
+    over = f"{count(budget, 'trial')} over {space}"
     # A grid is queued whole before it runs, so not even a budget that covers it makes one past the cap.
     if space.grid_size is not None and space.grid_size <= min(budget, MAX_GRID_POINTS):
-        return Choice("grid", f"{space.grid_size} points over {space}, within the budget of {budget} "
-                              "trials: each runs once instead of sampling with repeats")
+        return Choice("grid", f"{count(space.grid_size, 'point')} over {space}, within the budget of "
+                              f"{count(budget, 'trial')}: each runs once instead of sampling with repeats")
     if space.conditional:
         return Choice("tpe", f"{over}: TPE models which params are active; GP would sample "
                              "the conditional ones at random")
@@ -310,4 +329,4 @@ def resolved(spec: StudySpec) -> str:
 
 
 __all__ = ["make_sampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
-           "planned_trials", "describe", "choose", "resolved", "profile", "Choice", "SpaceProfile"]
+           "planned_trials", "grid_cut", "count", "describe", "choose", "resolved", "profile", "Choice", "SpaceProfile"]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from workers.data import DATASETS
-from workers.layers import ACTIVATIONS, NORMS
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 LR_SCHEDULES = ("none", "cosine", "step")
@@ -23,13 +22,6 @@ LR_SCHEDULES = ("none", "cosine", "step")
 _SYNONYMS = {
     "learning_rate": "lr", "l2": "weight_decay", "n_layers": "depth", "num_layers": "depth",
     "hidden_size": "width", "units": "width", "channels": "width", "kernel": "kernel_size",
-}
-_CHOICES = {
-    "data": DATASETS,
-    "optimizer": OPTIMIZERS,
-    "activation": tuple(ACTIVATIONS),
-    "norm": NORMS,
-    "lr_schedule": LR_SCHEDULES,
 }
 
 
@@ -67,12 +59,11 @@ class Config:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], **defaults: Any) -> Config:
         """Read ``params`` over ``defaults`` (a model's own, like the CNN's width)."""
-        names = tuple(f.name for f in fields(cls))
         for key in params:
-            if key not in names:
+            if key not in PARAMS:
                 raise ValueError(
                     f"`{key}` is not a hyperparameter of the built-in workloads; they read "
-                    f"{', '.join(names)}.{_did_you_mean(key, names)} Fix: rename or remove it."
+                    f"{', '.join(PARAMS)}.{_did_you_mean(key, PARAMS)} Fix: rename or remove it."
                 )
         given = {**defaults, **{k: v for k, v in params.items() if v is not None}}
         types = {f.name: f.type for f in fields(cls)}
@@ -105,13 +96,32 @@ class Config:
             )
 
 
+# The keys of `params` and `fixed` that the built-in workloads (mlp, cnn) accept: one per field
+# of Config. tuner's spec refuses any other when it loads a file, before a trial fails on it.
+PARAMS: tuple[str, ...] = tuple(f.name for f in fields(Config))
+
+
+def _choices(name: str) -> tuple[str, ...] | None:
+    # workers.layers imports torch, which a trial needs but reading a spec (PARAMS) does not.
+    from workers.layers import ACTIVATIONS, NORMS
+
+    return {
+        "data": DATASETS,
+        "optimizer": OPTIMIZERS,
+        "activation": tuple(ACTIVATIONS),
+        "norm": NORMS,
+        "lr_schedule": LR_SCHEDULES,
+    }.get(name)
+
+
 def _coerce(name: str, value: Any, kind: str) -> Any:
-    if name in _CHOICES:
+    choices = _choices(name)
+    if choices is not None:
         value = "none" if value is None else str(value)
-        if value not in _CHOICES[name]:
+        if value not in choices:
             raise ValueError(
-                f"`{name}` must be one of {', '.join(_CHOICES[name])}, but got {value!r}."
-                f"{_did_you_mean(value, _CHOICES[name])} Fix: use one of those."
+                f"`{name}` must be one of {', '.join(choices)}, but got {value!r}."
+                f"{_did_you_mean(value, choices)} Fix: use one of those."
             )
         return value
     if name == "batch_size":
@@ -169,6 +179,18 @@ def _bool(name: str, value: Any) -> bool:
     raise ValueError(f"`{name}` must be true or false, but got {value!r}.")
 
 
+def closest(value: str, options: tuple[str, ...]) -> str | None:
+    """The option ``value`` most likely meant: its synonym in other libraries, else the nearest spelling."""
+    if value in _SYNONYMS and _SYNONYMS[value] in options:
+        return _SYNONYMS[value]
+    # An abbreviation (opt, act, mom) is a prefix; difflib alone would answer opt with dropout.
+    prefixed = [o for o in options if len(value) >= 3 and o.startswith(value)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    close = difflib.get_close_matches(value, options, n=1)
+    return close[0] if close else None
+
+
 def _did_you_mean(value: str, options: tuple[str, ...]) -> str:
-    close = [_SYNONYMS[value]] if value in _SYNONYMS else difflib.get_close_matches(value, options, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    close = closest(value, options)
+    return f" Did you mean {close!r}?" if close else ""
