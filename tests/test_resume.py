@@ -268,3 +268,16 @@ def test_a_mistyped_flag_gets_the_closest_one(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().endswith("unrecognized arguments: --trails 3; --trails: did you mean --trials?")
     assert not (tmp_path / "tuner.db").exists()
+
+
+def test_resuming_a_grid_cut_short_runs_its_next_points_not_random_ones(tmp_path):
+    write(tmp_path, "name: gr\nworkload: work:curve\nstrategy: grid\nepochs: 1\n"
+                    "params:\n  x: {type: float, low: 0, high: 1, values: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}\n")
+    first = tuner(tmp_path, "launch", "study.yaml", "--trials", "2", "--executor", "inline", "--quiet")
+    assert first.returncode == 0, first.stderr
+    resumed = tuner(tmp_path, "resume", "gr", "--trials", "6", "--executor", "inline", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    ts = trials(tmp_path, "gr")
+    xs = sorted(t.params["x"] for t in ts if t.state == TrialState.COMPLETE)
+    print(f"\ngrid of 6 launched with 2 trials, resumed to 6: x = {xs}, {len(ts)} trials")
+    assert xs == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and len(ts) == 6

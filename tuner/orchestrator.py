@@ -520,6 +520,8 @@ class Orchestrator:
                 })
                 self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             self._requeue_interrupted()
+            if strategies.resolved(self.spec) == "grid":
+                self._queue_grid()
 
     def _requeue_interrupted(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
@@ -532,6 +534,21 @@ class Orchestrator:
                 self.study.enqueue_trial(dict(t.params), user_attrs={
                     "attempt": int(t.user_attrs.get("attempt", 1)), "retry_of": t.number,
                 })
+
+    def _queue_grid(self) -> None:
+        """Queue, in grid order, the points no trial covers, as many as the budget has room for.
+
+        A grid cut short by its budget queues only the points it runs; a resume
+        that raises the budget gets the next points of the grid, not random ones.
+        """
+        trials = self.study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        covered = {strategies.point_key(t.system_attrs.get("fixed_params", {})) for t in waiting}
+        covered |= {strategies.point_key(t.params) for t in trials if counts_toward_budget(t)}
+        room = self.progress.planned - sum(map(counts_toward_budget, trials)) - len(waiting)
+        missing = [p for p in strategies.grid_points(self.spec) if strategies.point_key(p) not in covered]
+        for params in missing[:max(room, 0)]:
+            self.study.enqueue_trial(params)
 
     def _stale_trial_ids(self) -> list[int]:
         storage = self.store.storage
