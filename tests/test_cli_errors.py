@@ -117,7 +117,7 @@ def test_unknown_strategy_lists_the_valid_ones(tmp_path: Path, spec_file: Path) 
     result = run_cli(tmp_path, "launch", spec_file.name, "--strategy", "nope")
     assert_rejected(result, tmp_path)
     assert (
-        "wine_space.yaml: `strategy` must be one of grid, random, tpe, gp, cmaes, qmc, auto, but got 'nope'."
+        "error: --strategy: must be one of grid, random, tpe, gp, cmaes, qmc, auto, but got 'nope'."
         in result.stderr
     )
 
@@ -125,15 +125,15 @@ def test_unknown_strategy_lists_the_valid_ones(tmp_path: Path, spec_file: Path) 
 def test_zero_trials_from_a_flag(tmp_path: Path, spec_file: Path) -> None:
     result = run_cli(tmp_path, "launch", spec_file.name, "--trials", "0")
     assert_rejected(result, tmp_path)
-    assert "wine_space.yaml: trials: must be > 0, but got 0. Fix: use a value > 0." in result.stderr
+    assert "error: --trials: must be > 0, but got 0. Fix: use a value > 0." in result.stderr
 
 
 def test_several_problems_in_one_run(tmp_path: Path, spec_file: Path) -> None:
     result = run_cli(tmp_path, "launch", spec_file.name, "--epochs", "0", "--parallel", "-1", "--strategy", "grid")
     assert_rejected(result, tmp_path)
-    assert "wine_space.yaml: 2 problems" in result.stderr
-    assert "parallel: must be > 0, but got -1" in result.stderr
-    assert "epochs: must be > 0, but got 0" in result.stderr
+    assert "error: --parallel, --epochs: 2 problems" in result.stderr
+    assert "  - --parallel: must be > 0, but got -1" in result.stderr
+    assert "  - --epochs: must be > 0, but got 0" in result.stderr
 
 
 # ---------------------------------------------------------------------- storage mistakes

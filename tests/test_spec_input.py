@@ -312,9 +312,9 @@ def test_a_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("seed", "message"), [
-    ("-1", "`seed` must be in 0..4294967295 (2**32 - 1, what NumPy and Optuna's samplers accept), but got -1. "
+    ("-1", "error: --seed: must be in 0..4294967295 (2**32 - 1, what NumPy and Optuna's samplers accept), but got -1. "
            "Fix: use a seed in that range, e.g. seed: 0."),
-    (str(10**23), "`seed` must be in 0..4294967295 (2**32 - 1, what NumPy and Optuna's samplers accept), but got "
+    (str(10**23), "error: --seed: must be in 0..4294967295 (2**32 - 1, what NumPy and Optuna's samplers accept), but got "
                   f"{10**23}."),
     ("1e23", "argument --seed: invalid int value: '1e23'"),
 ], ids=["negative", "past 2**32", "not an int"])

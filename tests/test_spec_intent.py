@@ -160,35 +160,29 @@ def test_the_launch_header_names_the_pruner_and_counts_in_the_singular(capsys: p
                                     "'bayes'. Did you mean 'tpe' or 'gp'?"),
 ])
 def test_a_keyword_or_flag_is_blamed_not_the_file(given_as: str, overrides: dict[str, Any], message: str) -> None:
-    from tuner.api import _make_spec
+    from tuner.api import _make_spec, _renamed
 
     with pytest.raises(SpecError) as info:
-        _make_spec(REPO / "search_spaces" / "wine_mlp.yaml", None, None, overrides, given_as)
+        _make_spec(REPO / "search_spaces" / "wine_mlp.yaml", None, None, _renamed(overrides, given_as))
     assert str(info.value) == message
 
 
 def test_the_files_own_problem_keeps_the_files_name() -> None:
-    from tuner.api import _make_spec
+    from tuner.api import _make_spec, _renamed
 
     with pytest.raises(SpecError) as info:
-        _make_spec({**spec(), "epochs": 0}, None, None, {"trials": 0}, "flag")
+        _make_spec({**spec(), "epochs": 0}, None, None, _renamed({"trials": 0}, "flag"))
     assert info.value.source == "<spec>"
     assert info.value.problems == ["--trials: must be > 0, but got 0. Fix: use a value > 0.",
                                    "epochs: must be > 0, but got 0. Fix: use a value > 0."]
 
 
-HOOKUP = ("launch() and resume() share **overrides with the CLI, so neither can tell a keyword from a flag; "
-          "they must pass given_as to _make_spec (and cmd_launch/cmd_resume say 'flag') before this holds")
-
-
-@pytest.mark.xfail(strict=True, reason=HOOKUP)
 def test_launch_blames_its_keyword(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         tuner.launch(REPO / "search_spaces" / "wine_mlp.yaml", trials=0, storage=f"sqlite:///{tmp_path / 't.db'}")
     assert str(info.value) == "trials=: must be > 0, but got 0. Fix: use a value > 0."
 
 
-@pytest.mark.xfail(strict=True, reason=HOOKUP)
 def test_the_cli_blames_its_flag(tmp_path: Path) -> None:
     stderr = refused(tuner_cli(tmp_path, "launch", str(REPO / "search_spaces" / "wine_mlp.yaml"), "--trials", "0"),
                      tmp_path)

@@ -95,6 +95,29 @@ def launch(
     (e.g. the best of a previous study) run first; those that no longer fit
     the space are left out.
     """
+    return launch_with(
+        spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
+        storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
+        warm_start=warm_start,
+    )
+
+
+def launch_with(
+    spec_path_or_dict: str | Path | Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    *,
+    objective: Callable[..., Any] | None = None,
+    space: Mapping[str, Any] | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    executor: str = "ray",
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[StudySpec, Study], None] | None = None,
+    warm_start: Sequence[Mapping[str, Any]] = (),
+) -> Study:
+    """:func:`launch` with ``overrides`` as spec keys (an :class:`~tuner.spec.Overrides` names
+    the flag or keyword a bad value came from, e.g. ``--trials`` from the CLI)."""
     _check_objective(objective)
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     workload = objective if objective is not None else spec.workload_target
@@ -132,12 +155,29 @@ def resume(
     Trials left RUNNING by an orchestrator that died are marked failed (they
     do not count toward the budget); ``trials`` may be raised to run more.
     """
+    return resume_with(
+        name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
+        ray_address=ray_address, on_progress=on_progress,
+    )
+
+
+def resume_with(
+    name: str,
+    overrides: Mapping[str, Any],
+    *,
+    objective: Callable[..., Any] | None = None,
+    storage: str | None = None,
+    executor: str = "ray",
+    ray_address: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Study:
+    """:func:`resume` with ``overrides`` as spec keys (see :func:`launch_with`)."""
     store = Store(storage)
     optuna_study = store.load_study(name)
     saved = optuna_study.user_attrs.get(SPEC_ATTR)
     if not saved:
         raise StorageError(f"study {name!r} was not launched by tuner (it has no {SPEC_ATTR!r}); nothing to resume.")
-    spec = load_spec({**saved, "name": saved.get("name", name)}, _renamed(overrides))
+    spec = load_spec({**saved, "name": saved.get("name", name)}, overrides)
     if spec.workload.startswith(CALLABLE_PREFIX) and objective is None:
         raise TunerError(
             f"study {name!r} runs a Python function ({spec.workload.removeprefix(CALLABLE_PREFIX)}); "
@@ -227,9 +267,8 @@ def _make_spec(
     objective: Callable[..., Any] | None,
     space: Mapping[str, Any] | None,
     overrides: Mapping[str, Any],
-    given_as: str | None = None,
 ) -> StudySpec:
-    extra = _renamed(overrides, given_as)
+    extra = overrides.copy()
     if source is None:
         if space is None or objective is None:
             raise TunerError(

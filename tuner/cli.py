@@ -92,27 +92,30 @@ def _terminate(*_: Any) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    import tuner
+    from tuner.api import launch_with
+    from tuner.spec import Overrides
 
-    overrides = {
+    overrides = Overrides.flags({
         "strategy": args.strategy, "trials": args.trials, "parallel": args.parallel,
         "epochs": args.epochs, "seed": args.seed, "timeout": args.timeout,
-    }
+    })
     with _progress_display(args.quiet) as (on_start, on_progress):
-        study = tuner.launch(
-            args.spec, study=args.study, storage=args.storage, executor=args.executor,
-            ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, **overrides,
+        study = launch_with(
+            args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
+            ray_address=args.ray_address, on_progress=on_progress, on_start=on_start,
         )
     return _print_result(study, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    import tuner
+    from tuner.api import resume_with
+    from tuner.spec import Overrides
 
+    overrides = Overrides.flags({"trials": args.trials, "timeout": args.timeout})
     with _progress_display(args.quiet) as (_, on_progress):
-        study = tuner.resume(
-            args.study, storage=args.storage, executor=args.executor, ray_address=args.ray_address,
-            on_progress=on_progress, trials=args.trials, timeout=args.timeout,
+        study = resume_with(
+            args.study, overrides, storage=args.storage, executor=args.executor, ray_address=args.ray_address,
+            on_progress=on_progress,
         )
     return _print_result(study, args)
 

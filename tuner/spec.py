@@ -667,6 +667,9 @@ class Overrides(dict[str, Any]):
         super().__init__(values)
         self.spelled = dict(spelled)  # a field's dotted path (objective.metric) -> what the user typed
 
+    def copy(self) -> Overrides:
+        return Overrides(self, self.spelled)
+
     @classmethod
     def flags(cls, values: Mapping[str, Any]) -> Overrides:
         """Top-level keys given as command-line flags: trial_timeout is ``--trial-timeout``."""
