@@ -7,6 +7,7 @@ the mistake was caught before Ray was even imported (so before it started).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 import tuner
@@ -42,9 +44,10 @@ class Result:
         return self.stdout + self.stderr
 
 
-def run_cli(tmp_path: Path, *args: str) -> Result:
-    env = {**os.environ, "TUNER_STORAGE": db_url(tmp_path), "COLUMNS": "200"}
-    env.pop("RAY_ADDRESS", None)
+def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """``tuner ARGS`` in tmp_path, on the store tmp_path/tuner.db unless ``env`` names the storage variables."""
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "TUNER_STORAGE", "OPTUNA_STORAGE")}
+    env = {**base, "COLUMNS": "200", **(env if env is not None else {"TUNER_STORAGE": db_url(tmp_path)})}
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "tuner", *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
@@ -145,22 +148,69 @@ def test_unreachable_storage_masks_the_password(tmp_path: Path, spec_file: Path)
     result = run_cli(tmp_path, "launch", spec_file.name, "--storage", url)
     assert_rejected(result, tmp_path)
     assert "storage postgresql+psycopg://user:***@127.0.0.1:1/db cannot be opened" in result.stderr
-    assert "--storage or TUNER_STORAGE" in result.stderr
+    assert "in --storage / storage=." in result.stderr
     assert "s3cr" not in result.output
     assert not db_path(tmp_path).exists()
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["postgresql+psycopg://user:s3cr@t@host:notaport/db", "not a url at all"],
-    ids=["bad-port", "no-scheme"],
-)
-def test_malformed_storage_url(tmp_path: Path, spec_file: Path, url: str) -> None:
-    result = run_cli(tmp_path, "launch", spec_file.name, "--storage", url)
+def test_malformed_storage_url(tmp_path: Path, spec_file: Path) -> None:
+    result = run_cli(tmp_path, "launch", spec_file.name, "--storage", "postgresql+psycopg://user:s3cr@t@host:notaport/db")
     assert_rejected(result, tmp_path)
     assert "is malformed. Fix: use sqlite:///path/to/file.db or postgresql+psycopg://" in result.stderr
     assert "s3cr" not in result.output
     assert not db_path(tmp_path).exists()
+
+
+def test_a_path_given_as_storage_is_shown_its_url(tmp_path: Path, spec_file: Path) -> None:
+    result = run_cli(tmp_path, "launch", spec_file.name, "--storage", "runs/tuner.db")
+    assert_rejected(result, tmp_path)
+    assert ("error: storage 'runs/tuner.db' (from --storage / storage=) is a path, not a database URL. "
+            "Fix: use sqlite:///runs/tuner.db (or postgresql+psycopg://user@host:5432/dbname).") in result.stderr
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_text("not a database\n"),
+     "cannot be opened: file is not a database. Fix: point to a SQLite file made by tuner or Optuna, or to a new "
+     "file name (tuner creates it)."),
+    (lambda p: p.mkdir(),
+     "'{name}' is a directory, not a database file. Fix: name a file in it, e.g. sqlite:///{name}/tuner.db."),
+], ids=["not-sqlite", "directory"])
+def test_a_sqlite_file_that_cannot_be_used_gets_a_file_fix_not_a_server_one(
+    tmp_path: Path, spec_file: Path, make: Any, message: str
+) -> None:
+    make(tmp_path / "other.db")
+    result = run_cli(tmp_path, "studies", "--storage", "sqlite:///other.db")
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert message.format(name="other.db") in result.stderr
+    assert "server" not in result.stderr and "host" not in result.stderr
+
+
+def test_an_optuna_journal_file_is_named_with_how_to_copy_it(tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.log")))
+    optuna.create_study(storage=journal, study_name="old-sweep").optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    for given in ("optuna.log", "sqlite:///optuna.log"):
+        result = run_cli(tmp_path, "studies", "--storage", given)
+        assert result.code == 2 and "Traceback" not in result.stderr
+        assert f"storage '{given}' is an Optuna JournalStorage file (studies 'old-sweep')" in result.stderr
+        command = result.stderr.split('python -c "', 1)[1].split('"', 1)[0]
+        # The printed fix works as printed: it copies the study into tuner's store.
+        subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True, capture_output=True)
+        assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'tuner.db'}")] == \
+               ["old-sweep"]
+        (tmp_path / "tuner.db").unlink()
+
+
+def test_optuna_storage_is_honoured_after_tuner_storage(tmp_path: Path) -> None:
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="from-optuna-env")
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'tuner-env.db'}", study_name="from-tuner-env")
+    seen = run_cli(tmp_path, "studies", "--json", env={"OPTUNA_STORAGE": "sqlite:///optuna.db"})
+    assert [s["study"] for s in json.loads(seen.stdout)] == ["from-optuna-env"]
+    both = {"OPTUNA_STORAGE": "sqlite:///optuna.db", "TUNER_STORAGE": "sqlite:///tuner-env.db"}
+    seen = run_cli(tmp_path, "studies", "--json", env=both)
+    assert [s["study"] for s in json.loads(seen.stdout)] == ["from-tuner-env"]
 
 
 def test_unsupported_database(tmp_path: Path, spec_file: Path) -> None:

@@ -109,7 +109,7 @@ def test_a_wrong_password_exits_2_naming_the_storage_and_what_to_check(postgres_
         f"error: storage {masked(postgres_server, database)} cannot be opened: connection failed: "
     )
     assert f'password authentication failed for user "{postgres_server.user}". Fix: check the user name and ' \
-           "password in --storage or TUNER_STORAGE, and URL-encode special characters in the password (@ as %40, " \
+           "password in --storage / storage=, and URL-encode special characters in the password (@ as %40, " \
            ": as %3A, / as %2F, % as %25)." in result.stderr
     assert "Traceback" not in result.stderr
     assert_no_secret(result.stderr, wrong)
@@ -123,7 +123,7 @@ def test_an_unreachable_server_exits_2_naming_the_storage(postgres_server, tmp_p
     assert result.stderr.startswith(f"error: storage {masked(postgres_server, 'db', port)} cannot be opened: ")
     assert "Connection refused" in result.stderr
     assert "Fix: check that the database server is running and reachable at that host and port, and the user, " \
-           "password and database name in --storage or TUNER_STORAGE." in result.stderr
+           "password and database name in --storage / storage=." in result.stderr
     assert_no_secret(result.stderr, postgres_server.password)
 
 
@@ -133,7 +133,7 @@ def test_a_missing_database_says_to_create_it(postgres_server):
     assert str(caught.value) == (
         f"storage {masked(postgres_server, 'no_such_db')} cannot be opened: connection failed: connection to "
         f'server at "127.0.0.1", port {postgres_server.port} failed: FATAL:  database "no_such_db" does not '
-        "exist. Fix: check the user and database names in --storage or TUNER_STORAGE; create a new database "
+        "exist. Fix: check the user and database names in --storage / storage=; create a new database "
         "first (createdb NAME)."
     )
 
@@ -146,7 +146,7 @@ def test_a_password_typed_without_url_encoding_is_refused_and_not_shown(postgres
     with pytest.raises(StorageError) as caught:
         Store(at_only)
     assert str(caught.value) == (
-        f"storage URL '{masked(postgres_server, 'db')}' (from --storage or TUNER_STORAGE) is malformed: its host "
+        f"storage URL '{masked(postgres_server, 'db')}' (from --storage / storage=) is malformed: its host "
         "holds an '@'. Fix: URL-encode special characters in the password (@ as %40, : as %3A, / as %2F, "
         "% as %25)."
     )

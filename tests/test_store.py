@@ -560,3 +560,42 @@ def test_a_store_made_before_the_foreign_key_is_repaired_at_open(store_url):
     assert schema.SPEC_ATTR == SPEC_ATTR  # the repair reads each study's objective where tuner.api writes it
     optuna.delete_study(study_name="new", storage=store_url)  # now even Optuna's own engine takes the rows along
     assert count(store, "tuner_epochs") == 3
+
+
+# ---------------------------------------------------------------------- Optuna's schema version
+
+
+def _set_schema(store_url: str, revision: str, library: str) -> None:
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+        conn.execute(sa.text("UPDATE version_info SET library_version = :v"), {"v": library})
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("revision", "library", "message"), [
+    ("v3.0.0.d", "3.6.0", r"has Optuna's table schema v3\.0\.0\.d \(made by optuna 3\.6\.0\), older than this "
+                          r"optuna's \(.*\)\. Fix: back the database up, then upgrade it in place: optuna storage "
+                          r"upgrade --storage '"),
+    ("v9.0.0.a", "9.1.0", r"has Optuna's table schema v9\.0\.0\.a \(made by optuna 9\.1\.0\), which this optuna "
+                          r"\(.*\) does not know\. Fix: open it from the environment that made it"),
+], ids=["older", "newer"])
+def test_a_store_of_another_optuna_schema_is_refused_before_anything_is_written(store_url, revision, library,
+                                                                              message):
+    optuna.create_study(storage=store_url, study_name="old")
+    _set_schema(store_url, revision, library)
+    with pytest.raises(StorageError, match=message):
+        Store(store_url)
+    engine = sa.create_engine(store_url)
+    assert "tuner_epochs" not in sa.inspect(engine).get_table_names()  # nothing of tuner's was added
+    engine.dispose()
+
+
+def test_an_optuna_whose_schema_tuner_was_not_made_for_is_refused(store_url, monkeypatch):
+    from tuner.store import schema
+
+    Store(store_url).close()
+    monkeypatch.setattr(schema, "KNOWN_SCHEMAS", ("v0.0.0",))
+    with pytest.raises(StorageError, match=r"has table schema v3\.2\.0\.a, which this tuner was not made for .* "
+                                           r"Fix: install an optuna release with that schema"):
+        Store(store_url)

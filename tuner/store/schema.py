@@ -23,10 +23,12 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from tuner import summary
+from tuner.errors import StorageError
 from tuner.store.models import COLUMNS, EpochRecord
 
 EPOCHS = EpochRecord.__tablename__
@@ -41,6 +43,47 @@ _TRIGGER_SQL = (
     f"BEGIN DELETE FROM {EPOCHS} WHERE trial_id = OLD.trial_id; END"
 )
 _UNTIED = f"{EPOCHS}_untied"
+
+
+# The Optuna table schemas (alembic revisions) whose tables tuner writes directly
+# (sql.py batches intermediate values and user attributes); a new revision may
+# move a column, so it is refused until tuner is checked against it.
+KNOWN_SCHEMAS = ("v3.2.0.a",)
+
+
+def check_version(storage: Any, where: str) -> None:
+    """Refuse a store whose Optuna schema this Optuna or this tuner does not know, saying which fix applies.
+
+    ``storage`` is opened with Optuna's own check skipped: its message for a
+    schema newer than the library tells the user to upgrade Optuna, which may
+    leave tuner's tested range, and names no URL.
+    """
+    head, current = storage.get_head_version(), storage.get_current_version()
+    if head not in KNOWN_SCHEMAS:
+        raise StorageError(
+            f"optuna {optuna.__version__} has table schema {head}, which this tuner was not made for (it writes "
+            f"Optuna's trial tables directly; it knows {', '.join(KNOWN_SCHEMAS)}). Fix: install an optuna release "
+            "with that schema, e.g. pip install 'optuna>=5.0,<5.2'."
+        )
+    if current == head:
+        return
+    made_by = _library_version(storage.engine)
+    if current in storage.get_all_versions():
+        raise StorageError(
+            f"storage {where} has Optuna's table schema {current} (made by optuna {made_by}), older than this "
+            f"optuna's ({optuna.__version__}, schema {head}). Fix: back the database up, then upgrade it in place: "
+            f"optuna storage upgrade --storage '{where}'."
+        )
+    raise StorageError(
+        f"storage {where} has Optuna's table schema {current} (made by optuna {made_by}), which this optuna "
+        f"({optuna.__version__}, schema {head}) does not know. Fix: open it from the environment that made it, "
+        "or copy its studies out there with tuner copy STUDY --to URL."
+    )
+
+
+def _library_version(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT library_version FROM version_info")).scalar() or "unknown")
 
 
 def tie_epochs(storage: Any) -> int:

@@ -44,27 +44,38 @@ _TRIALS = optuna_models.TrialModel.__table__
 _OPEN_ATTEMPTS = 4
 # What to check, by a clue in the driver's reason; the last entry is the default.
 _OPEN_FIXES = (
-    ("password authentication failed", "check the user name and password in --storage or TUNER_STORAGE, and "
+    ("password authentication failed", "check the user name and password in {source}, and "
      "URL-encode special characters in the password (@ as %40, : as %3A, / as %2F, % as %25)"),
-    ("does not exist", "check the user and database names in --storage or TUNER_STORAGE; create a new "
+    ("does not exist", "check the user and database names in {source}; create a new "
      "database first (createdb NAME)"),
     ("", "check that the database server is running and reachable at that host and port, and the user, "
-     "password and database name in --storage or TUNER_STORAGE"),
+     "password and database name in {source}"),
 )
+# Where a URL may come from, first found wins (Optuna's own CLI reads OPTUNA_STORAGE).
+URL_VARIABLES = ("TUNER_STORAGE", "OPTUNA_STORAGE")
+_JOURNAL_PEEK = 1 << 20  # bytes of a suspected JournalStorage file read to name its studies
+
+
+def url_source(url: str | None = None) -> str:
+    """Where :func:`resolve_url` finds the URL, as a user would name it in a fix."""
+    if url:
+        return "--storage / storage="
+    return next((f"${name}" for name in URL_VARIABLES if os.environ.get(name)), "the default")
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The storage URL to use: the argument, else $TUNER_STORAGE, else ./tuner.db.
+    """The storage URL to use: the argument, else $TUNER_STORAGE, else $OPTUNA_STORAGE, else ./tuner.db.
 
     A URL without a password takes the one in $TUNER_STORAGE_PASSWORD_FILE
     when that is set (a Docker or Kubernetes secret), so no password needs to
     sit in the environment or on a command line.
     """
-    url = url or os.environ.get("TUNER_STORAGE") or DEFAULT_URL
+    source = url_source(url)
+    url = url or next((os.environ[n] for n in URL_VARIABLES if os.environ.get(n)), DEFAULT_URL)
     secret = os.environ.get("TUNER_STORAGE_PASSWORD_FILE")
     if not secret or url.startswith("sqlite"):
         return url
-    parsed = _parse(url)
+    parsed = _parse(url, source)
     if parsed.password is not None:
         return url
     try:
@@ -98,16 +109,17 @@ def safe_url(url: str) -> str:
 
 def check_url(url: str) -> None:
     """Raise a StorageError naming the fix for a URL the store cannot use, without connecting."""
-    _parse(url)
+    _parse(url, url_source(url))
 
 
 class Store:
     """Optuna's storage and tuner's tables on one SQLAlchemy engine."""
 
     def __init__(self, url: str | None = None) -> None:
+        self.source = url_source(url)
         self.url = resolve_url(url)
         self.safe_url = safe_url(self.url)
-        parsed = _parse(self.url)
+        parsed = _parse(self.url, self.source)
         self.backend = parsed.get_backend_name()
         self.storage = self._open(parsed)
         self.engine: Engine = self.storage.engine
@@ -117,7 +129,8 @@ class Store:
         attempt = 1
         while True:
             try:
-                storage = _RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed))
+                storage = _RDBStorage(self.url, engine_kwargs=_engine_kwargs(parsed), skip_compatibility_check=True)
+                schema.check_version(storage, self.safe_url)
                 if self.backend == "sqlite":
                     _tune_sqlite(storage.engine)
                 Base.metadata.create_all(storage.engine)
@@ -126,12 +139,14 @@ class Store:
                     log.warning(f"{self.safe_url}: dropped {dropped} epoch rows of deleted trials while adding "
                                 "the foreign key that keeps epoch rows with their trial")
                 return storage
+            except StorageError:
+                raise
             except Exception as exc:
                 # Two processes opening a new database at once race to create the
                 # same tables (create_all checks, then creates): the loser finds
                 # them made, and its next attempt succeeds.
                 if attempt == _OPEN_ATTEMPTS or not _lost_schema_race(exc):
-                    raise StorageError(_unreachable(self.url, exc)) from None
+                    raise StorageError(_unreachable(self.url, exc, self.source)) from None
                 time.sleep(0.05 * attempt)
                 attempt += 1
 
@@ -343,19 +358,21 @@ def _copy_epochs(engine: Engine, template: FrozenTrial, trial_id: int) -> None:
 # ---------------------------------------------------------------------- helpers
 
 
-def _parse(url: str) -> URL:
+def _parse(url: str, source: str) -> URL:
+    if "://" not in url:
+        raise StorageError(_a_path_not_a_url(url, source))
     try:
         parsed = make_url(url)
     except Exception:
         raise StorageError(
-            f"storage URL {safe_url(url)!r} (from --storage or TUNER_STORAGE) is malformed. Fix: use sqlite:///path/to/file.db or "
+            f"storage URL {safe_url(url)!r} (from {source}) is malformed. Fix: use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:5432/dbname (URL-encode special characters "
             "in the password)."
         ) from None
     if "@" in (parsed.host or ""):
         # "user:p@ss@host" parses as password "p" on host "ss@host".
         raise StorageError(
-            f"storage URL {safe_url(url)!r} (from --storage or TUNER_STORAGE) is malformed: its host holds "
+            f"storage URL {safe_url(url)!r} (from {source}) is malformed: its host holds "
             "an '@'. Fix: URL-encode special characters in the password (@ as %40, : as %3A, / as %2F, "
             "% as %25)."
         )
@@ -366,28 +383,90 @@ def _parse(url: str) -> URL:
             f"support. Fix: use one of {', '.join(SUPPORTED_BACKENDS)}."
         )
     if backend == "sqlite":
-        path = parsed.database
-        if not path or path == ":memory:":
-            raise StorageError(
-                f"storage URL {safe_url(url)!r} has no file: an in-memory SQLite database vanishes with the "
-                "process, and Ray workers and the dashboard cannot see it. Fix: name a file, e.g. "
-                "sqlite:///tuner.db."
-            )
-        parent = Path(path).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise StorageError(
-                f"storage URL {safe_url(url)!r}: the directory {str(parent)!r} does not exist. "
-                "Fix: create it or point to another path."
-            )
+        _check_sqlite_path(url, parsed.database)
     return parsed
 
 
-def _unreachable(url: str, exc: BaseException) -> str:
+def _check_sqlite_path(url: str, path: str | None) -> None:
+    if not path or path == ":memory:":
+        raise StorageError(
+            f"storage URL {url!r} has no file: an in-memory SQLite database vanishes with the "
+            "process, and Ray workers and the dashboard cannot see it. Fix: name a file, e.g. "
+            "sqlite:///tuner.db."
+        )
+    file = Path(path).expanduser()
+    if not file.resolve().parent.is_dir():
+        raise StorageError(
+            f"storage URL {url!r}: the directory {str(file.resolve().parent)!r} does not exist. "
+            "Fix: create it or point to another path."
+        )
+    if file.is_dir():
+        raise StorageError(
+            f"storage URL {url!r}: {path!r} is a directory, not a database file. "
+            f"Fix: name a file in it, e.g. sqlite:///{(Path(path) / 'tuner.db').as_posix()}."
+        )
+    if _journal_studies(file) is not None:
+        raise StorageError(_journal_message(url, file))
+
+
+def _a_path_not_a_url(url: str, source: str) -> str:
+    file = Path(url).expanduser()
+    if _journal_studies(file) is not None:
+        return _journal_message(url, file)
+    return (f"storage {url!r} (from {source}) is a path, not a database URL. "
+            f"Fix: use sqlite:///{url} (or postgresql+psycopg://user@host:5432/dbname).")
+
+
+def _journal_studies(file: Path) -> list[str] | None:
+    """The study names in an Optuna JournalStorage file (JSON lines of operations), or None if it is not one."""
+    try:
+        with file.open("rb") as f:
+            head = f.read(_JOURNAL_PEEK)
+    except OSError:
+        return None
+    if not head.startswith(b'{"op_code"'):
+        return None
+    names = []
+    for line in head.splitlines():
+        try:
+            op = json.loads(line)
+        except ValueError:
+            break  # the line cut at the end of the peek
+        if isinstance(op, dict) and op.get("op_code") == 0 and isinstance(op.get("study_name"), str):
+            names.append(op["study_name"])
+    return names
+
+
+def _journal_message(url: str, file: Path) -> str:
+    names = _journal_studies(file) or ["NAME"]
+    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"storage {url!r} is an Optuna JournalStorage file (studies {shown}); tuner keeps its studies, "
+        "with their epoch records, in an SQL database (SQLite or PostgreSQL). Fix: copy a study into one, e.g. "
+        "python -c \"import optuna; from optuna.storages import JournalStorage; "
+        "from optuna.storages.journal import JournalFileBackend; "
+        f"optuna.copy_study(from_study_name={names[0]!r}, "
+        f"from_storage=JournalStorage(JournalFileBackend({str(file)!r})), to_storage='sqlite:///tuner.db')\", "
+        "then use --storage sqlite:///tuner.db."
+    )
+
+
+def _unreachable(url: str, exc: BaseException, source: str) -> str:
     """Why the store at ``url`` cannot be opened, what to check, and no password."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, url)
-    fix = next(fix for clue, fix in _OPEN_FIXES if clue in reason)
+    if url.startswith("sqlite"):
+        return f"storage {url} cannot be opened: {reason}. Fix: {_sqlite_fix(reason)}."
+    fix = next(fix for clue, fix in _OPEN_FIXES if clue in reason).format(source=source)
     return f"storage {safe_url(url)} cannot be opened: {reason}. Fix: {fix}."
+
+
+def _sqlite_fix(reason: str) -> str:
+    if "not a database" in reason:
+        return "point to a SQLite file made by tuner or Optuna, or to a new file name (tuner creates it)"
+    if "readonly" in reason or "unable to open" in reason:
+        return "check that you may read and write the file and its directory (SQLite writes a journal beside it)"
+    return "check that the file is a SQLite database you may read and write, or name a new file"
 
 
 def _lost_schema_race(exc: BaseException) -> bool:
