@@ -224,3 +224,180 @@ def test_the_report_command_says_what_it_is_doing_as_it_goes(store):
     assert any("retraining the best configuration" in s for s in steps)
     assert any(s.startswith("report: plotting history") for s in steps)
     assert lines[-1].startswith("wrote the report of wine")
+
+
+# ---------------------------------------------------------------------- the split's promises
+
+
+class FakeStudy:
+    """What the report reads of a :class:`tuner.api.Study`, over an in-memory Optuna study.
+
+    A study made through tuner cannot be named ``<script>``; one in a shared
+    database, made by Optuna itself, can, and its report must still be text.
+    """
+
+    def __init__(self, optuna_study, spec, epochs):
+        self.optuna, self.spec, self._epochs = optuna_study, spec, epochs
+        self.name = optuna_study.study_name
+
+    @property
+    def trials(self):
+        return self.optuna.trials
+
+    def epochs(self):
+        return self._epochs
+
+    def accounting(self):
+        from tuner import summary
+
+        return summary.accounting(self.trials, self.spec["epochs"])
+
+
+SCRIPT = "<script>alert('x')</script>"
+ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+
+
+def hostile_study() -> FakeStudy:
+    """Markup in every place a study puts text: its name, a param value, a failure, a diagnosis detail."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    study = optuna.create_study(study_name=f"s{SCRIPT}", storage=optuna.storages.InMemoryStorage())
+    dists = {"act": CategoricalDistribution([SCRIPT, "relu"]), "lr": FloatDistribution(1e-3, 1.0, log=True)}
+    epochs = []
+    for number, (act, lr, value) in enumerate([(SCRIPT, 0.01, 0.3), ("relu", 0.1, 0.5), (SCRIPT, 0.5, 0.4)]):
+        attrs = {"diagnosis": "healthy", "best_epoch": 1, "final_gap": 0.01 * number, "epochs": 2}
+        study.add_trial(optuna.trial.create_trial(params={"act": act, "lr": lr}, distributions=dists, value=value,
+                                                  user_attrs=attrs))
+        epochs += [{"trial": number, "epoch": e, "train_loss": value + 0.1 / e, "val_loss": value + 0.2 / e}
+                   for e in (1, 2)]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, params={"act": SCRIPT, "lr": 0.9}, distributions=dists,
+        user_attrs={"fail_reason": f"RuntimeError: {SCRIPT}", "epochs": 0}))
+    return FakeStudy(study, {"workload": "mlp", "epochs": 2, "objective": {"metric": "val_loss"}}, epochs)
+
+
+def test_the_report_shows_a_studys_markup_as_text(tmp_path):
+    study = hostile_study()
+    out = tmp_path / "report.html"
+    report.write(study, out, retrain=False)
+    text = out.read_text()
+    assert "<script" not in text
+    assert f"<title>tuner report: s{ESCAPED}</title>" in text
+    assert f"<h1>Study s{ESCAPED}</h1>" in text
+    assert f"<td>act={ESCAPED} lr=0.01</td>" in text  # a param value, in the table of all trials
+    assert f"<tr><th>act</th><td>{ESCAPED}</td></tr>" in text  # ... and in the best configuration
+    assert f"<td>RuntimeError: {ESCAPED}</td>" in text  # why a trial failed
+
+
+def test_the_compare_page_shows_a_studys_markup_as_text(tmp_path):
+    facts = report.collect(hostile_study())
+    out = tmp_path / "compare.html"
+    report.write_compare([facts], out)
+    text = out.read_text()
+    assert "<script" not in text
+    assert f"<h1>s{ESCAPED}</h1>" in text and f"<th>s{ESCAPED}</th>" in text
+    assert f"<td>  act</td><td>{ESCAPED}</td>" in text
+
+
+def test_the_templates_escape_whatever_they_are_given():
+    from tuner.report.html import TEMPLATES
+
+    assert TEMPLATES.autoescape is True
+    page = TEMPLATES.get_template("compare.html").render(names=[SCRIPT], rows=[(SCRIPT, SCRIPT)],
+                                                         plot=report.Plot(SCRIPT, SCRIPT, b""))
+    # title, h1, column header, two cells, and the plot's anchor, alt text and caption
+    assert "<script" not in page and page.count(ESCAPED) == 8
+
+
+def test_facts_and_sparklines_load_neither_matplotlib_nor_jinja2():
+    # `tuner show` and `tuner compare`'s table use these; a figure or a page is what costs the imports.
+    code = ("import sys, tuner.report.facts\n"
+            "from tuner.report import collect_curves, compare_rows, sparkline\n"
+            "heavy = ('matplotlib', 'jinja2', 'torch', 'tuner.report.html')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "from tuner.report import learning_curve_png, write\n"
+            "import tuner.report.figures as f; f._figure(1, 1)\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()
+    assert before == "[]"
+    assert after == "['jinja2', 'matplotlib', 'tuner.report.html']"  # the check sees them when they load
+
+
+def test_the_test_score_is_fit_trained_on_train_and_validation_then_scored_once_on_test(monkeypatch):
+    """The retrain is the workers' own loop: with the train+validation merge undone it *is* ``fit``."""
+    import numpy as np
+    import torch
+
+    from workers import data, mlp, training
+
+    params = {"lr": 0.05, "width": 16, "batch_size": 16, "dropout": 0.2, "augment_noise": 0.05,
+              "lr_schedule": "cosine"}
+    spec = {"workload": "mlp", "data": "iris", "seed": 4, "epochs": 9, "fixed": {"optimizer": "sgd", "momentum": 0.9}}
+    best = _trial(params, best_epoch=3)
+    facts = report.Facts("iris", "minimize", "val_loss", spec, [best], {}, {})
+    epochs, scored = [], []  # what every epoch's training pass returned; the splits evaluated
+    train_epoch, evaluate = training.train_epoch, training.evaluate
+
+    def spy_epoch(model, optimizer, train, *rest):
+        epochs.append((len(train.y), *train_epoch(model, optimizer, train, *rest)))
+        return epochs[-1][1:]
+
+    def spy_evaluate(model, split):
+        scored.append(split.y.cpu())
+        return evaluate(model, split)
+
+    monkeypatch.setattr(training, "train_epoch", spy_epoch)
+    monkeypatch.setattr(training, "evaluate", spy_evaluate)
+
+    # 1. As the report runs it: 3 epochs (the best epoch) on train+validation, then the test split once.
+    score, how = report.test_score(facts)
+    iris = data.load("iris", 4)
+    assert [n for n, *_ in epochs] == [len(iris.y_train) + len(iris.y_val)] * 3
+    assert not np.array_equal(iris.y_val, iris.y_test)  # so the next line tells them apart
+    assert len(scored) == 1 and np.array_equal(scored[0].numpy(), iris.y_test)
+    assert score["epochs"] == 3 and "retrained on train+validation for 3 epochs" in how
+
+    # 2. Given fit's own splits, the retrain's epochs are fit's, loss for loss, and its score is fit's last one.
+    monkeypatch.setattr(training, "final_splits", lambda ds: ds)
+    epochs.clear()
+    retrained, _ = report.test_score(facts)
+    retrain_epochs = list(epochs)
+    epochs.clear()
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the report retrains: the same arithmetic
+    try:
+        mlp.train({"seed": 4, "data": "iris", **spec["fixed"], **params, "epochs": 3},
+                  lambda epoch, **metrics: rows.append(metrics))
+    finally:
+        torch.set_num_threads(threads)
+    print(f"\nfit's epochs: {epochs}\nretrain's:    {retrain_epochs}")
+    assert len(epochs) == 3 and retrain_epochs == epochs
+    reported = [{k: row[k] for k in grads} for row, (*_, grads) in zip(rows, epochs, strict=True)]
+    assert [grads for *_, grads in epochs] == reported  # fit reports what its passes measured
+    assert (retrained["test_loss"], retrained["test_acc"]) == (rows[-1]["val_loss"], rows[-1]["val_acc"])
+
+
+def _trial(params, best_epoch):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    dists = {k: CategoricalDistribution([v]) for k, v in params.items()}
+    return optuna.trial.create_trial(params=params, distributions=dists, value=0.5,
+                                     user_attrs={"best_epoch": best_epoch})
+
+
+def test_the_shared_helpers_the_report_uses():
+    from tuner.summary import better, finite, fmt, why_stopped
+
+    assert [fmt(v) for v in (None, 0.123456, 3, math.inf, "full")] == ["", "0.1235", "3", "inf", "full"]
+    assert [finite(v) for v in (1, 0.5, math.nan, -math.inf, True, None, "1")] == [True, True] + [False] * 5
+    assert better(1.0, 2.0, "minimize") and better(2.0, 1.0, "maximize")
+    assert not better(1.0, 1.0, "minimize") and not better(1.0, 1.0, "maximize")  # a tie is no improvement
+    assert why_stopped({"stop_reason": "s", "fail_reason": "f", "prune_reason": "p"}) == "p"
+    assert why_stopped({"stop_reason": "s", "fail_reason": "f"}) == "f"
+    assert why_stopped({"stop_reason": "s", "prune_reason": None}) == "s"
+    assert why_stopped({"diagnosis": "healthy"}) == ""

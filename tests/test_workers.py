@@ -241,6 +241,25 @@ def test_default_width(module: Any, width: int, monkeypatch: pytest.MonkeyPatch)
     assert widths == [width]
 
 
+@pytest.mark.parametrize(("module", "width"), [(mlp, 128), (cnn, 32)])
+def test_the_final_score_builds_the_model_train_builds(
+    module: Any, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A report's retrain (train+validation, then the test split) must get the workload's defaults too.
+    built = []
+    build = module.build
+
+    def spy(cfg: Config, ds: data.Dataset) -> nn.Module:
+        built.append((cfg.width, len(ds.y_train)))
+        return build(cfg, ds)
+
+    monkeypatch.setattr(module, "build", spy)
+    loss, acc = module.final_score({"epochs": 1, "data": "iris", "seed": 0})
+    iris = data.load("iris", 0)
+    assert built == [(width, len(iris.y_train) + len(iris.y_val))]
+    assert math.isfinite(loss) and 0.0 <= acc <= 1.0
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -9,12 +9,26 @@ from typing import Any
 Row = Mapping[str, Any]
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A real number, neither NaN nor infinite (a bool is not a number here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fmt(value: Any) -> str:
+    """A value for people: floats to 4 significant digits, None as nothing."""
+    if value is None:
+        return ""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def better(value: float, than: float, direction: str) -> bool:
+    """Whether ``value`` beats ``than`` under ``direction`` ("minimize" or "maximize"); a tie does not."""
+    return value < than if direction == "minimize" else value > than
+
+
+def why_stopped(attrs: Mapping[str, Any]) -> str:
+    """Why a trial ended before its budget, from its user attrs: pruned, failed or early-stopped; else ""."""
+    return attrs.get("prune_reason") or attrs.get("fail_reason") or attrs.get("stop_reason") or ""
 
 
 def score(row: Row, objective: Any) -> float | None:
@@ -30,7 +44,7 @@ def score(row: Row, objective: Any) -> float | None:
     if objective.gap_penalty:
         minimize = objective.resolved_direction == "minimize"
         gap = row.get("gap_loss" if minimize else "gap_acc")
-        if _finite(gap):
+        if finite(gap):
             value = value + objective.gap_penalty * gap if minimize else value - objective.gap_penalty * gap
     return value
 
@@ -48,7 +62,7 @@ def best_row(
     best, best_value = None, math.inf
     for row in rows:
         value = get(row)
-        if not _finite(value):
+        if not finite(value):
             continue
         if best is None or sign * value < best_value - min_delta:
             best, best_value = row, sign * value
@@ -66,15 +80,15 @@ def objective_value(rows: Sequence[Row], objective: Any, direction: str, mode: s
         return None
     if (mode or objective.mode) == "last":
         return reported[-1]
-    finite = [s for s in reported if _finite(s)]
-    if not finite:
+    usable = [s for s in reported if finite(s)]
+    if not usable:
         return reported[-1]
-    return min(finite) if direction == "minimize" else max(finite)
+    return min(usable) if direction == "minimize" else max(usable)
 
 
 def gap_at_best(rows: Sequence[Row], objective: Any, direction: str) -> float | None:
     best = best_row(rows, lambda r: score(r, objective), direction)
-    return float(best["gap_loss"]) if best is not None and _finite(best.get("gap_loss")) else None
+    return float(best["gap_loss"]) if best is not None and finite(best.get("gap_loss")) else None
 
 
 def trial_summary(rows: Sequence[Row], objective: Any, direction: str) -> dict[str, Any]:
@@ -84,16 +98,16 @@ def trial_summary(rows: Sequence[Row], objective: Any, direction: str) -> dict[s
         return summary
     # The best epoch is judged on validation loss where there is one (the
     # epoch to keep), else on the objective.
-    if any(_finite(r.get("val_loss")) for r in rows):
+    if any(finite(r.get("val_loss")) for r in rows):
         best = best_row(rows, "val_loss", "minimize")
     else:
         best = best_row(rows, lambda r: score(r, objective), direction)
     if best is not None:
         summary["best_epoch"] = int(best["epoch"])
     last = rows[-1]
-    if _finite(last.get("gap_loss")):
+    if finite(last.get("gap_loss")):
         summary["final_gap"] = round(float(last["gap_loss"]), 6)
-    if _finite(last.get("gap_acc")):
+    if finite(last.get("gap_acc")):
         summary["final_gap_acc"] = round(float(last["gap_acc"]), 6)
     return summary
 

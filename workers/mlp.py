@@ -10,7 +10,7 @@ from torch import nn
 from workers.config import Config
 from workers.data import Dataset
 from workers.layers import hidden_block
-from workers.training import Report, fit
+from workers.training import Report, fit, fit_final
 
 
 def build(cfg: Config, data: Dataset) -> nn.Sequential:
@@ -30,3 +30,8 @@ def build(cfg: Config, data: Dataset) -> nn.Sequential:
 def train(params: Mapping[str, Any], report: Report) -> None:
     """Train an MLP as ``params`` say (see :class:`workers.config.Config`), reporting each epoch."""
     return fit(params, report, build)
+
+
+def final_score(params: Mapping[str, Any]) -> tuple[float, float]:
+    """Retrain an MLP as ``params`` say on train+validation; (test loss, test accuracy)."""
+    return fit_final(params, build)

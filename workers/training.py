@@ -3,6 +3,9 @@
 A workload is ``train(params, report) -> float | None``; ``mlp.py`` and
 ``cnn.py`` only build a model and hand it to :func:`fit`, which trains it and
 calls ``report(epoch, train_loss=..., val_loss=..., ...)`` once per epoch.
+:func:`fit_final` is the same training on train+validation, scored once on the
+test split (a report's test score). Both drive one :class:`Run`: whatever a
+trial's epochs do, the retrain's do too.
 
 ``report`` may raise (tuner stops a pruned trial that way), so nothing here
 catches exceptions. A diverged run (NaN or inf loss) is reported and ends
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,46 +49,109 @@ class Split:
     y: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Epoch:
+    """One pass over the training batches, before any evaluation."""
+
+    number: int  # from 1
+    lr: float  # the learning rate it trained with
+    loss: float  # mean batch loss during the pass (train mode)
+    iterations: int  # optimizer steps so far, this epoch's included
+    grads: dict[str, float]  # gradient summary of the pass
+
+
+@dataclass
+class Run:
+    """A model, its optimizer and schedule, and its splits, set up from a config: what every epoch works on."""
+
+    cfg: Config
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    train: Split
+    val: Split
+    batch_size: int
+    order: torch.Generator
+    augment: Augment | None
+
+    @classmethod
+    def start(cls, cfg: Config, data: Dataset, build: Build) -> Run:
+        """Everything before the first epoch, seeded: same config and data, same run."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        train, val = to_splits(data, cfg.standardize, device)
+        batch_size = len(train.y) if cfg.batch_size == "full" else min(cfg.batch_size, len(train.y))
+        torch.manual_seed(cfg.seed)  # same params and seed: same init, dropout, curve
+        model = build(cfg, data).to(device)
+        optimizer = make_optimizer(cfg, model)
+        return cls(
+            cfg, model, optimizer, make_schedule(cfg, optimizer), train, val, batch_size,
+            order=torch.Generator().manual_seed(cfg.seed),
+            # A generator of its own, so that turning augmentation on keeps the batch order.
+            augment=make_augment(cfg, data, torch.Generator().manual_seed(cfg.seed + 1)),
+        )
+
+    def epochs(self) -> Iterator[Epoch]:
+        """Train epoch after epoch, up to ``cfg.epochs``; the caller evaluates, reports or stops between them."""
+        iterations = 0
+        for number in range(1, self.cfg.epochs + 1):
+            lr = self.optimizer.param_groups[0]["lr"]
+            # 1. one pass over the shuffled training batches
+            loss, steps, grads = train_epoch(
+                self.model, self.optimizer, self.train, self.cfg, self.batch_size, self.order, self.augment
+            )
+            iterations += steps
+            yield Epoch(number, lr, loss, iterations, grads)
+            # 5. the learning rate for the next epoch (steps 2-4 are the caller's)
+            if self.schedule is not None:
+                self.schedule.step()
+
+
 def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any) -> None:
     """Train ``build(config, data)`` as ``params`` say, reporting every epoch."""
     cfg = Config.from_params(params, **defaults)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = shrink(load(cfg.data, cfg.seed), cfg.train_size, cfg.seed)
-    train, val = to_splits(data, cfg.standardize, device)
-    batch_size = len(train.y) if cfg.batch_size == "full" else min(cfg.batch_size, len(train.y))
-
-    torch.manual_seed(cfg.seed)  # same params and seed: same init, dropout, curve
-    model = build(cfg, data).to(device)
-    optimizer = make_optimizer(cfg, model)
-    schedule = make_schedule(cfg, optimizer)
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    # A generator of its own, so that turning augmentation on keeps the batch order.
-    augment = make_augment(cfg, data, torch.Generator().manual_seed(cfg.seed + 1))
-
-    iterations = 0
-    for epoch in range(1, cfg.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        # 1. one pass over the shuffled training batches
-        run_loss, steps, grads = train_epoch(model, optimizer, train, cfg, batch_size, order_gen, augment)
-        iterations += steps
+    run = Run.start(cfg, dataset(cfg), build)
+    for epoch in run.epochs():
         # 2. evaluate on both splits, in eval mode (no dropout, no augmentation)
-        train_loss, train_acc = evaluate(model, train)
-        val_loss, val_acc = evaluate(model, val)
-        diverged = not all(math.isfinite(v) for v in (run_loss, train_loss, val_loss))
+        train_loss, train_acc = evaluate(run.model, run.train)
+        val_loss, val_acc = evaluate(run.model, run.val)
+        diverged = not all(math.isfinite(v) for v in (epoch.loss, train_loss, val_loss))
         if diverged and math.isfinite(train_loss):
-            train_loss = run_loss  # weights still finite, but a step's loss was not
+            train_loss = epoch.loss  # weights still finite, but a step's loss was not
         # 3. report; an exception from report (a pruned trial) propagates
         report(
-            epoch, train_loss=train_loss, val_loss=val_loss, train_acc=train_acc,
-            val_acc=val_acc, lr=lr, iterations=iterations, **grads,
+            epoch.number, train_loss=train_loss, val_loss=val_loss, train_acc=train_acc,
+            val_acc=val_acc, lr=epoch.lr, iterations=epoch.iterations, **epoch.grads,
         )
         # 4. a diverged run cannot recover: stop here, without raising
         if diverged:
             return None
-        # 5. the learning rate for the next epoch
-        if schedule is not None:
-            schedule.step()
     return None
+
+
+def fit_final(params: Mapping[str, Any], build: Build, **defaults: Any) -> tuple[float, float]:
+    """Train as :func:`fit` does, on train+validation, for ``epochs``; then (test loss, test accuracy).
+
+    The test split is scored once, after the last epoch: nothing during the
+    run looks at it (nor stops on it), so the score stays an unbiased one.
+    """
+    cfg = Config.from_params(params, **defaults)
+    run = Run.start(cfg, final_splits(dataset(cfg)), build)
+    for _ in run.epochs():
+        pass
+    return evaluate(run.model, run.val)
+
+
+def dataset(cfg: Config) -> Dataset:
+    """The data set a config trains on: loaded, its training split cut to ``train_size``."""
+    return shrink(load(cfg.data, cfg.seed), cfg.train_size, cfg.seed)
+
+
+def final_splits(data: Dataset) -> Dataset:
+    """Train on train+validation, and put the test split where validation was (what a final fit scores)."""
+    return dataclasses.replace(
+        data, x_train=np.concatenate([data.x_train, data.x_val]), y_train=np.concatenate([data.y_train, data.y_val]),
+        x_val=data.x_test, y_val=data.y_test,
+    )
 
 
 def shrink(data: Dataset, size: int, seed: int) -> Dataset:
