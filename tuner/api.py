@@ -65,6 +65,18 @@ class Study:
         """One dict per recorded epoch (``trial`` is the trial number), in order."""
         return self.store.epochs(self.optuna, None if trial is None else [trial])
 
+    def trials_dataframe(self, **optuna_options: Any) -> Any:
+        """Optuna's ``trials_dataframe()`` (pandas) plus diagnosis, best_epoch, final_gap, epochs, stopped_because."""
+        from tuner import frames
+
+        return frames.trials_dataframe(self, **optuna_options)
+
+    def epochs_dataframe(self, trial: int | None = None) -> Any:
+        """One row per recorded epoch (pandas), every key, with the study's name and the trial number."""
+        from tuner import frames
+
+        return frames.epochs_dataframe(self, trial)
+
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
         return summary.accounting(self.trials, int(self.spec.get("epochs", 0)))

@@ -251,6 +251,11 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     import tuner
 
     study = tuner.load(args.study, args.storage)
+    if args.parquet:
+        from tuner.frames import epochs_dataframe, to_parquet
+
+        err.print(f"wrote {to_parquet(epochs_dataframe(study, args.trial), args.parquet)} epoch rows to {args.parquet}")
+        return 0
     rows = study.epochs(args.trial)
     columns = _columns(rows)
     if args.csv:
@@ -715,6 +720,7 @@ def _parser() -> argparse.ArgumentParser:
     epochs.add_argument("study")
     epochs.add_argument("--trial", type=int, help="only this trial")
     epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
+    epochs.add_argument("--parquet", metavar="FILE", help="write Parquet to FILE instead of printing (pandas, pyarrow)")
     _storage_option(epochs)
 
     delete = add("delete", cmd_delete, "delete a study: its trials and their epoch records")

@@ -1,0 +1,23 @@
+"""tuner with the training code and the trackers people already use.
+
+Each module imports its library only when it is itself imported, so
+``import tuner`` never loads Lightning, transformers, TensorBoard or MLflow:
+
+- :mod:`tuner.integrations.lightning`: ``TunerCallback`` for a Lightning ``Trainer``.
+- :mod:`tuner.integrations.transformers`: ``TunerCallback`` for a Hugging Face ``Trainer``.
+- :mod:`tuner.integrations.tensorboard`: ``TensorBoardCallback``, one event-file run per trial.
+- :mod:`tuner.integrations.mlflow`: ``MLflowCallback``, one MLflow run per trial.
+
+The two trainer callbacks run in the worker and feed tuner's ``report``.
+
+The two logger callbacks run in the driver. A study callback is Optuna's
+``callback(study, frozen_trial)``, called once a trial has ended and its
+attributes are written (so ``optuna_integration.MLflowCallback`` and
+``WeightsAndBiasesCallback`` work as they are). One that also has
+
+- ``on_epochs(study, trial_number, params, rows)`` is given each batch of epoch
+  rows as the driver records it (``rows``: dicts with ``epoch`` and the numbers
+  reported; other keys such as ``trial_id`` or ``device`` are ignored);
+- ``close()`` is called once the study's session ends, for trials that never
+  ended under it.
+"""
