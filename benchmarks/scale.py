@@ -422,34 +422,6 @@ def _print_tables(rows: list[dict[str, Any]], sizes: Sequence[int], measured: in
                     f"finished trials, {where}", table, columns, ratio_of=f"ms @{large}", baseline="optuna")
         ratios = ", ".join(f"{r:.2f}x @{n:,}" for n, r in entry["tuner_over_optuna"].items())
         print(f"  tuner / optuna: {ratios or '-'}")
-        if "tuner_growth" in entry:
-            entry["target_met"] = entry["tuner_growth"] <= TARGET_GROWTH
-        if len(entry) > 1 or entry["tuner_over_optuna"]:
-            out[strategy] = entry
-    return out
-
-
-def _print_tables(rows: list[dict[str, Any]], sizes: Sequence[int], measured: int, summary: dict[str, Any],
-                  where: str) -> None:
-    """One table per sampler: a row per side, its latency at each N, its growth; then tuner/optuna per N."""
-    small, large = f"{sizes[0]:,}", f"{sizes[-1]:,}"
-    columns = [f"ms @{n:,}" for n in sizes] + [f"growth {large}/{small}", f"cpu growth {large}/{small}",
-                                               f"startup s @{large}"]
-    for strategy, entry in summary.items():
-        table = []
-        for side in SIDES:
-            cells = {r["n"]: r for r in rows if r["side"] == side and r["sampler"] == strategy}
-            if not cells:
-                continue
-            row: dict[str, Any] = {"side": side, **{f"ms @{n:,}": cells[n]["ms_per_trial"] for n in cells}}
-            row[f"growth {large}/{small}"] = entry.get(f"{side}_growth")
-            row[f"cpu growth {large}/{small}"] = entry.get(f"{side}_cpu_growth")
-            row[f"startup s @{large}"] = cells.get(sizes[-1], {}).get("startup_s")
-            table.append(row)
-        print_table(f"Ask + record latency, {strategy} sampler, ms per trial (median of {measured}) after N "
-                    f"finished trials, {where}", table, columns, ratio_of=f"ms @{large}", baseline="optuna")
-        ratios = ", ".join(f"{r:.2f}x @{n:,}" for n, r in entry["tuner_over_optuna"].items())
-        print(f"  tuner / optuna: {ratios or '-'}")
         cells = [r for r in rows if r["sampler"] == strategy and r["cpu_wait_ms_per_trial"] is not None]
         if cells:
             waited = {side: sum(r["cpu_wait_ms_per_trial"] for r in cells if r["side"] == side) /

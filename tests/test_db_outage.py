@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from tuner import orchestrator as orch
+from tuner import recorder
 from tuner.executors import make_executor
 from tuner.spec import load_spec
 from tuner.store import Store
@@ -33,7 +34,7 @@ def lost_connection() -> sa.exc.OperationalError:
 @pytest.fixture
 def simulated_time(monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr(orch.time, "sleep", slept.append)
+    monkeypatch.setattr(recorder.time, "sleep", slept.append)
     return slept
 
 
@@ -48,9 +49,9 @@ def test_one_outage_is_waited_out_once_within_the_bound_with_one_warning(storage
         o._launch_more()
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     print(f"\nan outage that never ends: waited {sum(simulated_time):.0f} simulated s "
-          f"(bound {orch.DB_OUTAGE_SECONDS} s), {len(warnings)} warning(s)")
-    assert sum(simulated_time) <= orch.DB_OUTAGE_SECONDS + orch.DB_RETRY_SECONDS
-    assert sum(simulated_time) >= orch.DB_OUTAGE_SECONDS
+          f"(bound {recorder.DB_OUTAGE_SECONDS} s), {len(warnings)} warning(s)")
+    assert sum(simulated_time) <= recorder.DB_OUTAGE_SECONDS + recorder.DB_RETRY_SECONDS
+    assert sum(simulated_time) >= recorder.DB_OUTAGE_SECONDS
     assert len(warnings) == 1
 
 
@@ -70,8 +71,8 @@ def test_optunas_storage_internal_error_from_a_lost_connection_is_waited_out(sto
 
     monkeypatch.setattr(o.study, "ask", flaky)
     with caplog.at_level(logging.WARNING, logger="tuner"):
-        trial, params = o._db(o._ask_next)
-    assert simulated_time == [orch.DB_RETRY_SECONDS] * 3
+        trial, params = o.recorder.db(o._ask_next)
+    assert simulated_time == [recorder.DB_RETRY_SECONDS] * 3
     assert set(params) == {"x"}
     assert [t.state for t in o.study.get_trials()] == [TrialState.RUNNING]  # asked once, not once per attempt
     assert any("is back" in r.getMessage() for r in caplog.records)
@@ -88,7 +89,7 @@ def test_a_storage_error_that_is_no_outage_is_raised_at_once(storage, simulated_
 
     monkeypatch.setattr(o.study, "ask", too_long)
     with pytest.raises(optuna.exceptions.StorageInternalError):
-        o._db(o._ask_next)
+        o.recorder.db(o._ask_next)
     assert simulated_time == []
 
 
@@ -107,7 +108,7 @@ def test_a_heartbeat_during_a_real_postgres_restart_waits_for_the_server(postgre
             except Exception:
                 break
         start = time.monotonic()
-        o._db(o.store.storage.record_heartbeat, trial._trial_id)
+        o.recorder.db(o.store.storage.record_heartbeat, trial._trial_id)
         waited = time.monotonic() - start
     finally:
         restart.join()

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 import tuner
 from tests import workloads
-from tuner.diagnosis import Thresholds, diagnose
+from tuner.trial.diagnosis import Thresholds, diagnose
 from tuner.errors import SpecError, StudyFailedError
 from tuner.spec import PRUNERS
 

@@ -199,7 +199,7 @@ def test_store_safe_url_masks_the_password(postgres_server, postgres_url):
     ids=["conninfo", "quoted-conninfo", "url-encoded", "bare"],
 )
 def test_driver_messages_lose_the_password(echo):
-    message = _unreachable("postgresql+psycopg://tuner:p%40ss%3Aw%2Frd%25@db/t", RuntimeError(echo))
+    message = _unreachable("postgresql+psycopg://tuner:p%40ss%3Aw%2Frd%25@db/t", RuntimeError(echo), "--storage")
     assert message.startswith("storage postgresql+psycopg://tuner:***@db/t cannot be opened: ")
     assert_no_secret(message, "p@ss:w/rd%")
 

@@ -248,9 +248,9 @@ class FakeStudy:
         return self._epochs
 
     def accounting(self):
-        from tuner import summary
+        from tuner.trial import metrics
 
-        return summary.accounting(self.trials, self.spec["epochs"])
+        return metrics.accounting(self.trials, self.spec["epochs"])
 
 
 SCRIPT = "<script>alert('x')</script>"
@@ -391,7 +391,8 @@ def _trial(params, best_epoch):
 
 
 def test_the_shared_helpers_the_report_uses():
-    from tuner.summary import better, finite, fmt, why_stopped
+    from tuner.trial.metrics import better, finite, fmt
+    from tuner.trial.record import why_stopped
 
     assert [fmt(v) for v in (None, 0.123456, 3, math.inf, "full")] == ["", "0.1235", "3", "inf", "full"]
     assert [finite(v) for v in (1, 0.5, math.nan, -math.inf, True, None, "1")] == [True, True] + [False] * 5

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 import tuner
 from tuner import SpecError, load_spec, strategies
+from tuner.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 FLOAT = {"type": "float", "low": 0.1, "high": 1.0}
@@ -124,7 +125,7 @@ def test_a_grid_cut_short_says_what_runs_and_queues_only_that(tmp_path: Path) ->
         "Fix: --trials 12 or more (trials=12 in Python) to run every point."
     )
     assert strategies.describe(loaded) == "grid search (the first 5 of 12 points, each once)"
-    study = _create(Store(f"sqlite:///{tmp_path / 'cut.db'}"), "cut", loaded)
+    study = _create(Store(f"sqlite:///{tmp_path / 'cut.db'}"), "cut", Plan.of(loaded))
     queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in queued] == strategies.grid_points(loaded)[:5]
     assert strategies.grid_cut(load_spec(spec(params=GRID, strategy="grid"))) is None
@@ -135,15 +136,18 @@ def test_the_launch_header_names_the_pruner_and_counts_in_the_singular(capsys: p
 
     from tuner.cli import _progress_display
 
+    def study(of: Any) -> SimpleNamespace:
+        return SimpleNamespace(name="s", store=SimpleNamespace(safe_url="sqlite:///t.db"), plan=Plan.of(of))
+
     loaded = load_spec(spec(params={"activation": {"type": "categorical", "choices": ["relu"]}}, epochs=1))
-    study = SimpleNamespace(name="s", store=SimpleNamespace(safe_url="sqlite:///t.db"))
-    _progress_display(quiet=False).on_start(loaded, study)
+    _progress_display(quiet=False).on_start(loaded, study(loaded))
     assert " ".join(capsys.readouterr().err.split()) == (  # as one line, however rich wrapped it
         "study s · auto → grid search (1 point over 1 categorical param, within the budget of 20 trials: each "
         "runs once instead of sampling with repeats) · no pruner · minimize val_loss · 1 trial, 1 in parallel, "
         "1 epoch · store sqlite:///t.db"
     )
-    _progress_display(quiet=False).on_start(load_spec(spec(strategy="tpe", pruner="median")), study)
+    median = load_spec(spec(strategy="tpe", pruner="median"))
+    _progress_display(quiet=False).on_start(median, study(median))
     assert " · pruner median · " in capsys.readouterr().err
 
 

@@ -18,13 +18,15 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import strategies, summary
+from tuner import strategies
 from tuner.errors import StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
+from tuner.plan import Plan
 from tuner.spec import CALLABLE_PREFIX, StudySpec, load_spec
 from tuner.store import Store
 from tuner.store.lock import study_lock
+from tuner.trial import metrics, record
 
 SPEC_ATTR = "tuner.spec"
 log = logging.getLogger("tuner")
@@ -33,9 +35,10 @@ log = logging.getLogger("tuner")
 class Study:
     """A tuner study: Optuna's study plus tuner's per-epoch records."""
 
-    def __init__(self, optuna_study: optuna.Study, store: Store) -> None:
+    def __init__(self, optuna_study: optuna.Study, store: Store, plan: Plan | None = None) -> None:
         self.optuna = optuna_study
         self.store = store
+        self.plan = plan  # what this session runs (None for a study only loaded)
 
     @property
     def name(self) -> str:
@@ -79,7 +82,7 @@ class Study:
 
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
-        return summary.accounting(self.trials, int(self.spec.get("epochs", 0)))
+        return metrics.accounting(self.trials, int(self.spec.get("epochs", 0)))
 
     def __repr__(self) -> str:
         return f"Study(name={self.name!r}, trials={len(self.trials)}, storage={self.store.safe_url!r})"
@@ -138,17 +141,18 @@ def launch_with(
     store.check_new(name)
     runner = make_executor(executor, ray_address)
     runner.check_workload(workload)
+    plan = Plan.of(spec)
     with study_lock(store.url, name):
         runner.start(spec.resources.model_dump(), spec.parallel)
         try:
-            optuna_study = _create(store, name, spec, warm_start)
+            optuna_study = _create(store, name, plan, warm_start)
         except BaseException:
             runner.close()
             raise
-        result = Study(optuna_study, store)
+        result = Study(optuna_study, store, plan)
         if on_start is not None:
             on_start(spec, result)
-        Orchestrator(spec, store, optuna_study, runner, workload, on_progress).run()
+        Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan).run()
     return result
 
 
@@ -195,21 +199,22 @@ def resume_with(
             f"study {name!r} runs a Python function ({spec.workload.removeprefix(CALLABLE_PREFIX)}); "
             "resume it from Python: tuner.resume(name, objective=that_function)."
         )
-    optuna_study = store.load_study(name, sampler=_resumed_sampler(spec, optuna_study))
+    plan = Plan.of(spec)
+    optuna_study = store.load_study(name, sampler=_resumed_sampler(plan, optuna_study))
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
         workload = objective if objective is not None else spec.workload_target
         runner.check_workload(workload)
-        orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress)
+        orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan)
         orchestrator.recover(every_running=exclusive)
         if orchestrator.budget_reached():
             done = orchestrator.progress
             log.info("study %s: budget reached (%d/%d trials); nothing to run. Fix: tuner resume %s --trials N "
                      "with N > %d to run more.", name, done.finished, done.planned, name, done.planned)
-            return Study(optuna_study, store)
+            return Study(optuna_study, store, plan)
         runner.start(spec.resources.model_dump(), spec.parallel)
         orchestrator.run()
-    return Study(optuna_study, store)
+    return Study(optuna_study, store, plan)
 
 
 def load(name: str, storage: str | None = None) -> Study:
@@ -298,7 +303,7 @@ def _make_spec(
     return load_spec(source, extra)
 
 
-def _resumed_sampler(spec: StudySpec, study: optuna.Study) -> optuna.samplers.BaseSampler:
+def _resumed_sampler(plan: Plan, study: optuna.Study) -> optuna.samplers.BaseSampler:
     """The sampler of a resumed study, seeded apart from every earlier session of it.
 
     Rebuilt with the spec's own seed, it would draw the first session's
@@ -308,28 +313,28 @@ def _resumed_sampler(spec: StudySpec, study: optuna.Study) -> optuna.samplers.Ba
     (QMC continues its own sequence from the study, so it keeps the seed.)
     """
     made = len(study.get_trials(deepcopy=False))
-    if spec.seed is None or made == 0 or strategies.resolved(spec) == "qmc":
-        return strategies.make_sampler(spec)
-    seed = int(np.random.SeedSequence([spec.seed, made]).generate_state(1)[0])
-    return strategies.make_sampler(spec.model_copy(update={"seed": seed}))
+    seed = plan.spec.seed
+    if seed is None or made == 0 or plan.strategy == "qmc":
+        return plan.sampler()
+    return plan.sampler(int(np.random.SeedSequence([seed, made]).generate_state(1)[0]))
 
 
-def _create(store: Store, name: str, spec: StudySpec, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
+def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
     """Create the study with its spec snapshot, the warm-start points and (grid search) the points it runs queued."""
+    spec = plan.spec
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = store.create_study(name, spec.direction, strategies.make_sampler(spec))
+        study = store.create_study(name, spec.direction, plan.sampler())
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
-    if strategies.resolved(spec) == "grid":
+    if plan.is_grid:
         # Queue the points that will run now: Optuna's GridSampler alone may hand the same
         # point to two trials running at once. Past the budget, a queued point would wait forever.
-        cut = strategies.grid_cut(spec)
-        if cut:
-            log.warning("%s", cut)
-        for params in strategies.grid_points(spec)[: strategies.planned_trials(spec)]:
+        if plan.grid_cut:
+            log.warning("%s", plan.grid_cut)
+        for params in plan.grid_points()[: plan.trials]:
             study.enqueue_trial(params)
         return study  # the grid is queued already; warm-start points would only repeat some
     for params in warm_start:
         if strategies.fits(spec, params):
-            study.enqueue_trial(dict(params), user_attrs={"warm_start": True}, skip_if_exists=True)
+            study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
     return study

@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from tuner.trial.metrics import fmt
+
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
 # COLUMNS says how wide (as a terminal does).
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
@@ -123,12 +125,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
-    from tuner.store import Store
+    from tuner.store import Store, internals
 
     store = Store(args.storage)
     records = []
     for s in store.storage.get_all_studies():
-        trials = store.storage.get_all_trials(s._study_id, deepcopy=False)
+        trials = store.storage.get_all_trials(internals.study_id(s), deepcopy=False)
         states = [t.state for t in trials]
         records.append({
             "study": s.study_name, "direction": s.direction.name.lower(), "trials": len(trials),
@@ -146,6 +148,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.trial is not None:
         return _show_epochs(study, args.trial)
     from tuner.report import collect_curves, sparkline
+    from tuner.trial import record
 
     direction = study.optuna.direction.name.lower()
     trials = sorted(study.trials, key=lambda t: _rank(t, direction))
@@ -158,7 +161,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             "gap": a.get("final_gap"), "val_loss curve": sparkline([r.get("val_loss") for r in curves.get(t.number, [])]),
             "diagnosis": a.get("diagnosis", ""), "epochs": a.get("epochs"), "seconds": a.get("wall_seconds"),
             "device": a.get("device", ""), "params": t.params,
-            "stopped because": a.get("prune_reason") or a.get("fail_reason") or a.get("stop_reason", ""),
+            "stopped because": record.why_stopped(a),
         })
     _emit(args, records, list(SHOW_COLUMNS), title=f"{study.name} ({_count(len(trials), 'trial')}, best first)")
     if args.json or args.csv:
@@ -189,7 +192,7 @@ def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list
         _write_csv(args.csv, records, columns)
         err.print(f"wrote {len(records)} rows to {args.csv}")
         return 0
-    cells = [{c: _params(r[c]) if isinstance(r[c], dict) else _fmt(r[c]) for c in columns} for r in records]
+    cells = [{c: _params(r[c]) if isinstance(r[c], dict) else fmt(r[c]) for c in columns} for r in records]
     widths = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in columns}
     shown = list(columns)
     for optional in OPTIONAL_COLUMNS:  # each column costs its width and 3 for its borders
@@ -241,7 +244,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        console.print(f"best trial {best.number}: {study.spec.get('objective', {}).get('metric', 'value')} = {_fmt(best.value)}")
+        console.print(f"best trial {best.number}: {study.spec.get('objective', {}).get('metric', 'value')} = {fmt(best.value)}")
         for key, value in best.params.items():
             console.print(f"  {key}: {value}")
     return 0
@@ -272,7 +275,7 @@ def cmd_epochs(args: argparse.Namespace) -> int:
         return 0
     table = Table(*columns, title=f"{study.name}: {len(rows)} epochs")
     for row in rows:
-        table.add_row(*[_fmt(row.get(c)) for c in columns])
+        table.add_row(*[fmt(row.get(c)) for c in columns])
     console.print(table)
     return 0
 
@@ -382,7 +385,7 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
         run = last.get(sched.id)
         table.add_row(sched.name, sched.cron, sched.timezone, "enabled" if sched.enabled else "paused",
                       _when(sched.next_fire_at) if sched.enabled else "",
-                      f"{run.status} ({run.study})" if run else "", _fmt(run.best_value) if run else "",
+                      f"{run.status} ({run.study})" if run else "", fmt(run.best_value) if run else "",
                       sched.spec_path)
     console.print(table)
     return 0
@@ -406,8 +409,8 @@ def cmd_schedule_show(args: argparse.Namespace) -> int:
                   "trials", "why", title=f"runs of {sched.name}, newest first")
     for run in book.runs(args.name, limit=args.last):
         table.add_row(str(run.id), _when(run.scheduled_for), run.trigger, run.study, run.status,
-                      _when(run.started_at), _when(run.ended_at), _fmt(run.best_value),
-                      "" if run.change is None else f"{run.change:+.4g}", _fmt(run.trials), run.reason or "")
+                      _when(run.started_at), _when(run.ended_at), fmt(run.best_value),
+                      "" if run.change is None else f"{run.change:+.4g}", fmt(run.trials), run.reason or "")
     console.print(table)
     return 0
 
@@ -445,7 +448,7 @@ def cmd_schedule_run_now(args: argparse.Namespace) -> int:
 
     scheduler = Scheduler(Store(args.storage))
     run = scheduler.run_now(args.name)
-    console.print(f"run {run.id} of {args.name}: {run.status}, study {run.study}, best {_fmt(run.best_value)}"
+    console.print(f"run {run.id} of {args.name}: {run.status}, study {run.study}, best {fmt(run.best_value)}"
                   + (f" — {run.reason}" if run.reason else ""), highlight=False)
     return 0 if run.status == "succeeded" else 1
 
@@ -486,14 +489,14 @@ def _show_epochs(study: Any, number: int) -> int:
     if number not in {t.number for t in study.trials}:
         raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
     trial = study.trials[number]
-    console.print(f"trial {number}: {trial.state.name}, value {_fmt(trial.value)}, params {_params(trial.params)}")
+    console.print(f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params {_params(trial.params)}")
     for key, value in trial.user_attrs.items():
         console.print(f"  {key}: {value}")
     rows = study.epochs(number)
     columns = [c for c in _columns(rows) if c not in ("trial", "device")]
     table = Table(*columns)
     for row in rows:
-        table.add_row(*[_fmt(row.get(c)) for c in columns])
+        table.add_row(*[fmt(row.get(c)) for c in columns])
     console.print(table)
     return 0
 
@@ -522,22 +525,21 @@ class _progress_display:
         self.bar.stop()
 
     def on_start(self, spec: Any, study: Any) -> None:
-        from tuner import strategies
-
         if self.quiet:
             return
+        plan = study.plan
         pruner = "no pruner" if spec.pruner.type == "none" else f"pruner {spec.pruner.type}"
         self.bar.console.print(
-            f"study [bold]{study.name}[/] · {strategies.describe(spec)} · {pruner} · "
+            f"study [bold]{study.name}[/] · {plan.description} · {pruner} · "
             f"{spec.objective.resolved_direction} {spec.objective.metric} · "
-            f"{_count(strategies.planned_trials(spec), 'trial')}, {spec.parallel} in parallel, "
+            f"{_count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
             f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
         )
 
     def on_progress(self, p: Any) -> None:
         if self.quiet:
             return
-        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · best {_fmt(p.best_value)}"
+        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · best {fmt(p.best_value)}"
         if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
             self.finished = p.finished
             err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "
@@ -568,8 +570,8 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
                   f"{len(top)}:", highlight=False)
     for t in top:
-        console.print(f"  trial {t.number}: value {_fmt(t.value)}  {_params(t.params)}", highlight=False)
-    console.print(f"best trial {best.number}: value {_fmt(best.value)}  {_params(best.params)}", highlight=False)
+        console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
+    console.print(f"best trial {best.number}: value {fmt(best.value)}  {_params(best.params)}", highlight=False)
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
         f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
@@ -590,18 +592,8 @@ def _storage_hint(store: Any) -> str:
     return store.url if store.url == store.safe_url else f"'{store.safe_url}' (with your password)"
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+    return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
 def _rank(trial: Any, direction: str) -> tuple[int, float, int]:

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import report
 from tuner.errors import TunerError
 from tuner.store import Store
+from tuner.store import internals
 
 # Seconds between two passes of the annotator over the store: a finished trial's
 # page gets its curve this long after it ends at most.
@@ -64,22 +65,20 @@ def annotate(study: optuna.Study, store: Store, artifacts: Any) -> int:
     ``artifacts`` is an Optuna artifact store. A note the user already wrote is
     kept as is. Returns the number of trials annotated.
     """
-    storage = study._storage
-    attrs = storage.get_study_system_attrs(study._study_id)
+    storage, sid = internals.storage_of(study), internals.study_id(study)
+    attrs = storage.get_study_system_attrs(sid)
     todo = [t for t in study.get_trials(deepcopy=False, states=_FINISHED)
-            if DONE_KEY.format(trial_id=t._trial_id) not in attrs]
+            if DONE_KEY.format(trial_id=internals.trial_id(t)) not in attrs]
     if not todo:
         return 0
     curves = report.collect_curves(store.epochs(study, [t.number for t in todo]))
     for trial in todo:
         rows = curves.get(trial.number, [])
         artifact_id = _upload_curve(study, trial, rows, artifacts) if rows else ""
-        if _note_key(trial._trial_id) not in attrs:
-            from optuna_dashboard._note import save_note_with_version
-
-            # The public save_note() takes a live optuna.Trial; a finished one has none.
-            save_note_with_version(storage, study._study_id, trial._trial_id, 1, note(study, trial, artifact_id))
-        storage.set_study_system_attr(study._study_id, DONE_KEY.format(trial_id=trial._trial_id), artifact_id)
+        tid = internals.trial_id(trial)
+        if internals.dashboard_note_key(tid) not in attrs:
+            internals.save_dashboard_note(storage, sid, tid, note(study, trial, artifact_id))
+        storage.set_study_system_attr(sid, DONE_KEY.format(trial_id=tid), artifact_id)
     return len(todo)
 
 
@@ -100,7 +99,7 @@ def note(study: optuna.Study, trial: FrozenTrial, artifact_id: str) -> str:
     a = trial.user_attrs
     lines = [f"## Trial {trial.number}: {trial.state.name.lower()}, {a.get('diagnosis', 'not diagnosed')}", ""]
     if artifact_id:
-        url = f"/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
+        url = f"/artifacts/{internals.study_id(study)}/{internals.trial_id(trial)}/{artifact_id}"
         lines += [f"![learning curves of trial {trial.number}: training and validation loss]({url})", ""]
     diagnosis = None
     if a.get("diagnosis"):
@@ -231,15 +230,10 @@ def _upload_curve(study: optuna.Study, trial: FrozenTrial, rows: list[dict[str, 
     artifacts.write(artifact_id, io.BytesIO(report.learning_curve_png(trial, rows)))
     meta = {"artifact_id": artifact_id, "filename": f"learning-curves-trial-{trial.number}.png",
             "mimetype": "image/png", "encoding": None}
-    study._storage.set_study_system_attr(
-        study._study_id, ARTIFACT_KEY.format(trial_id=trial._trial_id, artifact_id=artifact_id), json.dumps(meta))
+    internals.storage_of(study).set_study_system_attr(
+        internals.study_id(study), ARTIFACT_KEY.format(trial_id=internals.trial_id(trial), artifact_id=artifact_id),
+        json.dumps(meta))
     return artifact_id
-
-
-def _note_key(trial_id: int) -> str:
-    from optuna_dashboard._note import note_ver_key
-
-    return note_ver_key(trial_id)
 
 
 def _url_host(host: str) -> str:

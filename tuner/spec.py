@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import heapq
-import importlib
 import itertools
 import math
 import re
@@ -33,8 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from tuner.diagnosis import Thresholds
+from tuner.trial.diagnosis import Thresholds
 from tuner.errors import SpecError
+from tuner.trial.worker import resolve
 
 # `auto` (the default) picks among the others from the space and the budget (strategies.choose).
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "auto")
@@ -474,7 +474,7 @@ def _workload_problems(spec: StudySpec) -> list[str]:
             f"{_did_you_mean(spec.workload, tuple(BUILTIN_WORKLOADS))}"
         ]
     try:
-        resolve_workload(spec.workload)
+        resolve(spec.workload)
     except ImportError as exc:
         return [f"`workload` {_shown(spec.workload)} does not import: {_cut(str(exc))}. {_IMPORT_FIX}"]
     return []
@@ -506,19 +506,6 @@ _IMPORT_FIX = (
     "Fix: check the spelling, and run tuner from the directory that holds the module "
     "(or install it) so that `python -c 'import MODULE'` works there."
 )
-
-
-def resolve_workload(target: str) -> Any:
-    """Import ``module:function`` and return the function (ImportError if it can't)."""
-    module_name, _, func_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a module that raises on import is as broken as a missing one
-        raise ImportError(f"{type(exc).__name__}: {exc}") from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ImportError(f"module {module_name!r} has no function {func_name!r}")
-    return func
 
 
 def _metric_problems(spec: StudySpec) -> list[str]:

@@ -16,10 +16,11 @@ import optuna
 from tuner.spec import MAX_GRID_POINTS, PRUNERS, CategoricalParam, FloatParam, IntParam, StudySpec
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for ``spec.strategy`` (``auto``: the one it resolves to), seeded with ``spec.seed``."""
-    seed = spec.seed
-    strategy = resolved(spec)
+def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``strategy`` (default: ``spec.strategy``, ``auto`` resolved), seeded with
+    ``seed`` (default: ``spec.seed``)."""
+    seed = spec.seed if seed is None else seed
+    strategy = strategy or resolved(spec)
     if strategy == "grid":
         # Every grid point is enqueued up front (see grid_points), so the sampler
         # only answers for params a point leaves out; it is never the one choosing.
@@ -170,9 +171,9 @@ def grid_size(spec: StudySpec) -> int | None:
     return sum(states.values())
 
 
-def planned_trials(spec: StudySpec) -> int:
+def planned_trials(spec: StudySpec, strategy: str | None = None) -> int:
     """How many trials the study runs: `trials`, or the whole grid for grid search."""
-    if resolved(spec) == "grid":
+    if (strategy or resolved(spec)) == "grid":
         size = grid_size(spec)
         if size is None:
             raise ValueError("this space has no countable grid")  # spec validation prevents this
@@ -180,10 +181,11 @@ def planned_trials(spec: StudySpec) -> int:
     return spec.trials or 20
 
 
-def grid_cut(spec: StudySpec) -> str | None:
+def grid_cut(spec: StudySpec, strategy: str | None = None) -> str | None:
     """What a grid with fewer trials than points runs; None for a grid that runs every point (or no grid)."""
-    size = grid_size(spec) if resolved(spec) == "grid" else None
-    runs = planned_trials(spec) if size is not None else 0
+    strategy = strategy or resolved(spec)
+    size = grid_size(spec) if strategy == "grid" else None
+    runs = planned_trials(spec, strategy) if size is not None else 0
     if size is None or runs >= size:
         return None
     left = size - runs
@@ -197,8 +199,8 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def describe(spec: StudySpec) -> str:
-    """One line for the launch output; for ``auto``, what it chose and why."""
+def describe(spec: StudySpec, choice: Choice | None = None) -> str:
+    """One line for the launch output; for ``auto``, what it chose (``choice``, computed if not given) and why."""
     names = {
         "grid": "grid search (every point once)",
         "random": "random search",
@@ -207,11 +209,11 @@ def describe(spec: StudySpec) -> str:
         "cmaes": "CMA-ES",
         "qmc": "quasi-Monte Carlo (Sobol)",
     }
-    if spec.strategy == "grid" and grid_cut(spec):
-        return f"grid search (the first {planned_trials(spec)} of {grid_size(spec)} points, each once)"
+    if spec.strategy == "grid" and grid_cut(spec, "grid"):
+        return f"grid search (the first {planned_trials(spec, 'grid')} of {grid_size(spec)} points, each once)"
     if spec.strategy != "auto":
         return names[spec.strategy]
-    choice = choose(spec)
+    choice = choice or choose(spec)
     name = "grid search" if choice.strategy == "grid" else names[choice.strategy]
     return f"auto → {name} ({choice.reason})"
 

@@ -1,28 +1,26 @@
-"""The executor contract: run trials somewhere, hand back outcomes and epochs.
+"""The executor contract: run trials somewhere, hand back what happened as events.
 
-An executor never decides what to try. The orchestrator submits jobs and
-polls; while polling, the executor passes every batch of epoch rows to the
-``sink`` it was started with, and the sink answers with the trial numbers
-that must stop.
+An executor never decides what to try and never calls back into the driver.
+The orchestrator submits jobs and polls; ``poll`` returns the events since the
+last poll (epoch rows as they were reported, trials that ended), and the
+orchestrator answers with ``stop`` for the trials it has ended. Everything a
+``poll`` returned has been handled by the time the next ``poll`` is called;
+an executor may hold a worker at an epoch until then, so that a stop takes
+effect before its next epoch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from tuner.runtime import TrialJob, TrialOutcome
-
-Sink = Callable[[list[dict[str, Any]]], set[int]]
+from tuner.trial.messages import Event, TrialJob
 
 
 class Executor(ABC):
     #: How many trials it can run at once (the orchestrator keeps at most this many in flight).
     capacity: int = 1
-
-    #: Set by the orchestrator before it submits anything.
-    sink: Sink = staticmethod(lambda rows: set())  # type: ignore[assignment]
 
     def check_workload(self, workload: Any) -> None:
         """Refuse, before anything is created, a workload this executor cannot hand to its workers."""
@@ -34,11 +32,14 @@ class Executor(ABC):
     def submit(self, job: TrialJob) -> None: ...
 
     @abstractmethod
-    def poll(self, timeout: float) -> list[TrialOutcome]:
-        """Outcomes of trials that ended, waiting at most ``timeout`` seconds for one."""
+    def poll(self, timeout: float) -> list[Event]:
+        """What happened since the last poll, waiting at most ``timeout`` seconds for something."""
 
-    def cancel(self, numbers: Iterable[int]) -> None:
-        """Stop these trials now (their outcomes are not awaited)."""
+    def stop(self, trial_ids: Iterable[int]) -> None:
+        """Ask these trials to stop at their next report (the driver has ended them)."""
+
+    def cancel(self, trial_ids: Iterable[int]) -> None:
+        """Stop these trials now, if the executor can (their ends are not awaited)."""
 
     def close(self) -> None:
         """Release what ``start`` acquired."""

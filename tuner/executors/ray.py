@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner.errors import TunerError
 from tuner.executors.base import Executor
-from tuner.runtime import FLUSH_SECONDS, TrialJob, TrialOutcome, run_trial
+from tuner.trial.messages import FLUSH_SECONDS, Ended, Epochs, Event, Failed, TrialJob
+from tuner.trial.worker import crashed, run_trial
 
 
 @ray.remote(num_cpus=0)
 class EpochChannel:
-    """Holds rows pushed by workers until the driver drains them; carries stop requests back."""
+    """Holds rows pushed by workers until the driver drains them; carries stop requests back (trial ids)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -45,25 +47,26 @@ class EpochChannel:
         rows, self.rows = self.rows, []
         return rows
 
-    def stop(self, numbers: list[int]) -> None:
-        self.stopped.update(numbers)
+    def stop(self, trial_ids: list[int]) -> None:
+        self.stopped.update(trial_ids)
 
 
 class _Pusher:
     """The worker's ``deliver``: push rows without waiting; learn of stops one push later."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, trial_id: int) -> None:
         self.channel = channel
+        self.trial_id = trial_id
         self.last: Any = None
         self.stopped: set[int] = set()
 
-    def __call__(self, rows: list[dict[str, Any]]) -> set[int]:
+    def __call__(self, rows: list[dict[str, Any]]) -> bool:
         if self.last is not None:
             ready, _ = ray.wait([self.last], timeout=0)
             if ready:
                 self.stopped = ray.get(ready[0])
         self.last = self.channel.push.remote(rows)
-        return self.stopped
+        return self.trial_id in self.stopped
 
     def settle(self) -> None:
         # The driver drains the channel after it sees this task finish, so
@@ -73,12 +76,12 @@ class _Pusher:
 
 
 @ray.remote(max_retries=0)
-def _remote_trial(job: TrialJob, channel: Any) -> TrialOutcome:
-    pusher = _Pusher(channel)
+def _remote_trial(job: TrialJob, channel: Any) -> Ended:
+    pusher = _Pusher(channel, job.trial_id)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    outcome = run_trial(job, pusher, node=node, own_process=True)
+    ended = run_trial(job, pusher, node=node, own_process=True)
     pusher.settle()
-    return outcome
+    return ended
 
 
 STREAM_DRAIN_SECONDS = 0.05
@@ -123,13 +126,16 @@ class RayExecutor(Executor):
         except TunerError:
             self.close()
             raise
-        self.channel = EpochChannel.remote()
+        # On the driver's own node: a worker node that dies (killed, out of memory) must not take
+        # the channel, and with it the study, along (the driver's node dies only with the driver).
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.channel = EpochChannel.options(scheduling_strategy=here).remote()
 
     def submit(self, job: TrialJob) -> None:
         ref = _remote_trial.options(**self.task_options, name=f"trial-{job.number}").remote(job, self.channel)
         self.refs[ref] = (job, time.monotonic())
 
-    def poll(self, timeout: float) -> list[TrialOutcome]:
+    def poll(self, timeout: float) -> list[Event]:
         if not self.refs:
             return []
         refs = list(self.refs)
@@ -144,19 +150,20 @@ class RayExecutor(Executor):
         # Trials that stream every epoch (a pruner waits for them) are drained more often.
         streaming = any(self.refs[r][0].flush_seconds == 0 for r in old)
         interval = STREAM_DRAIN_SECONDS if streaming else FLUSH_SECONDS
+        events: list[Event] = []
         if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
-            self._drain()
-        return [self._outcome(ref) for ref in ready]
+            self.last_drain = now
+            rows = ray.get(self.channel.drain.remote())
+            if rows:
+                events.append(Epochs(rows))  # before the ends: a trial's rows precede its end
+        return events + [self._outcome(ref) for ref in ready]
 
-    def _drain(self) -> None:
-        self.last_drain = time.monotonic()
-        rows = ray.get(self.channel.drain.remote())
-        if rows:
-            stop = self.sink(rows)
-            if stop:
-                self.channel.stop.remote(sorted(stop))
+    def stop(self, trial_ids: Iterable[int]) -> None:
+        wanted = sorted(trial_ids)
+        if wanted:
+            self.channel.stop.remote(wanted)
 
-    def _outcome(self, ref: Any) -> TrialOutcome:
+    def _outcome(self, ref: Any) -> Ended:
         job, _ = self.refs.pop(ref)
         try:
             return ray.get(ref)
@@ -164,7 +171,7 @@ class RayExecutor(Executor):
             # run_trial catches the workload's exceptions, so this one came from
             # unpacking the job on the worker: usually a workload it cannot import.
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            return TrialOutcome(job.number, job.trial_id, error=(
+            return Ended(job.number, job.trial_id, Failed(
                 f"the trial could not start on its Ray worker: {type(cause).__name__}: "
                 f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}. Fix: make the workload "
                 "importable on every node (launch from the directory that holds its module, or install it)."
@@ -173,14 +180,12 @@ class RayExecutor(Executor):
             # The worker process or its node died (killed, out of memory): the
             # workload never got to say why, so say what Ray saw.
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return TrialOutcome(
-                job.number, job.trial_id, error=f"worker died: {type(exc).__name__}: {reason}", crashed=True
-            )
+            return crashed(job, f"worker died: {type(exc).__name__}: {reason}")
 
-    def cancel(self, numbers: Iterable[int]) -> None:
-        wanted = set(numbers)
+    def cancel(self, trial_ids: Iterable[int]) -> None:
+        wanted = set(trial_ids)
         for ref, (job, _) in list(self.refs.items()):
-            if job.number in wanted:
+            if job.trial_id in wanted:
                 ray.cancel(ref, force=True)
                 del self.refs[ref]
 
@@ -208,6 +213,7 @@ def _connect(address: str | None) -> bool:
     }
     if address:
         _check_reachable(address)
+        _check_node(address)
     try:
         with _keep_sigterm_handler():
             if address:
@@ -220,6 +226,8 @@ def _connect(address: str | None) -> bool:
                 with _worker_environment():
                     ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=_own_temp_dir(), **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        if "No node info found" in str(exc):
+            raise TunerError(_not_a_node(address)) from None
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise TunerError(
             f"cannot start or reach {where}: {str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}. "
@@ -319,6 +327,25 @@ def _check_reachable(address: str) -> None:
             "RAY_ADDRESS (the head's GCS address, e.g. 127.0.0.1:6379) and that the cluster is up "
             "(`ray status`), or leave it out to start a local Ray."
         ) from None
+
+
+def _check_node(address: str) -> None:
+    """A driver needs a Ray node on its own machine; without one, ray.init looks for a minute, then fails."""
+    if address == "auto" or "://" in address:
+        return
+    find = getattr(getattr(ray._private, "services", None), "find_node_ids", None)  # greps for local raylets
+    if find is not None and not find():
+        raise TunerError(_not_a_node(address))
+
+
+def _not_a_node(address: str | None) -> str:
+    return (
+        f"this machine is not a node of the Ray cluster at {address!r}, and a Ray driver (tuner launch, a "
+        "scheduled run) needs a Ray node on its own machine. Fix: join it to the cluster as a node without "
+        f"CPUs first (`ray start --address={address} --num-cpus=0`, with the cluster's RAY_AUTH_TOKEN), "
+        "or launch from one of its nodes (docker-compose: `docker-compose exec scheduler tuner launch ...`), "
+        "or leave --ray-address out to start a local Ray."
+    )
 
 
 def _check_resources(options: dict[str, float], address: str | None) -> None:

@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from tuner.report.facts import Facts, collect, collect_curves, compare_rows, test_score
     from tuner.report.figures import compare_figure, learning_curve_png, sparkline
     from tuner.report.html import Plot, check_directory, check_writable, write, write_compare
-    from tuner.summary import fmt
+    from tuner.trial.metrics import fmt
 
 _HOMES = {
     "tuner.report.facts": ("Facts", "collect", "collect_curves", "compare_rows", "test_score"),
     "tuner.report.figures": ("compare_figure", "learning_curve_png", "sparkline"),
     "tuner.report.html": ("Plot", "check_directory", "check_writable", "write", "write_compare"),
-    "tuner.summary": ("fmt",),
+    "tuner.trial.metrics": ("fmt",),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -17,8 +17,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.diagnosis import HEALTHY, KINDS
-from tuner.summary import better, finite, fmt
+from tuner.trial.diagnosis import HEALTHY, KINDS
+from tuner.trial.metrics import better, finite, fmt
 
 Row = Mapping[str, Any]
 

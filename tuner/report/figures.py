@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.report.facts import Facts, Row, distributions, running_best, seconds
-from tuner.summary import finite
+from tuner.trial.metrics import finite
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 TRAIN, VAL = "#1f77b4", "#d62728"

@@ -31,7 +31,8 @@ from tuner.report.figures import (
     DIAGNOSIS_COLORS, compare_figure, curves_figure, diagnosis_figure, gap_figure, history_figure, importance_figure,
     png, sparkline,
 )
-from tuner.summary import finite, fmt, why_stopped
+from tuner.trial.metrics import finite, fmt
+from tuner.trial.record import why_stopped
 
 # Learning curves shown in a report: the best trials, and a few pruned ones to
 # see what the pruner stopped.

@@ -39,7 +39,7 @@ from typing import IO, Any, Protocol
 import sqlalchemy as sa
 
 from tuner.errors import TunerError
-from tuner.orchestrator import HEARTBEAT_GRACE
+from tuner.recovery import HEARTBEAT_GRACE
 from tuner.schedule import timing
 from tuner.schedule.book import ACTIVE, Clock, Schedules, study_name
 from tuner.store import Store
@@ -114,12 +114,17 @@ class Scheduler:
 
     def _tick_through_outages(self) -> None:
         """A pass; a database that is down (a restart, a network cut) is waited out, not fatal."""
+        self._through_outage(self.tick, self.interval)
+
+    def _through_outage(self, step: Callable[[], Any], retry: float) -> bool:
+        """``step()``, True when the store answered; False (and a warning) when it was down."""
         try:
-            self.tick()
+            step()
         except sa.exc.DBAPIError as exc:
             reason = self.store.redact(str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "")
-            log.warning("the store %s did not answer (%s); trying again in %g s", self.store.safe_url, reason,
-                        self.interval)
+            log.warning("the store %s did not answer (%s); trying again in %g s", self.store.safe_url, reason, retry)
+            return False
+        return True
 
     def tick(self) -> None:
         """One pass: recover runs whose daemon died, fire due schedules, start queued runs, watch the rest."""
@@ -143,10 +148,14 @@ class Scheduler:
             session.add(run)
             session.commit()
         self._spawn(run, sched)
+        # The run waits out a database restart; so does this wait for it (`docker compose restart postgres`).
         while run.id in self.children:
             wait(0.5)
-            self._watch()
-        return self.book.run(run.id)[0]
+            self._through_outage(self._watch, 0.5)
+        ended: list[RunRecord] = []
+        while not self._through_outage(lambda: ended.append(self.book.run(run.id)[0]), 1.0):
+            wait(1.0)
+        return ended[0]
 
     # ------------------------------------------------------------------ firing
 
@@ -246,9 +255,9 @@ class Scheduler:
             code = child.poll()
             if code is None:
                 continue
-            del self.children[run_id]
             status = "interrupted" if code in (130, -signal.SIGINT) else "failed"
             self.book.finish(run_id, status, reason=f"the run's process exited with code {code}: {child.tail()}")
+            del self.children[run_id]  # once recorded: a store that is down meanwhile is tried again
             run, sched = self.book.run(run_id)
             self._say(run, sched)
         if self.children:

@@ -27,8 +27,9 @@ import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from tuner import summary
+from tuner.trial import metrics
 from tuner.errors import StorageError
+from tuner.store import internals
 from tuner.store.models import COLUMNS, EpochRecord
 
 EPOCHS = EpochRecord.__tablename__
@@ -205,16 +206,16 @@ def _optuna_record(storage: Any) -> dict[int, tuple[dict[int, float], Any]]:
             gap_penalty=spec.get("objective", {}).get("gap_penalty", 0.0),
             resolved_direction=study.directions[0].name.lower(),
         )
-        for trial in storage.get_all_trials(study._study_id, deepcopy=False):
-            known[trial._trial_id] = (trial.intermediate_values, objective)
+        for trial in storage.get_all_trials(internals.study_id(study), deepcopy=False):
+            known[internals.trial_id(trial)] = (trial.intermediate_values, objective)
     return known
 
 
 def _agrees(row: Any, values: dict[int, float], objective: Any) -> bool | None:
     """Whether the trial's intermediate value of this epoch is this row's objective (None: nothing to compare)."""
-    metrics = {**{c: getattr(row, c) for c in COLUMNS}, **(row.extra or {})}
+    reported = {**{c: getattr(row, c) for c in COLUMNS}, **(row.extra or {})}
     try:
-        score = summary.score(metrics, objective)
+        score = metrics.score(reported, objective)
     except (TypeError, ValueError):  # not a number: nothing to compare
         score = None
     value = values.get(row.epoch)

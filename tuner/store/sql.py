@@ -27,20 +27,19 @@ from urllib.parse import quote, quote_plus
 
 import optuna
 import sqlalchemy as sa
-from optuna.storages._rdb import models as optuna_models
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, Engine, make_url
 
 from tuner.errors import StorageError
-from tuner.store import schema
+from tuner.store import internals, schema
 from tuner.store.models import COLUMNS, Base, EpochRecord
 
 DEFAULT_URL = "sqlite:///tuner.db"
 log = logging.getLogger("tuner")
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
-_IV = optuna_models.TrialIntermediateValueModel
-_UA = optuna_models.TrialUserAttributeModel
-_TRIALS = optuna_models.TrialModel.__table__
+_IV = internals.INTERMEDIATE_VALUES
+_UA = internals.USER_ATTRIBUTES
+_TRIALS = internals.TRIALS
 _OPEN_ATTEMPTS = 4
 # What to check, by a clue in the driver's reason; the last entry is the default.
 _OPEN_FIXES = (
@@ -82,10 +81,22 @@ def resolve_url(url: str | None = None) -> str:
         password = Path(secret).read_text().strip()
     except OSError as exc:
         raise StorageError(
-            f"TUNER_STORAGE_PASSWORD_FILE: cannot read {secret!r}: {exc.strerror}. Fix: point it to a readable "
-            "file that holds the database password, or unset it."
+            f"TUNER_STORAGE_PASSWORD_FILE: cannot read {secret!r}: {exc.strerror}{_whose(secret, exc)}. Fix: point "
+            "it to a readable file that holds the database password, or unset it."
         ) from None
     return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def _whose(path: str, exc: OSError) -> str:
+    """For a file this process may not read: its mode and owner, and who asks (a mounted secret keeps its owner)."""
+    if not isinstance(exc, PermissionError):
+        return ""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    return (f" (mode {info.st_mode & 0o777:o}, owned by uid {info.st_uid}; this process runs as uid {os.getuid()}: "
+            f"make it readable by uid {os.getuid()}, e.g. chmod 644 inside a chmod 700 folder)")
 
 
 def safe_url(url: str) -> str:
@@ -188,7 +199,7 @@ class Store:
         """Delete a study, its trials and their epoch rows; returns how many trials and rows went."""
         study = self.load_study(name)
         trials, rows = len(study.get_trials(deepcopy=False)), self.count_epochs(study)
-        self.storage.delete_study(study._study_id)  # the foreign key takes the epoch rows along
+        self.storage.delete_study(internals.study_id(study))  # the foreign key takes the epoch rows along
         return trials, rows
 
     def copy_study(self, name: str, to: Store, new_name: str | None = None) -> tuple[int, int]:
@@ -218,7 +229,7 @@ class Store:
             copy = to.load_study(new_name)
             # optuna.copy_study adds the trials in get_trials' order, which numbers them anew.
             pairs = zip(source.get_trials(deepcopy=False), copy.get_trials(deepcopy=False), strict=True)
-            new_ids = {old.number: new._trial_id for old, new in pairs}
+            new_ids = {old.number: internals.trial_id(new) for old, new in pairs}
             rows = [{**row, "trial_id": new_ids[row["trial"]]} for row in self.epochs(source)]
             to.record_epochs(rows)  # rows the copy already has (same database: see _RDBStorage) are skipped
         except BaseException:
@@ -281,7 +292,7 @@ class Store:
         """How many epoch rows the study's trials have."""
         ep = EpochRecord.__table__
         query = (sa.select(sa.func.count()).select_from(ep.join(_TRIALS, _TRIALS.c.trial_id == ep.c.trial_id))
-                 .where(_TRIALS.c.study_id == study._study_id))
+                 .where(_TRIALS.c.study_id == internals.study_id(study)))
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
@@ -289,7 +300,7 @@ class Store:
         """Per-epoch rows of a study, ordered by trial number then epoch."""
         trials = _TRIALS
         ep = EpochRecord.__table__
-        study_id = study._study_id
+        study_id = internals.study_id(study)
         query = (
             sa.select(trials.c.number.label("trial"), *[c for c in ep.c if c.name not in ("id",)])
             .join(trials, trials.c.trial_id == ep.c.trial_id)
@@ -332,7 +343,7 @@ class _RDBStorage(optuna.storages.RDBStorage):
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         trial = super()._create_new_trial(study_id, template_trial)
         if template_trial is not None and template_trial.datetime_start is not None:
-            _copy_epochs(self.engine, template_trial, trial._trial_id)
+            _copy_epochs(self.engine, template_trial, internals.trial_id(trial))
         return trial
 
 
@@ -348,7 +359,7 @@ def _copy_epochs(engine: Engine, template: FrozenTrial, trial_id: int) -> None:
     rows = (
         sa.select(sa.cast(sa.literal(trial_id), sa.Integer), *[ep.c[n] for n in names])
         .select_from(ep.join(_TRIALS, _TRIALS.c.trial_id == ep.c.trial_id))
-        .where(ep.c.trial_id == template._trial_id, _TRIALS.c.number == template.number,
+        .where(ep.c.trial_id == internals.trial_id(template), _TRIALS.c.number == template.number,
                _TRIALS.c.datetime_start == template.datetime_start)
     )
     with engine.begin() as conn:
@@ -405,8 +416,6 @@ def _check_sqlite_path(url: str, path: str | None) -> None:
             f"storage URL {url!r}: {path!r} is a directory, not a database file. "
             f"Fix: name a file in it, e.g. sqlite:///{(Path(path) / 'tuner.db').as_posix()}."
         )
-    if _journal_studies(file) is not None:
-        raise StorageError(_journal_message(url, file))
 
 
 def _a_path_not_a_url(url: str, source: str) -> str:
@@ -456,6 +465,11 @@ def _unreachable(url: str, exc: BaseException, source: str) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, url)
     if url.startswith("sqlite"):
+        # Read only once SQLite has refused the file: closing any descriptor of a database file
+        # drops the SQLite locks this process holds on it (POSIX advisory locks are per process).
+        file = Path(make_url(url).database or "").expanduser()
+        if "not a database" in reason and _journal_studies(file) is not None:
+            return _journal_message(url, file)
         return f"storage {url} cannot be opened: {reason}. Fix: {_sqlite_fix(reason)}."
     fix = next(fix for clue, fix in _OPEN_FIXES if clue in reason).format(source=source)
     return f"storage {safe_url(url)} cannot be opened: {reason}. Fix: {fix}."

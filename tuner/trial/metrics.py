@@ -26,11 +26,6 @@ def better(value: float, than: float, direction: str) -> bool:
     return value < than if direction == "minimize" else value > than
 
 
-def why_stopped(attrs: Mapping[str, Any]) -> str:
-    """Why a trial ended before its budget, from its user attrs: pruned, failed or early-stopped; else ""."""
-    return attrs.get("prune_reason") or attrs.get("fail_reason") or attrs.get("stop_reason") or ""
-
-
 def score(row: Row, objective: Any) -> float | None:
     """The objective of one epoch: the metric, penalized by the overfitting gap if asked.
 

@@ -1,14 +1,17 @@
 """The worker's side of a trial: run a workload, collect its epochs, never crash.
 
-Runs wherever the executor puts it (the driver process for ``inline``, a Ray
-worker for ``ray``). It knows nothing of strategies or the store: it gets a
-:class:`TrialJob` and returns a :class:`TrialOutcome`; epoch rows travel to
-the orchestrator through ``deliver`` while the trial runs.
+Runs wherever the executor puts it (a thread of the driver for ``inline``, a
+Ray worker for ``ray``). It knows nothing of strategies or the store: it gets a
+:class:`TrialJob` and returns an :class:`Ended`; epoch rows travel to the
+driver through ``deliver`` while the trial runs, and ``deliver`` answers
+whether the driver wants the trial stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib
 import math
 import os
 import signal
@@ -18,62 +21,19 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
-from tuner.diagnosis import DIVERGED, Finding, Thresholds, alarm
+from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
+from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
-# Rows are sent in batches at most this often (seconds): cheap to record, and
-# still live enough for the dashboard.
-FLUSH_SECONDS = 0.5
-
-Deliver = Callable[[list[dict[str, Any]]], "set[int] | None"]
-
-
-@dataclass(frozen=True)
-class TrialJob:
-    """What a worker needs to run one trial."""
-
-    number: int
-    trial_id: int
-    params: dict[str, Any]
-    context: dict[str, Any]  # epochs, data, seed and fixed keys from the spec
-    workload: Any  # "module:function" or a callable
-    # Send rows this often (0: every epoch, when a pruner waits for them).
-    flush_seconds: float = FLUSH_SECONDS
-    # Diagnostics thresholds: when set, the worker stops the trial itself the
-    # epoch it diverges or its gradients explode or vanish (no round trip).
-    watch: dict[str, Any] | None = None
-    timeout: float | None = None  # trial_timeout, enforced here where a signal can reach the workload
-
-    @property
-    def workload_params(self) -> dict[str, Any]:
-        return {**self.context, **self.params}
-
-
-@dataclass
-class TrialOutcome:
-    """How a trial ended, as the worker saw it."""
-
-    number: int
-    trial_id: int
-    value: float | None = None
-    error: str | None = None
-    traceback: str | None = None
-    pruned: bool = False
-    stop: dict[str, Any] | None = None  # the diagnostics finding that stopped it
-    crashed: bool = False  # the worker process or its node died: worth a retry
-    timed_out: bool = False
-    rows: list[dict[str, Any]] = field(default_factory=list)  # not yet delivered
-    device: str = "cpu"
-    node: str = ""
-    wall_seconds: float = 0.0
+# Takes a batch of rows; answers True when the driver wants the trial stopped.
+Deliver = Callable[[list[dict[str, Any]]], bool]
 
 
 class StopTrial(optuna.TrialPruned):
-    """Raised from ``report`` when the trial must stop (the orchestrator or its diagnostics said so)."""
+    """Raised from ``report`` when the trial must stop (the driver or its diagnostics said so)."""
 
     def __init__(self, message: str, finding: Finding | None = None) -> None:
         super().__init__(message)
@@ -119,8 +79,7 @@ class Reporter:
             return
         rows, self.pending = self.pending, []
         self._last_flush = time.perf_counter()
-        stop = self.deliver(rows)
-        if stop and self.job.number in stop:
+        if self.deliver(rows):
             raise StopTrial(f"trial {self.job.number} stopped by the orchestrator")
 
 
@@ -155,50 +114,64 @@ def detect_device() -> str:
 
 
 def resolve(workload: Any) -> Callable[..., Any]:
+    """The workload's function: itself, or ``module:function`` imported (ImportError if it can't)."""
     if callable(workload):
         return workload
-    from tuner.spec import resolve_workload
-
-    return resolve_workload(workload)
+    module_name, _, func_name = workload.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # a module that raises on import is as broken as a missing one
+        raise ImportError(f"{type(exc).__name__}: {exc}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ImportError(f"module {module_name!r} has no function {func_name!r}")
+    return func
 
 
 def run_trial(
     job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False
-) -> TrialOutcome:
-    """Run one trial to the end; every exception becomes part of the outcome.
+) -> Ended:
+    """Run one trial to the end; every exception becomes part of the result.
 
     ``own_process``: the trial runs in a worker of its own (Ray), where a
     KeyboardInterrupt can only come from the workload, so it fails the trial
     like any error. In the driver (inline) it is the user's Ctrl-C and stops
     the study.
     """
+    start = time.perf_counter()
+    report = Reporter(job, deliver)
+    result = _run(job, report, own_process)
+    return Ended(
+        job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
+        node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start,
+    )
+
+
+def _run(job: TrialJob, report: Reporter, own_process: bool) -> Result:
     caught: tuple[type[BaseException], ...] = (Exception, SystemExit)
     if own_process:
         caught += (KeyboardInterrupt,)
-    start = time.perf_counter()
-    report = Reporter(job, deliver)
-    outcome = TrialOutcome(job.number, job.trial_id, node=node or socket.gethostname())
     try:
         with _deadline(job.timeout):
             returned = resolve(job.workload)(dict(job.workload_params), report)
-        outcome.value = _returned_value(returned)
-    except TrialTimeout as exc:
-        outcome.error, outcome.timed_out = str(exc), True
+        return Completed(_returned_value(returned))
+    except TrialTimeout:
         _free_gpu_memory()
+        return TimedOut(timeout_reason(job.timeout or 0))
     except optuna.TrialPruned as exc:
-        outcome.pruned = True
         finding = getattr(exc, "finding", None)
-        if finding is not None:
-            outcome.stop = {"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
-                            "values": finding.values}
+        if finding is None:
+            return Pruned()
+        return Pruned({"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
+                       "values": finding.values})
     except caught as exc:
-        outcome.error = _describe(exc)
-        outcome.traceback = traceback.format_exc()
         _free_gpu_memory()
-    outcome.rows = report.pending
-    outcome.device = report.device or detect_device()
-    outcome.wall_seconds = time.perf_counter() - start
-    return outcome
+        return Failed(_describe(exc), traceback.format_exc())
+
+
+def crashed(job: TrialJob, error: str) -> Ended:
+    """The end of a trial whose worker died before it could say anything."""
+    return Ended(job.number, job.trial_id, Crashed(error))
 
 
 class TrialTimeout(Exception):
@@ -211,11 +184,31 @@ def timeout_reason(seconds: float) -> str:
 
 @contextlib.contextmanager
 def _deadline(seconds: float | None) -> Iterator[None]:
-    """Raise TrialTimeout in the workload after ``seconds`` (main thread only: signals)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
+    """Raise TrialTimeout in the workload after ``seconds``.
+
+    In a main thread (a Ray worker) a SIGALRM does it, which also interrupts a
+    sleep; elsewhere (the inline executor's trial thread) the exception is
+    raised in the thread asynchronously, at its next Python instruction.
+    """
+    if not seconds:
         yield
         return
+    if threading.current_thread() is threading.main_thread():
+        with _alarm(seconds):
+            yield
+        return
+    timer = threading.Timer(seconds, _raise_in, (threading.get_ident(),))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        _raise_in(threading.get_ident(), None)  # withdraw one that fired as the workload returned
 
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: Any) -> None:
         raise TrialTimeout(timeout_reason(seconds))
 
@@ -226,6 +219,10 @@ def _deadline(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _raise_in(thread_id: int, exc: type[BaseException] | None = TrialTimeout) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 
 def _returned_value(returned: Any) -> float | None:
@@ -249,7 +246,3 @@ def _free_gpu_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def is_bad_number(value: float | None) -> bool:
-    return value is None or not math.isfinite(value)

@@ -1,0 +1,208 @@
+"""How a running trial goes on or ends: pure decisions, one per event.
+
+Given what the driver knows of a trial (:class:`Run`) and one event, each
+function returns a :class:`Step`: stop the worker, end the trial (an
+:class:`~tuner.trial.record.Ending`: Optuna state, value, why, facts), queue
+its params again. Nothing here reads or writes the store or talks to an
+executor, so every way a trial can end is tested without Ray or a database;
+the orchestrator applies the steps and the recorder writes them.
+
+The one input that needs the store is the Optuna pruner's verdict, which reads
+the study's intermediate values: it comes in as a function (``prune``), asked
+only when a pruner is on and the epoch is one it may judge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import TrialState
+
+from tuner.plan import Plan
+from tuner.trial import diagnosis, metrics, record
+from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, TimedOut
+from tuner.trial.record import EarlyStop, Ending, Failure, Pruning, Why
+from tuner.trial.worker import timeout_reason
+
+# The Optuna pruner's verdict on the trial's epochs so far: (prune?, the value it judged).
+PruneQuery = Callable[[], "tuple[bool, float | None]"]
+
+
+@dataclass
+class Run:
+    """A running trial as the driver knows it."""
+
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+    started: float  # time.monotonic() at submission
+    attempt: int = 1
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    judged_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run these params again as a new trial (the worker died through no fault of theirs)."""
+
+    params: dict[str, Any]
+    attempt: int
+    retry_of: int
+
+
+@dataclass(frozen=True)
+class Step:
+    end: Ending | None = None  # None: the trial goes on
+    stop: bool = False  # its worker is still running and must stop
+    retry: Retry | None = None
+
+
+GO_ON = Step()
+
+
+def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
+    """The trial reported epochs (already in ``run.rows``): early stopping, then the Optuna pruner."""
+    epoch = run.rows[-1]["epoch"]
+    if epoch <= run.judged_epoch:
+        return GO_ON
+    run.judged_epoch = epoch
+    spec = plan.spec
+    if len(run.rows) >= spec.epochs:
+        return GO_ON  # its whole budget ran: stopping it now saves nothing and loses a result
+    stop = spec.early_stopping
+    if stop is not None:
+        best = metrics.best_row(run.rows, lambda r: metrics.score(r, spec.objective), spec.direction, stop.min_delta)
+        if best is not None and epoch - best["epoch"] >= stop.patience:
+            why = EarlyStop(f"no improvement for {stop.patience} epochs after epoch {best['epoch']}")
+            value = metrics.objective_value(run.rows, spec.objective, spec.direction, "best")
+            return Step(end(run, plan, TrialState.COMPLETE, value, why, now), stop=True)
+    if spec.pruner.type == "none":
+        return GO_ON
+    pruned, value = prune()
+    if not pruned:
+        return GO_ON
+    why = Pruning(
+        spec.pruner.type, epoch=epoch, values={spec.objective.metric: value},
+        reason=f"{spec.pruner.type} pruner at epoch {epoch}: {spec.objective.metric} {metrics.fmt(value)} "
+               "ranks too low among the trials there",
+    )
+    return Step(end(run, plan, TrialState.PRUNED, None, why, now), stop=True)
+
+
+def on_ended(run: Run, ended: Ended, plan: Plan, now: float) -> Step:
+    """The trial's worker finished (its last rows already in ``run.rows``)."""
+    result = ended.result
+    facts = {"now": now, "wall": ended.wall_seconds, "device": ended.device, "node": ended.node}
+    if isinstance(result, Pruned):
+        return Step(end(run, plan, TrialState.PRUNED, None, _pruning(result), **facts))
+    if isinstance(result, Crashed):
+        return _crashed(run, plan, result.error, facts)
+    if isinstance(result, TimedOut):
+        return Step(end(run, plan, TrialState.FAIL, None, Failure(result.error, record.TIMEOUT), **facts))
+    if isinstance(result, Failed):
+        return Step(end(run, plan, TrialState.FAIL, None, Failure(result.error, None, result.traceback), **facts))
+    assert isinstance(result, Completed)
+    value, problem = _value(result, run, plan)
+    if problem is not None:
+        return Step(end(run, plan, TrialState.FAIL, None, Failure(problem), **facts))
+    return Step(end(run, plan, TrialState.COMPLETE, value, None, **facts))
+
+
+def on_deadline(run: Run, plan: Plan, now: float) -> Step:
+    """The trial outlived trial_timeout and did not stop itself (a hung worker): kill it."""
+    limit = plan.spec.trial_timeout or 0
+    return Step(end(run, plan, TrialState.FAIL, None, Failure(timeout_reason(limit), record.TIMEOUT), now),
+                stop=True)
+
+
+def on_abort(run: Run, plan: Plan, reason: str) -> Ending:
+    """The study stops while the trial runs: it fails, uncounted, and runs again at resume."""
+    spec = plan.spec
+    return Ending(TrialState.FAIL, None, Failure(reason, record.INTERRUPTED),
+                  facts=metrics.trial_summary(run.rows, spec.objective, spec.direction))
+
+
+def past_deadline(run: Run, plan: Plan, now: float, grace: float) -> bool:
+    limit = plan.spec.trial_timeout
+    return limit is not None and now - run.started > limit + grace
+
+
+def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
+    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune."""
+    if plan.spec.pruner.type == "none" or not isinstance(ended.result, Completed):
+        return False
+    return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
+
+
+# ---------------------------------------------------------------------- the ending and its facts
+
+
+def end(
+    run: Run, plan: Plan, state: TrialState, value: float | None, why: Why, now: float | None = None, *,
+    wall: float = 0.0, device: str = "", node: str = "",
+) -> Ending:
+    """The trial's Ending, with what its rows add up to and what it cost.
+
+    A COMPLETE trial without a finite value (an early stop whose every epoch
+    diverged) ends FAIL: Optuna takes no NaN as a completed value.
+    """
+    spec = plan.spec
+    if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+        state, why = TrialState.FAIL, Failure(f"no finite value of {spec.objective.metric} in any epoch")
+    wall = wall or (now - run.started if now is not None else 0.0)
+    device = device or (run.rows[-1].get("device", "cpu") if run.rows else "cpu")
+    facts: dict[str, Any] = {
+        **_rows_summary(run, plan),
+        "wall_seconds": round(wall, 3),
+        "device": device,
+        "gpu_seconds": round(wall * spec.resources.gpu, 3) if str(device).startswith("cuda") else 0.0,
+    }
+    if node:
+        facts["node"] = node
+    constraint = None
+    if state == TrialState.COMPLETE and spec.objective.max_gap is not None:
+        gap = metrics.gap_at_best(run.rows, spec.objective, spec.direction)
+        constraint = (gap if gap is not None else math.inf) - spec.objective.max_gap
+    return Ending(state, value, why, facts, constraint)
+
+
+def _rows_summary(run: Run, plan: Plan) -> dict[str, Any]:
+    spec = plan.spec
+    return {**metrics.trial_summary(run.rows, spec.objective, spec.direction),
+            **diagnosis.diagnose(run.rows, spec.diagnostics).as_attrs()}
+
+
+def _pruning(result: Pruned) -> Pruning:
+    finding = result.finding
+    if finding is None:
+        return Pruning("workload", "the workload raised optuna.TrialPruned")
+    return Pruning(f"diagnostics:{finding['kind']}", f"{finding['kind']} at epoch {finding['epoch']}: "
+                   f"{finding['detail']}", epoch=finding["epoch"], values=finding["values"])
+
+
+def _crashed(run: Run, plan: Plan, error: str, facts: dict[str, Any]) -> Step:
+    """The worker died: the same params run again, up to `retries` times."""
+    if run.attempt > plan.spec.retries:
+        why = Failure(f"{error} (attempt {run.attempt}, no retries left)", record.WORKER_DIED)
+        return Step(end(run, plan, TrialState.FAIL, None, why, **facts))
+    why = Failure(f"{error}; retrying with the same params", record.RETRIED)
+    return Step(end(run, plan, TrialState.FAIL, None, why, **facts),
+                retry=Retry(dict(run.params), run.attempt + 1, run.number))
+
+
+def _value(result: Completed, run: Run, plan: Plan) -> tuple[float | None, str | None]:
+    """The trial's objective value, or why it has none."""
+    spec = plan.spec
+    metric = spec.objective.metric
+    value = result.value
+    if value is None:
+        value = metrics.objective_value(run.rows, spec.objective, spec.direction)
+    if value is None:
+        return None, (f"the workload returned no value and never reported {metric!r}. Fix: call "
+                      f"report(epoch, {metric}=...) each epoch, or return the value.")
+    if not math.isfinite(value):
+        return None, f"the objective {metric} is {value} (the run diverged)"
+    return value, None

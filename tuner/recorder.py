@@ -1,0 +1,151 @@
+"""The driver's one writer to the study store, and the one place that waits out a database outage.
+
+Every Optuna state change of a trial goes through :meth:`Recorder.end` (or
+:meth:`Recorder.fail_stale` for trials no orchestrator runs any more), so a
+trial's attributes, its constraint and its state are written together, in
+that order: a reader that sees the state sees why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.trial import metrics
+from tuner.spec import StudySpec
+from tuner.store import Store
+from tuner.store.lock import study_mutex
+from tuner.trial.record import Ending
+from tuner.store import internals
+
+# How long the study waits out a database outage (a PostgreSQL restart) before giving up.
+DB_OUTAGE_SECONDS = 300
+DB_RETRY_SECONDS = 1.0
+# Which orchestrator concluded a trial, when several share a study.
+ORCHESTRATOR_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+log = logging.getLogger("tuner")
+T = TypeVar("T")
+
+
+def outage_cause(exc: BaseException) -> sa.exc.DBAPIError | None:
+    """The lost-connection error behind ``exc``, or None when ``exc`` is no outage.
+
+    Optuna re-raises the driver's failure as ``StorageInternalError`` (from the
+    SQLAlchemy error), so the chain of causes is searched, not the type alone.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sa.exc.OperationalError) or (
+            isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated
+        ):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class Recorder:
+    """Writes one study's epochs and trial endings; every call waits out an outage of the database."""
+
+    def __init__(self, spec: StudySpec, store: Store, study: optuna.Study) -> None:
+        self.spec = spec
+        self.store = store
+        self.study = study
+        self._in_db = False
+
+    # ------------------------------------------------------------------ writes
+
+    def epochs(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.db(self.store.record_epochs, list(rows), lambda r: metrics.score(r, self.spec.objective))
+
+    def end(self, number: int, trial_id: int, ending: Ending) -> None:
+        """Write how a trial ended: its attributes, its constraint, then its Optuna state."""
+        self.db(self._end, number, trial_id, ending)
+
+    def _end(self, number: int, trial_id: int, ending: Ending) -> None:
+        self.store.set_trial_attrs(trial_id, {**ending.attrs(), "orchestrator": ORCHESTRATOR_ID})
+        if ending.constraint is not None:
+            optuna.Trial(self.study, trial_id).set_constraint("gap", ending.constraint)
+        self._tell(number, ending.state, ending.value)
+
+    def _tell(self, number: int, state: TrialState, value: float | None = None) -> None:
+        """The one call that changes a trial's Optuna state."""
+        if state == TrialState.COMPLETE:
+            self.study.tell(number, value, skip_if_finished=True)
+        else:
+            self.study.tell(number, state=state, skip_if_finished=True)
+
+    def fail_stale(self, trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> None:
+        """End as FAIL trials left RUNNING by an orchestrator that is gone (the caller holds the study mutex)."""
+        for trial in trials:
+            self.store.set_trial_attrs(internals.trial_id(trial), dict(attrs))
+            self._tell(trial.number, TrialState.FAIL)
+
+    def enqueue(self, params: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> None:
+        self.db(self.study.enqueue_trial, dict(params), user_attrs=dict(attrs) if attrs else None)
+
+    def heartbeat(self, trial_ids: Sequence[int]) -> None:
+        for trial_id in trial_ids:
+            self.db(self.store.storage.record_heartbeat, trial_id)
+
+    # ------------------------------------------------------------------ reads the loop needs
+
+    def ask(self, room: Callable[[], int]) -> optuna.Trial | None:
+        """A new trial, or None when ``room()`` says the budget is used up.
+
+        Counting and asking happen under the study's mutex, so orchestrators
+        sharing a study (PostgreSQL) never start more trials than the budget.
+        """
+        with study_mutex(self.store.engine, internals.study_id(self.study)):
+            return self.study.ask() if room() > 0 else None
+
+    def frozen(self, trial_id: int) -> FrozenTrial:
+        return self.db(internals.frozen_trial, self.study, trial_id)
+
+    def trials(self, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        return self.db(self.study.get_trials, deepcopy=False, states=tuple(states) if states else None)
+
+    # ------------------------------------------------------------------ the one retry layer
+
+    def db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call, waiting out an outage of the database instead of failing the study.
+
+        The one retry layer: a call made inside another ``db`` call runs
+        plainly, so an outage is waited out once, for at most
+        DB_OUTAGE_SECONDS, with one warning. While the database is away,
+        workers keep training and their epochs wait in the executor's channel;
+        they are written once it is back.
+        """
+        if self._in_db:
+            return call(*args, **kwargs)
+        self._in_db = True
+        try:
+            for attempt in itertools.count():
+                try:
+                    result = call(*args, **kwargs)
+                except Exception as exc:
+                    cause = outage_cause(exc)
+                    if cause is None or attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
+                        raise
+                    if attempt == 0:
+                        reason = self.store.redact(str(cause.orig or cause).strip().splitlines()[0])
+                        log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
+                                    self.store.safe_url, reason, DB_OUTAGE_SECONDS)
+                    time.sleep(DB_RETRY_SECONDS)
+                    continue
+                if attempt:
+                    log.warning("the study store is back after %d s; the study goes on", attempt * DB_RETRY_SECONDS)
+                return result
+        finally:
+            self._in_db = False
+        raise AssertionError("unreachable")

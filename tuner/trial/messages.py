@@ -1,0 +1,106 @@
+"""What passes between the driver and a worker: the job, the events, the outcomes.
+
+Small frozen dataclasses with no I/O, importable on a Ray worker. An executor's
+``poll()`` returns :data:`Event` values; the driver answers none of them by
+calling back: it decides (tuner/lifecycle.py), writes (tuner/recorder.py) and
+tells the executor which trials to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# Rows are sent in batches at most this often (seconds): cheap to record, and
+# still live enough for the dashboard.
+FLUSH_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What a worker needs to run one trial."""
+
+    number: int
+    trial_id: int
+    params: dict[str, Any]
+    context: dict[str, Any]  # epochs, data, seed and fixed keys from the spec
+    workload: Any  # "module:function" or a callable
+    # Send rows this often (0: every epoch, when a pruner waits for them).
+    flush_seconds: float = FLUSH_SECONDS
+    # Diagnostics thresholds: when set, the worker stops the trial itself the
+    # epoch it diverges or its gradients explode or vanish (no round trip).
+    watch: dict[str, Any] | None = None
+    timeout: float | None = None  # trial_timeout, enforced where a signal can reach the workload
+
+    @property
+    def workload_params(self) -> dict[str, Any]:
+        return {**self.context, **self.params}
+
+
+# ---------------------------------------------------------------------- outcomes: how the worker saw the end
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The workload returned; ``value`` is what it returned (None: take it from its reports)."""
+
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """The trial stopped before its budget: ``finding`` is the diagnostics' (diverged, …), None when the
+    workload raised optuna.TrialPruned itself or the driver asked it to stop."""
+
+    finding: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The workload raised: its configuration (or code) is at fault."""
+
+    error: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The worker process or its node died: no fault of the params, worth a retry."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """The trial ran past its trial_timeout."""
+
+    error: str
+
+
+Result = Union[Completed, Pruned, Failed, Crashed, TimedOut]
+
+
+# ---------------------------------------------------------------------- events: what poll() returns
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """Epoch rows of running trials, in the order they were reported (each row holds its ``trial_id``)."""
+
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A trial's worker finished: how, and the rows it had not delivered yet."""
+
+    number: int
+    trial_id: int
+    result: Result
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"
+    node: str = ""
+    wall_seconds: float = 0.0
+
+
+Event = Union[Epochs, Ended]
