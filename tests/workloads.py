@@ -87,3 +87,20 @@ def slow_with_pid(params, report):
     for epoch in range(1, params["epochs"] + 1):
         time.sleep(params.get("sleep", 0.2))
         report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch)
+
+
+def tallied(params, report):
+    """Writes each epoch it starts to a file named by its x, so a test can count the epochs it ran.
+
+    val_loss is x + 1/epoch (a higher x is worse at every epoch); with `rises: true` it gets worse
+    after epoch 1 (early stopping's case).
+    """
+    from pathlib import Path
+
+    tally = Path(params["tally"]) / f"{params['x']:.12f}"
+    for epoch in range(1, params["epochs"] + 1):
+        with tally.open("a") as f:
+            f.write(f"{epoch}\n")
+        time.sleep(0.02)
+        loss = params["x"] + (epoch if params.get("rises") else 1.0 / epoch)
+        report(epoch, val_loss=loss, train_loss=loss)

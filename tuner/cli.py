@@ -528,9 +528,8 @@ class _progress_display:
         if self.quiet:
             return
         plan = study.plan
-        pruner = "no pruner" if spec.pruner.type == "none" else f"pruner {spec.pruner.type}"
         self.bar.console.print(
-            f"study [bold]{study.name}[/] · {plan.description} · {pruner} · "
+            f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
             f"{spec.objective.resolved_direction} {spec.objective.metric} · "
             f"{_count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
             f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,

@@ -15,7 +15,7 @@ only when a pruner is on and the epoch is one it may judge.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,8 @@ def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
 def on_ended(run: Run, ended: Ended, plan: Plan, now: float) -> Step:
     """The trial's worker finished (its last rows already in ``run.rows``)."""
     result = ended.result
-    facts = {"now": now, "wall": ended.wall_seconds, "device": ended.device, "node": ended.node}
+    facts = {"now": now, "wall": ended.wall_seconds, "device": ended.device, "node": ended.node,
+             "waits": ended.waits}
     if isinstance(result, Pruned):
         return Step(end(run, plan, TrialState.PRUNED, None, _pruning(result), **facts))
     if isinstance(result, Crashed):
@@ -142,7 +143,7 @@ def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
 
 def end(
     run: Run, plan: Plan, state: TrialState, value: float | None, why: Why, now: float | None = None, *,
-    wall: float = 0.0, device: str = "", node: str = "",
+    wall: float = 0.0, device: str = "", node: str = "", waits: Sequence[float] = (),
 ) -> Ending:
     """The trial's Ending, with what its rows add up to and what it cost.
 
@@ -162,6 +163,8 @@ def end(
     }
     if node:
         facts["node"] = node
+    if waits:  # how long the worker waited for each verdict, to see what waiting costs
+        facts[record.VERDICT_WAITS] = [round(w * 1000, 1) for w in waits]
     constraint = None
     if state == TrialState.COMPLETE and spec.objective.max_gap is not None:
         gap = metrics.gap_at_best(run.rows, spec.objective, spec.direction)

@@ -119,6 +119,7 @@ class Orchestrator:
                     break
                 for event in self.executor.poll(POLL_SECONDS):
                     self._handle(event)
+                self.executor.handled()  # a worker waiting for a verdict hears it now
                 self._expire_deadlines()
                 self._heartbeat()
                 self._report_progress()

@@ -25,16 +25,33 @@ class Plan:
     trials: int  # the budget: `trials`, or the grid's size
     grid_cut: str | None  # what a grid cut short by `trials` leaves out
     pruner: optuna.pruners.BasePruner
+    pruner_options: dict[str, Any]  # the spec's, with budget-derived defaults filled in
+    wait_at: tuple[int, ...]  # epochs where a verdict may fall (a pruner's rungs)
+    wait_from: int | None  # and every epoch from this one on (per-epoch pruners, early stopping)
 
     @classmethod
     def of(cls, spec: StudySpec) -> Plan:
         choice = strategies.choose(spec) if spec.strategy == "auto" else None
         strategy = choice.strategy if choice is not None else spec.strategy
+        options = {**_budget_defaults(spec), **spec.pruner.options}
+        options.update({k: v for k, v in _budget_defaults(spec).items() if spec.pruner.options.get(k) == "auto"})
+        wait_at, wait_from = _verdict_epochs(spec, options)
         return cls(
             spec=spec, strategy=strategy, description=strategies.describe(spec, choice),
             trials=strategies.planned_trials(spec, strategy), grid_cut=strategies.grid_cut(spec, strategy),
-            pruner=strategies.make_pruner(spec),
+            pruner=strategies.make_pruner(spec, options), pruner_options=options,
+            wait_at=wait_at, wait_from=wait_from,
         )
+
+    @property
+    def pruner_description(self) -> str:
+        """The pruner for the launch header, with where it judges."""
+        kind = self.spec.pruner.type
+        if kind == "none":
+            return "no pruner"
+        if self.wait_at:
+            return f"pruner {kind} (rungs at epochs {', '.join(map(str, self.wait_at))})"
+        return f"pruner {kind}"
 
     @property
     def is_grid(self) -> bool:
@@ -58,5 +75,45 @@ class Plan:
             trial.number, internals.trial_id(trial), params, spec.context(), workload,
             flush_seconds=0.0 if self.judging else FLUSH_SECONDS,
             watch=spec.diagnostics.model_dump() if spec.pruner.diagnostics else None,
-            timeout=spec.trial_timeout,
+            timeout=spec.trial_timeout, wait_at=self.wait_at if self.judging else (),
+            wait_from=self.wait_from if self.judging else None,
         )
+
+
+def _budget_defaults(spec: StudySpec) -> dict[str, Any]:
+    """Options a pruner would otherwise learn from the first trial to finish, set from the epoch budget.
+
+    Optuna's ``auto`` waits for one trial to complete before it prunes at all
+    (successive halving's ``min_resource``, hyperband's ``max_resource``): with
+    trials running in parallel that is the whole first wave run to the end.
+    The budget is known up front, so the rungs are too: successive halving's
+    first rung is ``epochs / reduction_factor**2`` (three rungs below the
+    budget), hyperband's brackets span 1 to ``epochs``.
+    """
+    kind, options = spec.pruner.type, spec.pruner.options
+    if kind == "successive_halving":
+        factor = options.get("reduction_factor", 4)
+        return {"min_resource": max(1, spec.epochs // factor**2)}
+    if kind == "hyperband":
+        return {"max_resource": spec.epochs}
+    return {}
+
+
+def _verdict_epochs(spec: StudySpec, options: dict[str, Any]) -> tuple[tuple[int, ...], int | None]:
+    """Where the driver may stop a trial: the worker waits for its verdict there and nowhere else."""
+    kind = spec.pruner.type
+    wait_from = spec.early_stopping.patience + 1 if spec.early_stopping is not None else None
+    if kind in ("successive_halving", "hyperband"):
+        # Optuna promotes at step min_resource * factor**(rate + rung); hyperband's brackets
+        # differ only in the rate, so their rungs together are min_resource * factor**j.
+        factor = options.get("reduction_factor", 4 if kind == "successive_halving" else 3)
+        step = options.get("min_resource", 1) * factor ** options.get("min_early_stopping_rate", 0)
+        rungs = []
+        while step < spec.epochs:  # never at the final epoch: stopping there saves nothing
+            rungs.append(int(step))
+            step *= factor
+        return tuple(rungs), wait_from
+    if kind in ("median", "percentile", "threshold"):
+        first = max(int(options.get("n_warmup_steps", 0)), 1)
+        wait_from = first if wait_from is None else min(first, wait_from)
+    return (), wait_from

@@ -40,9 +40,10 @@ def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None 
     raise ValueError(f"unknown strategy {strategy!r}")  # spec validation prevents this
 
 
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Optuna's pruner for ``spec.pruner`` (tuner's diagnostics pruner runs beside it)."""
-    return getattr(optuna.pruners, PRUNERS[spec.pruner.type])(**spec.pruner.options)
+def make_pruner(spec: StudySpec, options: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for ``spec.pruner`` with ``options`` (default: the spec's); tuner's diagnostics
+    pruner runs beside it, in the worker."""
+    return getattr(optuna.pruners, PRUNERS[spec.pruner.type])(**(spec.pruner.options if options is None else options))
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:

@@ -3,10 +3,9 @@
 An executor never decides what to try and never calls back into the driver.
 The orchestrator submits jobs and polls; ``poll`` returns the events since the
 last poll (epoch rows as they were reported, trials that ended), and the
-orchestrator answers with ``stop`` for the trials it has ended. Everything a
-``poll`` returned has been handled by the time the next ``poll`` is called;
-an executor may hold a worker at an epoch until then, so that a stop takes
-effect before its next epoch.
+orchestrator answers with ``stop`` for the trials it has ended, then says
+``handled()``. An executor may hold a worker at an epoch until then, so that a
+stop takes effect before its next epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +33,9 @@ class Executor(ABC):
     @abstractmethod
     def poll(self, timeout: float) -> list[Event]:
         """What happened since the last poll, waiting at most ``timeout`` seconds for something."""
+
+    def handled(self) -> None:
+        """The driver has handled every event the last ``poll`` returned (and said which trials to stop)."""
 
     def stop(self, trial_ids: Iterable[int]) -> None:
         """Ask these trials to stop at their next report (the driver has ended them)."""

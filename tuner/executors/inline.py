@@ -55,6 +55,9 @@ class InlineExecutor(Executor):
                 self.running = None
         return events
 
+    def handled(self) -> None:
+        self._answer()
+
     def _answer(self) -> None:
         """The driver handled what the last poll returned: let the trial go on to its next epoch."""
         for handled in self.unanswered:
@@ -64,7 +67,8 @@ class InlineExecutor(Executor):
     def _start(self, job: TrialJob) -> None:
         self.running = job
 
-        def deliver(rows: list[dict[str, Any]]) -> bool:
+        def deliver(rows: list[dict[str, Any]], wait: bool) -> bool:
+            # Always waits: in one process the verdict costs a hand-over, not a round trip.
             handled = threading.Event()
             self.events.put((Epochs(rows), handled))
             handled.wait()

@@ -31,28 +31,57 @@ from tuner.trial.messages import FLUSH_SECONDS, Ended, Epochs, Event, Failed, Tr
 from tuner.trial.worker import crashed, run_trial
 
 
-@ray.remote(num_cpus=0)
+# Trials that can wait for a verdict at once (each waits in a thread of the channel); more queue.
+WAITING_TRIALS = 128
+
+
+@ray.remote(num_cpus=0, concurrency_groups={"verdicts": WAITING_TRIALS})
 class EpochChannel:
-    """Holds rows pushed by workers until the driver drains them; carries stop requests back (trial ids)."""
+    """Rows pushed by workers until the driver drains them; the driver's answers on the way back.
+
+    ``push``, ``drain`` and ``answer`` run one at a time, in order; ``verdict``
+    calls (a worker waiting at an epoch where it may be stopped) wait in
+    threads of their own until the driver has answered for that epoch.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
-        self.stopped: set[int] = set()
+        self.stopped: set[int] = set()  # trial ids the driver ended
+        self.judged: dict[int, int] = {}  # trial id -> the last epoch whose rows the driver has handled
+        self.changed = threading.Condition()
 
     def push(self, rows: list[dict[str, Any]]) -> set[int]:
-        self.rows.extend(rows)
-        return self.stopped
+        with self.changed:
+            self.rows.extend(rows)
+            return set(self.stopped)
 
     def drain(self) -> list[dict[str, Any]]:
-        rows, self.rows = self.rows, []
-        return rows
+        with self.changed:
+            rows, self.rows = self.rows, []
+            return rows
 
-    def stop(self, trial_ids: list[int]) -> None:
-        self.stopped.update(trial_ids)
+    def answer(self, judged: dict[int, int], stopped: list[int]) -> None:
+        with self.changed:
+            self.stopped.update(stopped)
+            for trial_id, epoch in judged.items():
+                self.judged[trial_id] = max(epoch, self.judged.get(trial_id, 0))
+            self.changed.notify_all()
+
+    @ray.method(concurrency_group="verdicts")
+    def verdict(self, trial_id: int, epoch: int, timeout: float) -> bool | None:
+        """Whether the trial must stop once the driver has handled ``epoch`` (None: not yet, after ``timeout``)."""
+        with self.changed:
+            self.changed.wait_for(lambda: trial_id in self.stopped or self.judged.get(trial_id, 0) >= epoch, timeout)
+            if trial_id in self.stopped:
+                return True
+            return False if self.judged.get(trial_id, 0) >= epoch else None
 
 
 class _Pusher:
-    """The worker's ``deliver``: push rows without waiting; learn of stops one push later."""
+    """The worker's ``deliver``: push rows; where a verdict may fall, wait for it, elsewhere do not.
+
+    Without waiting, a stop is learnt one push later; with it, before the next epoch.
+    """
 
     def __init__(self, channel: Any, trial_id: int) -> None:
         self.channel = channel
@@ -60,7 +89,16 @@ class _Pusher:
         self.last: Any = None
         self.stopped: set[int] = set()
 
-    def __call__(self, rows: list[dict[str, Any]]) -> bool:
+    def __call__(self, rows: list[dict[str, Any]], wait: bool) -> bool:
+        if wait:
+            self.last = None
+            if self.trial_id in ray.get(self.channel.push.remote(rows)):
+                return True
+            epoch = rows[-1]["epoch"]
+            while True:
+                verdict = ray.get(self.channel.verdict.remote(self.trial_id, epoch, VERDICT_WAIT_SECONDS))
+                if verdict is not None:
+                    return verdict
         if self.last is not None:
             ready, _ = ray.wait([self.last], timeout=0)
             if ready:
@@ -84,7 +122,10 @@ def _remote_trial(job: TrialJob, channel: Any) -> Ended:
     return ended
 
 
-STREAM_DRAIN_SECONDS = 0.05
+# Trials that stream every epoch (a pruner or early stopping judges them) are
+# drained this often, and a worker waiting for a verdict asks again this often.
+STREAM_DRAIN_SECONDS = 0.02
+VERDICT_WAIT_SECONDS = 1.0
 
 
 class RayExecutor(Executor):
@@ -95,6 +136,8 @@ class RayExecutor(Executor):
         self.started_ray = False
         self.refs: dict[Any, tuple[TrialJob, float]] = {}
         self.last_drain = 0.0
+        self.seen: dict[int, int] = {}  # the last epoch of each trial returned by poll: handled by the next
+        self.stops: list[int] = []
 
     @property
     def capacity(self) -> int:  # type: ignore[override]
@@ -136,32 +179,42 @@ class RayExecutor(Executor):
         self.refs[ref] = (job, time.monotonic())
 
     def poll(self, timeout: float) -> list[Event]:
+        self._answer()
         if not self.refs:
             return []
         refs = list(self.refs)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        if ready:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         now = time.monotonic()
         # A task younger than FLUSH_SECONDS has pushed nothing yet (a short
         # trial's rows all come back in its outcome), so the channel is drained
         # only when an older task ended or is still streaming.
         old = [r for r, (job, t0) in self.refs.items() if job.flush_seconds == 0 or now - t0 >= FLUSH_SECONDS]
-        # Trials that stream every epoch (a pruner waits for them) are drained more often.
         streaming = any(self.refs[r][0].flush_seconds == 0 for r in old)
         interval = STREAM_DRAIN_SECONDS if streaming else FLUSH_SECONDS
+        ready, _ = ray.wait(refs, num_returns=1, timeout=min(timeout, interval))
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        now = time.monotonic()
         events: list[Event] = []
         if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
             self.last_drain = now
             rows = ray.get(self.channel.drain.remote())
             if rows:
                 events.append(Epochs(rows))  # before the ends: a trial's rows precede its end
+                for row in rows:
+                    self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], 0))
         return events + [self._outcome(ref) for ref in ready]
 
+    def handled(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        """What the last poll returned is handled now: tell the waiting workers, with the stops, in one call."""
+        if self.seen or self.stops:
+            self.channel.answer.remote(self.seen, self.stops)
+            self.seen, self.stops = {}, []
+
     def stop(self, trial_ids: Iterable[int]) -> None:
-        wanted = sorted(trial_ids)
-        if wanted:
-            self.channel.stop.remote(wanted)
+        self.stops.extend(trial_ids)
 
     def _outcome(self, ref: Any) -> Ended:
         job, _ = self.refs.pop(ref)

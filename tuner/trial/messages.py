@@ -31,10 +31,17 @@ class TrialJob:
     # epoch it diverges or its gradients explode or vanish (no round trip).
     watch: dict[str, Any] | None = None
     timeout: float | None = None  # trial_timeout, enforced where a signal can reach the workload
+    # Where the driver may stop the trial (a pruner's rungs, early stopping's epochs): there the
+    # worker waits for its verdict, so that no epoch runs after a stop. Elsewhere it does not wait.
+    wait_at: tuple[int, ...] = ()
+    wait_from: int | None = None  # and at every epoch from this one on
 
     @property
     def workload_params(self) -> dict[str, Any]:
         return {**self.context, **self.params}
+
+    def waits_at(self, epoch: int) -> bool:
+        return epoch in self.wait_at or (self.wait_from is not None and epoch >= self.wait_from)
 
 
 # ---------------------------------------------------------------------- outcomes: how the worker saw the end
@@ -101,6 +108,7 @@ class Ended:
     device: str = "cpu"
     node: str = ""
     wall_seconds: float = 0.0
+    waits: list[float] = field(default_factory=list)  # seconds the worker waited for each verdict
 
 
 Event = Union[Epochs, Ended]

@@ -19,6 +19,7 @@ FAIL_REASON, FAIL_KIND, FAIL_TRACEBACK = "fail_reason", "fail_kind", "fail_trace
 PRUNE_RULE, PRUNE_EPOCH, PRUNE_VALUES, PRUNE_REASON = "prune_rule", "prune_epoch", "prune_values", "prune_reason"
 EARLY_STOPPED, STOP_REASON = "early_stopped", "stop_reason"
 ATTEMPT, RETRY_OF, WARM_START = "attempt", "retry_of", "warm_start"
+VERDICT_WAITS = "verdict_waits_ms"  # per verdict the worker waited for: milliseconds
 
 # Why a FAIL happened, where the reason is not the configuration's.
 TIMEOUT = "timeout"  # ran past trial_timeout: counted (the configuration is too slow)

@@ -28,8 +28,9 @@ import optuna
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
-# Takes a batch of rows; answers True when the driver wants the trial stopped.
-Deliver = Callable[[list[dict[str, Any]]], bool]
+# Takes a batch of rows and whether to wait for the driver's verdict on them;
+# answers True when the driver wants the trial stopped.
+Deliver = Callable[[list[dict[str, Any]], bool], bool]
 
 
 class StopTrial(optuna.TrialPruned):
@@ -50,6 +51,7 @@ class Reporter:
         self.history: list[dict[str, Any]] = []
         self.thresholds = Thresholds(**job.watch) if job.watch is not None else None
         self.epochs = 0
+        self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
         self._last_report = time.perf_counter()
         self._last_flush = self._last_report
@@ -71,15 +73,22 @@ class Reporter:
             finding = alarm(self.history, self.thresholds)
             if finding is not None and (not final or finding.kind == DIVERGED):
                 raise StopTrial(f"trial {self.job.number}: {finding.kind}: {finding.detail}", finding)
-        if self.deliver is not None and now - self._last_flush >= self.job.flush_seconds:
+        if self.deliver is None:
+            return
+        if not final and self.job.waits_at(epoch):
+            self.flush(wait=True)  # a verdict may fall here: hear it before the next epoch starts
+        elif now - self._last_flush >= self.job.flush_seconds:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
         if not self.pending or self.deliver is None:
             return
         rows, self.pending = self.pending, []
-        self._last_flush = time.perf_counter()
-        if self.deliver(rows):
+        self._last_flush = start = time.perf_counter()
+        stop = self.deliver(rows, wait)
+        if wait:
+            self.waits.append(time.perf_counter() - start)
+        if stop:
             raise StopTrial(f"trial {self.job.number} stopped by the orchestrator")
 
 
@@ -143,7 +152,7 @@ def run_trial(
     result = _run(job, report, own_process)
     return Ended(
         job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
-        node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start,
+        node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start, waits=report.waits,
     )
 
 
