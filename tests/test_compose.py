@@ -1,9 +1,10 @@
 """The cluster of docker-compose.yml: its file checked, and its topology brought up natively.
 
-Docker does not run on these machines. So the compose file is validated
-against the Compose specification's schema and held to its security rules,
-and the same topology (PostgreSQL, a Ray head, a Ray worker node, the
-dashboard and the scheduler) runs as real processes on 127.0.0.1.
+The fast check. The compose file is validated against the Compose
+specification's schema and held to its security rules, and the same topology
+(PostgreSQL, a Ray head, a Ray worker node, the dashboard and the scheduler)
+runs as real processes on 127.0.0.1. tests/test_compose_docker.py runs the
+file itself, on a real Docker engine.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from tuner.schedule import Schedules
 from tuner.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = {"postgres", "ray-head", "ray-worker", "dashboard", "scheduler"}
+SERVICES = {"postgres", "ray-head", "ray-worker", "ray-worker-cpu", "dashboard", "scheduler"}
+TUNER_SERVICES = SERVICES - {"postgres"}
+RAY_NODES = {"ray-head", "ray-worker", "ray-worker-cpu", "scheduler"}
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +55,36 @@ def test_the_compose_file_has_the_services_and_their_order(compose):
             assert "healthcheck" in services[dependency], f"{name} waits on {dependency}, which has no healthcheck"
     assert set(services["scheduler"]["depends_on"]) == {"postgres", "ray-head"}
     assert set(services["dashboard"]["depends_on"]) == {"postgres"}
-    assert set(services["ray-worker"]["depends_on"]) == {"ray-head"}
+    assert set(services["ray-worker"]["depends_on"]) == set(services["ray-worker-cpu"]["depends_on"]) == {"ray-head"}
     assert "pgdata" in compose["volumes"]
     assert any(v.startswith("pgdata:") for v in services["postgres"]["volumes"])
     assert (REPO / "Dockerfile").is_file()
-    assert all(services[s].get("build") == "." for s in SERVICES - {"postgres"})
+    for name in TUNER_SERVICES:
+        service = services[name]
+        assert service["build"]["context"] == "." and service["image"] == "tuner:latest", name
+        # docker-compose ps says "healthy" of each, and a restart brings a dead one back.
+        assert "healthcheck" in service and service["restart"] == "unless-stopped", name
+        assert service.get("init") is True, f"{name}: Ray's orphaned processes need an init to reap them"
+    for name in RAY_NODES:
+        assert services[name].get("shm_size"), f"{name} is a Ray node: its object store lives in /dev/shm"
+    # The scheduler is a Ray node without CPUs: each scheduled run is a driver, which needs a raylet beside it.
+    script = (REPO / "docker" / "scheduler.sh").read_text()
+    assert services["scheduler"]["command"][0].endswith("/scheduler.sh")
+    assert '--num-cpus=0' in script and "tuner scheduler" in script
 
 
-def test_the_ray_worker_reserves_a_gpu_and_scales(compose):
-    worker = compose["services"]["ray-worker"]
-    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+def test_the_ray_workers_come_as_a_gpu_and_a_cpu_profile_and_scale(compose):
+    services = compose["services"]
+    gpu, cpu = services["ray-worker"], services["ray-worker-cpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    # An override cannot take a device reservation away (lists merge), so the CPU worker has none.
+    assert "deploy" not in cpu
+    assert gpu["command"] == cpu["command"] and "--address=ray-head:6379" in cpu["command"]
     # --scale needs services without a fixed name or host port.
-    assert "container_name" not in worker and "ports" not in worker
-    assert "--address=ray-head:6379" in worker["command"]
+    for worker in (gpu, cpu):
+        assert "container_name" not in worker and "ports" not in worker
 
 
 def test_the_compose_file_publishes_nothing_beyond_loopback_and_keeps_secrets_out(compose):
@@ -79,12 +98,19 @@ def test_the_compose_file_publishes_nothing_beyond_loopback_and_keeps_secrets_ou
         assert not any("@" in str(v) and ":" in str(v).split("@")[0].split("//")[-1] for v in env.values()), \
             f"{name} has a URL with a password"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    for name in SERVICES - {"postgres"}:
-        env = services[name]["environment"]
-        assert env["RAY_AUTH_MODE"] == "token", name
-        assert env["RAY_AUTH_TOKEN_PATH"] == "/run/secrets/ray_token", name
-        assert env["TUNER_STORAGE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
-        assert set(services[name]["secrets"]) == {"postgres_password", "ray_token"}
+    # Each secret only where it is used: Ray nodes hold the token, the store's clients the password.
+    for name in TUNER_SERVICES:
+        env, secrets = services[name]["environment"], set(services[name]["secrets"])
+        if name in RAY_NODES:
+            assert env["RAY_AUTH_MODE"] == "token", name
+            assert env["RAY_AUTH_TOKEN_PATH"] == "/run/secrets/ray_token" and "ray_token" in secrets, name
+        else:
+            assert "RAY_AUTH_TOKEN_PATH" not in env and "ray_token" not in secrets, name
+        if name in ("dashboard", "scheduler"):
+            assert env["TUNER_STORAGE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
+            assert "postgres_password" in secrets, name
+        else:  # workers never touch the database
+            assert "TUNER_STORAGE" not in env and "postgres_password" not in secrets, name
     assert {s["file"] for s in compose["secrets"].values()} == {"./secrets/postgres_password", "./secrets/ray_token"}
     assert "secrets/" in (REPO / ".gitignore").read_text().split()
     assert any(line.startswith("USER ") and "root" not in line for line in (REPO / "Dockerfile").read_text().splitlines())
