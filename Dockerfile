@@ -8,9 +8,10 @@ FROM python:3.11-slim
 ARG TORCH="torch==2.13.0"
 ARG TORCH_INDEX_URL=""
 
-# The services run as uid 1000; /app, their working directory, is theirs to write in
-# (the code below stays root's, read-only to them).
-RUN useradd --create-home --uid 1000 tuner && install -d -o tuner -g tuner /app
+# The services run as uid 1000; /app, their working directory, and /data/artifacts, where
+# the dashboard keeps learning curves (a volume, which takes this owner when first used),
+# are theirs to write in. The code below stays root's, read-only to them.
+RUN useradd --create-home --uid 1000 tuner && install -d -o tuner -g tuner /app /data/artifacts
 WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone, so that a change to tuner's code

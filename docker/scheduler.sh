@@ -5,7 +5,8 @@
 # so does the container, and Docker's restart policy brings both back together.
 set -u
 address="${RAY_ADDRESS:?set RAY_ADDRESS to the Ray head, e.g. ray-head:6379}"
-ray start --address="$address" --num-cpus=0 --block --disable-usage-stats &
+# Its object store (the runs' epoch channels live here) fits in the container's 1 GB /dev/shm.
+ray start --address="$address" --num-cpus=0 --object-store-memory=500000000 --block --disable-usage-stats &
 node=$!
 # Up to 3 minutes for the node to join (a head that restarted meanwhile leaves
 # `ray start` retrying for ever): then exit, and Docker starts the container again.

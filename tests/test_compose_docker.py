@@ -387,8 +387,9 @@ def test_every_service_is_healthy_and_nothing_listens_beyond_loopback(cluster: C
     # The services run as the unprivileged user; /app is theirs to write in.
     for service in SERVICES - {"postgres"}:
         container = cluster.of(service)[0]["Id"]
-        out = subprocess.run(["docker", "exec", container, "sh", "-c", "id -u && touch /app/.w && rm /app/.w"],
-                             capture_output=True, text=True)
+        out = subprocess.run(["docker", "exec", container, "sh", "-c", "id -u && touch /app/.w && rm /app/.w"
+                              + (" && touch /data/artifacts/.w && rm /data/artifacts/.w" if service == "dashboard"
+                                 else "")], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout.split()[0] == "1000", (service, out.stdout, out.stderr)
 
 
@@ -430,6 +431,10 @@ def test_a_scheduled_sweep_runs_on_the_ray_workers_and_lands_in_postgres_and_the
         (seen,) = [s for s in json.load(response)["study_summaries"] if s["study_name"] == sweep["study"]]
     with urllib.request.urlopen(f"{base}/api/studies/{seen['study_id']}", timeout=10) as response:
         assert [t["state"] for t in json.load(response)["trials"]] == ["Complete"] * TRIALS
+    # The dashboard attaches each finished trial's learning curves, kept in its artifacts volume.
+    dashboard = cluster.of("dashboard")[0]["Id"]
+    _wait(lambda: subprocess.run(["docker", "exec", dashboard, "ls", "/data/artifacts"], capture_output=True,
+                                 text=True).stdout.split(), 60, "the dashboard to store learning curves")
     shown = cluster.sh(command("docker-compose exec -T scheduler tuner schedule show nightly")).stdout
     assert sweep["study"] in shown and "succeeded" in shown, shown
 
