@@ -9,7 +9,7 @@ from optuna.trial import FrozenTrial
 
 # Which epoch and trial a row belongs to: the step and the run, not metrics.
 _IDENTITY = ("epoch", "trial", "trial_id", "study", "id")
-# Per-trial facts tuner keeps as user attributes, shown with each run's end (tuner/summary.py, tuner/diagnosis.py).
+# Per-trial facts tuner keeps as user attributes, shown with each run's end (tuner/trial/metrics.py, tuner/trial/diagnosis.py).
 SUMMARY_ATTRS = ("diagnosis", "diagnosis_epoch", "diagnosis_detail", "best_epoch", "final_gap", "final_gap_acc",
                  "epochs", "wall_seconds", "gpu_seconds", "device", "prune_rule", "prune_epoch", "prune_reason",
                  "fail_reason", "stop_reason", "early_stopped")
