@@ -16,9 +16,15 @@ here="$(cd "$(dirname "$0")" && pwd)"
 ca=/etc/ssl/certs/ca-certificates.crt
 hash="$(cat "$here/build-standins.sh" "$here"/standins/* "$ca" | sha256sum | cut -c1-16)"
 
-label_of() { docker image inspect -f '{{index .Config.Labels "tuner.standin"}}' "$1" 2>/dev/null || true; }
-if [ "$(label_of python:3.11-slim)" = "$hash" ] && [ "$(label_of postgres:15)" = "$hash" ]; then
-    echo "stand-in images python:3.11-slim and postgres:15 are up to date ($hash)"
+# Up to date: a stand-in built from these files, or the real image (no stand-in label),
+# which is never replaced.
+up_to_date() {
+    docker image inspect "$1" > /dev/null 2>&1 || return 1
+    label="$(docker image inspect -f '{{index .Config.Labels "tuner.standin"}}' "$1")"
+    [ "$label" = "$hash" ] || [ -z "$label" ] || [ "$label" = "<no value>" ]
+}
+if up_to_date python:3.11-slim && up_to_date postgres:15; then
+    echo "images python:3.11-slim and postgres:15 are up to date (stand-ins: $hash)"
     exit 0
 fi
 
@@ -43,6 +49,9 @@ mmdebstrap --variant=minbase --include=ca-certificates,netbase,tzdata,python3,py
 
 cp "$here"/standins/* "$work/"
 cp "$ca" "$work/ca-certificates.crt"
-docker build -q --network none --label "tuner.standin=$hash" -t python:3.11-slim -f "$work/python.Dockerfile" "$work"
-docker build -q --network none --label "tuner.standin=$hash" -t postgres:15 -f "$work/postgres.Dockerfile" "$work"
+for name in python postgres; do
+    tag="$( [ "$name" = python ] && echo python:3.11-slim || echo postgres:15 )"
+    up_to_date "$tag" || docker build -q --network none --label "tuner.standin=$hash" -t "$tag" \
+        -f "$work/$name.Dockerfile" "$work" > /dev/null
+done
 echo "built stand-in images python:3.11-slim and postgres:15 ($hash)"
