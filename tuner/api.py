@@ -19,16 +19,17 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner import strategies
-from tuner.errors import StorageError, TunerError
+from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, StudySpec, load_spec
+from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, load_spec, point_problems
 from tuner.store import Store
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
 
 SPEC_ATTR = "tuner.spec"
+ENQUEUED_ATTR = "enqueued"  # a trial whose params a user queued (tuner enqueue)
 log = logging.getLogger("tuner")
 
 
@@ -80,6 +81,23 @@ class Study:
 
         return frames.epochs_dataframe(self, trial)
 
+    def best_configurations(self, k: int) -> list[dict[str, Any]]:
+        """The params of the ``k`` best COMPLETE trials, best first: ``warm_start=`` for another study."""
+        done = [t for t in self.optuna.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None]
+        sign = -1.0 if self.optuna.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return [dict(t.params) for t in sorted(done, key=lambda t: (sign * t.value, t.number))[:k]]
+
+    @property
+    def target_reached(self) -> FrozenTrial | None:
+        """The first trial that reached the spec's `objective.target` (the study stopped there), or None."""
+        target = self.spec.get("objective", {}).get("target")
+        if target is None:
+            return None
+        reached = [t for t in self.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+                   and (t.value <= target if self.optuna.direction.name == "MINIMIZE" else t.value >= target)]
+        return min(reached, key=lambda t: t.datetime_complete or t.datetime_start, default=None)
+
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
         return metrics.accounting(self.trials, int(self.spec.get("epochs", 0)))
@@ -100,6 +118,7 @@ def launch(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
+    callbacks: Sequence[Callable[..., Any]] = (),
     **overrides: Any,
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
@@ -107,13 +126,15 @@ def launch(
     ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
     ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
     ``metric``/``direction`` set the objective. ``warm_start`` configurations
-    (e.g. the best of a previous study) run first; those that no longer fit
-    the space are left out.
+    (e.g. the best of a previous study: ``tuner.load(name).best_configurations(5)``)
+    run first; those that no longer fit the space are left out. ``callbacks``
+    are Optuna's ``callback(study, frozen_trial)``, called as each trial ends
+    (see :class:`tuner.recorder.Callbacks`).
     """
     return launch_with(
         spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
         storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
-        warm_start=warm_start,
+        warm_start=warm_start, callbacks=callbacks,
     )
 
 
@@ -130,11 +151,13 @@ def launch_with(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
+    callbacks: Sequence[Callable[..., Any]] = (),
 ) -> Study:
     """:func:`launch` with ``overrides`` as spec keys (an :class:`~tuner.spec.Overrides` names
     the flag or keyword a bad value came from, e.g. ``--trials`` from the CLI)."""
     _check_objective(objective)
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
+    callbacks = _callbacks(spec, callbacks)
     workload = objective if objective is not None else spec.workload_target
     store = Store(storage)
     name = study or spec.name
@@ -152,7 +175,7 @@ def launch_with(
         result = Study(optuna_study, store, plan)
         if on_start is not None:
             on_start(spec, result)
-        Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan).run()
+        Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks).run()
     return result
 
 
@@ -164,16 +187,18 @@ def resume(
     executor: str = "ray",
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    callbacks: Sequence[Callable[..., Any]] = (),
     **overrides: Any,
 ) -> Study:
     """Continue a study to its budget with the spec it was launched with.
 
     Trials left RUNNING by an orchestrator that died are marked failed (they
     do not count toward the budget); ``trials`` may be raised to run more.
+    ``callbacks`` as for :func:`launch`.
     """
     return resume_with(
         name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
-        ray_address=ray_address, on_progress=on_progress,
+        ray_address=ray_address, on_progress=on_progress, callbacks=callbacks,
     )
 
 
@@ -186,6 +211,7 @@ def resume_with(
     executor: str = "ray",
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    callbacks: Sequence[Callable[..., Any]] = (),
 ) -> Study:
     """:func:`resume` with ``overrides`` as spec keys (see :func:`launch_with`)."""
     store = Store(storage)
@@ -200,12 +226,13 @@ def resume_with(
             "resume it from Python: tuner.resume(name, objective=that_function)."
         )
     plan = Plan.of(spec)
+    callbacks = _callbacks(spec, callbacks)
     optuna_study = store.load_study(name, sampler=_resumed_sampler(plan, optuna_study))
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
         workload = objective if objective is not None else spec.workload_target
         runner.check_workload(workload)
-        orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan)
+        orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks)
         orchestrator.recover(every_running=exclusive)
         if orchestrator.budget_reached():
             done = orchestrator.progress
@@ -221,6 +248,34 @@ def load(name: str, storage: str | None = None) -> Study:
     """Open an existing study (read it, or look at its epochs)."""
     store = Store(storage)
     return Study(store.load_study(name), store)
+
+
+def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None = None, *,
+            source: str = "points") -> Study:
+    """Queue configurations to run first in a study (Optuna's ``enqueue_trial``), each checked against its space.
+
+    A running study takes them at its next trial; otherwise the next
+    ``resume`` does, within the study's budget. Nothing is queued unless every
+    point fits: a problem names the point, the param, its range and the fix
+    (``source`` names where the points came from, e.g. the JSON file).
+    """
+    store = Store(storage)
+    optuna_study = store.load_study(name)
+    saved = optuna_study.user_attrs.get(SPEC_ATTR)
+    if not saved:
+        raise StorageError(f"study {name!r} was not launched by tuner (it has no {SPEC_ATTR!r}); "
+                           "use optuna's study.enqueue_trial for it.")
+    spec = load_spec({**saved, "name": saved.get("name", name)})
+    problems = []
+    for i, params in enumerate(points):
+        found = [] if strategies.fits(spec, params) else point_problems(spec, params) or ["does not fit the space"]
+        problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
+    if problems:
+        raise SpecError(source, problems)
+    for params in points:
+        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params[k], FloatParam)}
+        optuna_study.enqueue_trial({**params, **floats}, user_attrs={ENQUEUED_ATTR: True})
+    return Study(optuna_study, store, Plan.of(spec))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -255,6 +310,27 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
         ) from None
 
 
+def _callbacks(spec: StudySpec, given: Sequence[Callable[..., Any]]) -> list[Any]:
+    """The session's study callbacks: those given, then the spec's `log:` loggers (their library imported only then)."""
+    if callable(given) or isinstance(given, (str, bytes)):
+        given = [given]  # one callback, not wrapped in a list: what it meant is plain
+    for callback in given:
+        if not callable(callback):
+            raise TunerError(f"callbacks: each must be callable as callback(study, frozen_trial), but got "
+                             f"{callback!r} ({type(callback).__name__}). Fix: pass functions or callback objects, "
+                             "e.g. callbacks=[optuna_integration.MLflowCallback(...)].")
+    loggers: list[Any] = []
+    if spec.log is not None and spec.log.tensorboard is not None:
+        from tuner.integrations.tensorboard import TensorBoardCallback
+
+        loggers.append(TensorBoardCallback(spec.log.tensorboard))
+    if spec.log is not None and spec.log.mlflow is not None:
+        from tuner.integrations.mlflow import MLflowCallback
+
+        loggers.append(MLflowCallback(spec.log.mlflow))
+    return [*given, *loggers]
+
+
 def _renamed(overrides: Mapping[str, Any], given_as: str | None = None) -> dict[str, Any]:
     """Keyword arguments as spec keys.
 
@@ -276,7 +352,7 @@ def _renamed(overrides: Mapping[str, Any], given_as: str | None = None) -> dict[
     return Overrides(out, spelled) if given_as else out
 
 
-_OBJECTIVE_KEYS = ("metric", "direction", "mode", "gap_penalty", "max_gap")
+_OBJECTIVE_KEYS = ("metric", "direction", "mode", "gap_penalty", "max_gap", "target")
 
 
 def _make_spec(
@@ -333,8 +409,14 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
             log.warning("%s", plan.grid_cut)
         for params in plan.grid_points()[: plan.trials]:
             study.enqueue_trial(params)
+        if warm_start:
+            log.info("warm start: left out, as a grid runs every point of its space anyway")
         return study  # the grid is queued already; warm-start points would only repeat some
-    for params in warm_start:
-        if strategies.fits(spec, params):
-            study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
+    fitting = [params for params in warm_start if strategies.fits(spec, params)]
+    for params in fitting:
+        study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
+    if warm_start:
+        left = len(warm_start) - len(fitting)
+        log.info("warm start: %d configuration%s queued first%s", len(fitting), "" if len(fitting) == 1 else "s",
+                 f" ({left} left out: outside this space)" if left else "")
     return study

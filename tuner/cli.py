@@ -101,12 +101,33 @@ def cmd_launch(args: argparse.Namespace) -> int:
         "strategy": args.strategy, "trials": args.trials, "parallel": args.parallel,
         "epochs": args.epochs, "seed": args.seed, "timeout": args.timeout,
     })
+    warm = _warm_start_points(args)
     with _progress_display(args.quiet) as (on_start, on_progress):
         study = launch_with(
             args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
-            ray_address=args.ray_address, on_progress=on_progress, on_start=on_start,
+            ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, warm_start=warm,
         )
     return _print_result(study, args)
+
+
+def _warm_start_points(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """--warm-start-from STUDY: the --warm-start K best configurations of that study, in the same store."""
+    import tuner
+    from tuner.errors import TunerError
+
+    if args.warm_start_from is None:
+        if args.warm_start is not None:
+            raise TunerError("--warm-start: says how many configurations to take from --warm-start-from STUDY, "
+                             "which is missing. Fix: add --warm-start-from STUDY, or drop --warm-start.")
+        return []
+    k = 5 if args.warm_start is None else args.warm_start
+    if k < 1:
+        raise TunerError(f"--warm-start: must be >= 1, but got {k}. Fix: e.g. --warm-start 5.")
+    points = tuner.load(args.warm_start_from, args.storage).best_configurations(k)
+    if not points:
+        err.print(f"warm start: study {args.warm_start_from} has no completed trial; nothing to start from.",
+                  highlight=False)
+    return points
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -299,6 +320,47 @@ def cmd_copy(args: argparse.Namespace) -> int:
     console.print(f"copied study {args.study} to {name} in {target.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
     return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Queue configurations from a JSON file (an object of param values, or a list of them) to run first."""
+    from tuner.api import enqueue
+    from tuner.trial.record import counts_toward_budget
+
+    points = _read_points(args.params)
+    study = enqueue(args.study, points, args.storage, source=args.params)
+    trials = study.optuna.get_trials(deepcopy=False)
+    done, planned = sum(map(counts_toward_budget, trials)), study.plan.trials
+    queued = sum(t.state.name == "WAITING" for t in trials)
+    when = (f"they run first at `tuner resume {study.name}` (or at the next trial of a run that goes)"
+            if planned - done >= queued else
+            f"its budget has room for {max(planned - done, 0)} of the {queued} queued: `tuner resume {study.name} "
+            f"--trials {done + queued}` runs them all")
+    console.print(f"queued {_count(len(points), 'configuration')} in study {study.name} ({done}/{planned} "
+                  f"trials done); {when}.", highlight=False)
+    return 0
+
+
+def _read_points(path: str) -> list[dict[str, Any]]:
+    from tuner.errors import SpecError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise SpecError(path, ["no such file. Fix: check the path."]) from None
+    except OSError as exc:
+        raise SpecError(path, [f"cannot be read: {exc.strerror}. Fix: check the file's permissions."]) from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(path, [f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+                               "Fix: correct the JSON there."]) from None
+    except UnicodeDecodeError:
+        raise SpecError(path, ["must be UTF-8 JSON text, but is not. Fix: name the JSON file of params."]) from None
+    points = [data] if isinstance(data, dict) else data
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
+        raise SpecError(path, [f"must hold a JSON object of param values, or a non-empty list of them, but got "
+                               f"{json.dumps(data)[:80]}. Fix: e.g. {{\"lr\": 0.01, \"depth\": 2}}."])
+    return points
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -571,6 +633,12 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     for t in top:
         console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
     console.print(f"best trial {best.number}: value {fmt(best.value)}  {_params(best.params)}", highlight=False)
+    reached = study.target_reached
+    if reached is not None:
+        target = study.spec["objective"]["target"]
+        console.print(f"target reached: trial {reached.number} has value {fmt(reached.value)} "
+                      f"{'<=' if direction == 'minimize' else '>='} {fmt(target)} (objective.target), so no new "
+                      f"trial started after it", highlight=False)
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
         f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
@@ -685,6 +753,9 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--parallel", type=int, help="trials running at once")
     launch.add_argument("--epochs", type=int, help="epochs per trial")
     launch.add_argument("--seed", type=int, help="seed of the strategy and the workloads")
+    launch.add_argument("--warm-start-from", metavar="STUDY",
+                        help="run the best configurations of STUDY (same store) first; those outside this space are left out")
+    launch.add_argument("--warm-start", type=int, metavar="K", help="with --warm-start-from: how many (default: 5)")
     _run_options(launch)
 
     resume = add("resume", cmd_resume, "continue a study to its budget (stale RUNNING trials are marked FAIL)")
@@ -723,6 +794,11 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--to", required=True, metavar="URL", help="the store to copy to (it may be the same one)")
     copy.add_argument("--name", help="the copy's name (default: the study's; needed to copy within one store)")
     _storage_option(copy)
+
+    enq = add("enqueue", cmd_enqueue, "queue configurations to run first in a study (checked against its space)")
+    enq.add_argument("study")
+    enq.add_argument("params", metavar="PARAMS.json", help='a JSON object of param values, or a list of them: {"lr": 0.01}')
+    _storage_option(enq)
 
     rep = add("report", cmd_report, "write a self-contained HTML report of a study (opens offline)")
     rep.add_argument("study")

@@ -138,6 +138,19 @@ def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
     return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
 
 
+def reaches_target(ending: Ending, plan: Plan) -> bool:
+    """Whether a trial's end reaches `objective.target`: a feasible COMPLETE trial at or beyond it."""
+    feasible = ending.constraint is None or ending.constraint <= 0
+    return ending.state == TrialState.COMPLETE and feasible and meets_target(ending.value, plan.spec)
+
+
+def meets_target(value: float | None, spec: Any) -> bool:
+    target = spec.objective.target
+    if target is None or value is None:
+        return False
+    return value <= target if spec.direction == "minimize" else value >= target
+
+
 # ---------------------------------------------------------------------- the ending and its facts
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,6 @@ from tuner.trial.messages import Ended, Epochs, Event
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
-# When this many trials have ended and every one failed, the workload is
-# broken: stop, rather than spend the whole budget finding that out.
-FAIL_FAST_TRIALS = 3
 POLL_SECONDS = 0.05
 # A trial past trial_timeout gets this long to stop itself before it is killed.
 KILL_AFTER_SECONDS = 2.0
@@ -90,6 +87,7 @@ class Orchestrator:
         workload: Any = None,
         on_progress: Callable[[Progress], None] | None = None,
         plan: Plan | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> None:
         self.plan = plan or Plan.of(spec)
         self.spec = spec
@@ -98,9 +96,13 @@ class Orchestrator:
         self.executor = executor
         self.workload = workload if workload is not None else spec.workload_target
         self.on_progress = on_progress
-        self.recorder = Recorder(spec, store, study)
+        self.recorder = Recorder(spec, store, study, callbacks)
         self.running: dict[int, Run] = {}  # by trial id
         self.progress = recovery.count_existing(study, self.plan.trials)
+        # (trial number, value) of the trial that reached `objective.target`: no new trial starts.
+        self.reached: tuple[int, float] | None = None
+        if lifecycle.meets_target(self.progress.best_value, spec):  # a resume, reached already
+            self._reach(self.progress.best_trial, self.progress.best_value)
         self.first_error: tuple[int, str] | None = None
         self.last_heartbeat = 0.0
         self._asked: optuna.Trial | None = None  # asked, not yet submitted (kept across an outage)
@@ -109,11 +111,11 @@ class Orchestrator:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> None:
-        """Run trials until the budget or the timeout is used up."""
+        """Run trials until the budget or the timeout is used up, or a trial reaches the target."""
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else math.inf
         try:
             while True:
-                if time.monotonic() < deadline:
+                if time.monotonic() < deadline and self.reached is None:
                     self._launch_more()
                 if not self.running and not self._waiting.for_others(self):
                     break
@@ -129,6 +131,7 @@ class Orchestrator:
             raise
         finally:
             self.executor.close()
+            self.recorder.close()
             self._report_progress()
 
     def _launch_more(self) -> None:
@@ -169,7 +172,7 @@ class Orchestrator:
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
             return
-        self.recorder.epochs(event.rows)
+        self.recorder.epochs(event.rows, {run.trial_id: run})
         run.rows.extend(event.rows)
         self._apply(run, lifecycle.on_ended(run, event, self.plan, now))
         if lifecycle.starves_the_pruner(run, event, self.plan):
@@ -177,7 +180,7 @@ class Orchestrator:
 
     def _on_epochs(self, event: Epochs, now: float) -> None:
         rows = [r for r in event.rows if r["trial_id"] in self.running]  # a stopped trial's late rows go
-        self.recorder.epochs(rows)
+        self.recorder.epochs(rows, self.running)
         touched = {}
         for row in rows:
             run = self.running[row["trial_id"]]
@@ -201,6 +204,8 @@ class Orchestrator:
         self.progress.running = len(self.running)
         if step.end.state == TrialState.FAIL and step.end.counted and self.first_error is None:
             self.first_error = (run.number, getattr(step.end.why, "reason", "no value"))
+        if self.reached is None and lifecycle.reaches_target(step.end, self.plan):
+            self._reach(run.number, step.end.value)
 
     def _pruner_verdict(self, run: Run) -> tuple[bool, float | None]:
         frozen = self.recorder.frozen(run.trial_id)
@@ -235,18 +240,27 @@ class Orchestrator:
             study=self.study.study_name,
         )
 
+    def _reach(self, number: int | None, value: float | None) -> None:
+        """A trial reached `objective.target`: the study starts no new trial; those running finish (as W&B's)."""
+        self.reached = (number if number is not None else -1, value if value is not None else math.nan)
+        objective = self.spec.objective
+        log.info("target reached: trial %s has %s %s %s %s (objective.target); no new trial starts%s", number,
+                 objective.metric, metrics.fmt(value), "<=" if self.spec.direction == "minimize" else ">=",
+                 metrics.fmt(objective.target), f", the {len(self.running)} running finish" if self.running else "")
+
     def _fail_fast(self) -> None:
+        """When the first `max_failed_trials` trials to end all failed, the workload is broken: stop."""
         if self.progress.complete or self.progress.pruned or self.first_error is None:
             return
-        if self.progress.failed < FAIL_FAST_TRIALS or self.progress.finished >= self.progress.planned:
+        if self.progress.failed < self.spec.max_failed_trials or self.progress.finished >= self.progress.planned:
             return  # too few failures to judge, or nothing left to save
         number, error = self.first_error
         failed = self.progress.failed
         self._abort("study stopped: its first trials all failed")
         first = next(t for t in self.recorder.trials() if t.number == number)
         raise StudyFailedError(
-            f"the first {failed} trials all failed, so the study stopped instead of "
-            f"spending its budget. Trial {number} failed with: {error}. Fix the workload.",
+            f"the first {failed} trials all failed (max_failed_trials: {self.spec.max_failed_trials}), so the study "
+            f"stopped instead of spending its budget. Trial {number} failed with: {error}. Fix the workload.",
             study=self.study.study_name, workload_traceback=first.user_attrs.get(record.FAIL_TRACEBACK),
         )
 

@@ -163,6 +163,8 @@ class Objective(_Model):
     gap_penalty: float = Field(default=0.0, ge=0)
     # A constraint: trials whose gap (at the best epoch) exceeds this are infeasible.
     max_gap: float | None = None
+    # Stop starting trials once a completed trial's value reaches this (W&B sweeps' `target`).
+    target: float | None = None
 
     @property
     def resolved_direction(self) -> str:
@@ -246,6 +248,13 @@ class Resources(_Model):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class Log(_Model):
+    """Where every epoch is logged besides the store (tuner/integrations): a TensorBoard directory, an MLflow URI."""
+
+    tensorboard: str | None = None
+    mlflow: str | None = None
+
+
 class StudySpec(_Model):
     """A validated study: what to tune, how, and with which budget."""
 
@@ -263,6 +272,9 @@ class StudySpec(_Model):
     trial_timeout: float | None = Field(default=None, gt=0)
     # Re-runs (same params) of a trial whose worker process or node died.
     retries: int = Field(default=1, ge=0)
+    # When this many trials have ended and every one failed, the workload is broken: the study stops.
+    max_failed_trials: int = Field(default=3, gt=0)
+    log: Log | None = None
     resources: Resources = Resources()
     fixed: dict[str, Scalar | None] = {}
     pruner: Pruner = Pruner()
@@ -297,6 +309,14 @@ class StudySpec(_Model):
                 f"but got {_shown(number)}. Fix: use a seed in that range, e.g. seed: 0."
             )
         return parse(number)
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _check_log(cls, log: Any) -> Any:
+        if log is not None and not isinstance(log, Mapping):
+            raise ValueError(f"must be a mapping of loggers, but got {_shown(log)}. "
+                             "Fix: e.g. log: {tensorboard: runs, mlflow: file:./mlruns}.")
+        return log
 
     @field_validator("params")
     @classmethod
@@ -444,6 +464,7 @@ def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int])
     problems += _workload_problems(spec)
     problems += _builtin_param_problems(spec, lines)
     problems += _metric_problems(spec)
+    problems += _target_problems(spec) + _log_problems(spec)
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
     problems += _cycle_problems(spec, lines)
@@ -521,6 +542,43 @@ def _metric_problems(spec: StudySpec) -> list[str]:
             f"but got {_shown(metric)}."
         ]
     return []
+
+
+def _target_problems(spec: StudySpec) -> list[str]:
+    """An accuracy never exceeds 1: a target of 97 (meant as 97%) would never stop the study."""
+    target, objective = spec.objective.target, spec.objective
+    if target is None or not objective.metric.endswith("acc") or objective.gap_penalty or 0 <= target <= 1:
+        return []
+    return [
+        f"objective.target: {objective.metric} is a fraction in [0, 1], so the study could never reach "
+        f"{_shown(target)}. Fix: give it as a fraction, e.g. target: {min(abs(target) / 100, 1.0):g}."
+    ]
+
+
+# MLflow's tracking URI schemes (mlflow.tracking._tracking_service.utils); a bare path is a file store.
+MLFLOW_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "uc")
+
+
+def _log_problems(spec: StudySpec) -> list[str]:
+    """Each logger of `log:` needs its library, and a place it can write."""
+    import importlib.util
+
+    log, problems = spec.log, []
+    if log is None:
+        return []
+    for key, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        if getattr(log, key) is not None and importlib.util.find_spec(package) is None:
+            problems.append(f"log.{key}: needs the {package} package, which is not installed. "
+                            f"Fix: pip install {package}, or remove log.{key}.")
+    if log.tensorboard is not None and (not log.tensorboard.strip() or Path(log.tensorboard).is_file()):
+        problems.append(f"log.tensorboard: must name a directory for TensorBoard's event files (created if "
+                        f"missing), but got {_shown(log.tensorboard)}. Fix: e.g. log: {{tensorboard: runs}}.")
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", log.mlflow or "")
+    if log.mlflow is not None and (not log.mlflow.strip() or (
+            scheme and scheme.group(1).split("+")[0].lower() not in MLFLOW_SCHEMES)):
+        problems.append(f"log.mlflow: must be an MLflow tracking URI ({', '.join(MLFLOW_SCHEMES)}, or a "
+                        f"directory), but got {_shown(log.mlflow)}. Fix: e.g. log: {{mlflow: file:./mlruns}}.")
+    return problems
 
 
 def _param_problems(spec: StudySpec, name: str, param: Any) -> list[str]:
@@ -638,6 +696,57 @@ def _grid_problems(spec: StudySpec) -> list[str]:
             f"`values: [...]` (or a larger `step` on an int), or use strategy random or tpe."
         ]
     return []
+
+
+def point_problems(spec: StudySpec, params: Mapping[str, Any]) -> list[str]:
+    """Why ``params`` is no configuration of the space, one line a param (none: it is one, as strategies.fits says).
+
+    For points given by hand (``tuner enqueue``): every param that is active
+    must be there and in its range; one inactive (its `when` unmet) or unknown
+    must not.
+    """
+    problems, chosen = [], {}
+    for name, param in spec.params.items():
+        unmet = {k: v for k, v in (param.when or {}).items() if chosen.get(k, _UNSET) != v}
+        if unmet:
+            if name in params:
+                problems.append(f"{_cut(name)}: is only used when {_when(unmet)}, but got {_cut(name)}="
+                                f"{_shown(params[name])} without it. Fix: remove {_cut(name)}.")
+            continue
+        if name not in params:
+            problems.append(f"{_cut(name)}: is missing. Fix: give it a value ({_range(param)}).")
+            continue
+        chosen[name] = params[name]
+        if not _in_range(param, params[name]):
+            problems.append(f"{_cut(name)}: must be {_range(param)}, but got {_shown(params[name])}. "
+                            "Fix: use a value in the study's space.")
+    for name in params:
+        if name not in spec.params:
+            problems.append(f"{_cut(name)}: is not a param of the study's space.{_did_you_mean(name, spec.params)} "
+                            f"Valid params: {_listed(list(spec.params), most=10, quote=False)}. Fix: remove it.")
+    return problems
+
+
+_UNSET = object()
+
+
+def _when(condition: Mapping[str, Any]) -> str:
+    return " and ".join(f"{_cut(k)}={_shown(v)}" for k, v in condition.items())
+
+
+def _range(param: Any) -> str:
+    if isinstance(param, CategoricalParam) or param.values is not None:
+        return f"one of {_shown(list(param.values))}"
+    kind = "an integer" if isinstance(param, IntParam) else "a number"
+    return f"{kind} in [{_shown(param.low)}, {_shown(param.high)}]"
+
+
+def _in_range(param: Any, value: Any) -> bool:
+    if isinstance(param, CategoricalParam) or param.values is not None:
+        return value in param.values
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return param.low <= value <= param.high and (not isinstance(param, IntParam) or float(value).is_integer())
 
 
 # --------------------------------------------------------------------------- loading
@@ -879,6 +988,7 @@ _PARAM_MODELS = {"float": FloatParam, "int": IntParam, "categorical": Categorica
 _SECTION_MODELS = {
     "objective": Objective, "resources": Resources, "early_stopping": EarlyStopping,
     "diagnostics": Thresholds,
+    "log": Log,
 }
 
 
