@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import strategies
+from tuner import probe, strategies
 from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
@@ -164,11 +164,14 @@ def launch_with(
     store.check_new(name)
     runner = make_executor(executor, ray_address)
     runner.check_workload(workload)
+    spec, probed = probe.before_study(spec, workload)  # the spec's lr range test; with narrow: its bounds
     plan = Plan.of(spec)
     with study_lock(store.url, name):
         runner.start(spec.resources.model_dump(), spec.parallel)
         try:
             optuna_study = _create(store, name, plan, warm_start)
+            if probed is not None:
+                optuna_study.set_user_attr(probe.ATTR, probed.evidence())
         except BaseException:
             runner.close()
             raise

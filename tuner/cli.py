@@ -143,6 +143,33 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _print_result(study, args)
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """The spec's lr range test: the range it found and a plot; with --narrow, then the study on that range."""
+    from tuner import probe
+    from tuner.spec import Overrides, Probe, load_spec
+
+    spec = load_spec(args.spec)
+    plot = args.output or f"{spec.name}-probe.png"
+    if not args.narrow:
+        found = probe.run(spec, spec.workload_target)
+        console.print(found.summary(spec.name), highlight=False)
+        err.print(f"wrote the plot to {found.save_png(plot, spec.name)}", highlight=False)
+        return 0
+    from tuner.api import launch_with
+
+    settings = {**(spec.probe or Probe()).model_dump(), "narrow": True}
+    overrides = Overrides.flags({"probe": settings, "trials": args.trials, "timeout": args.timeout})
+    with _progress_display(args.quiet) as (on_start, on_progress):
+        def started(spec: Any, study: Any) -> None:
+            found = probe.Finding.from_evidence(study.optuna.user_attrs[probe.ATTR])
+            err.print(f"wrote the plot to {found.save_png(plot, spec.name)}", highlight=False)
+            on_start(spec, study)
+
+        study = launch_with(args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
+                            ray_address=args.ray_address, on_progress=on_progress, on_start=started)
+    return _print_result(study, args)
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
@@ -762,6 +789,16 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("study")
     resume.add_argument("--trials", type=int, help="raise the study's budget to this many trials")
     _run_options(resume)
+
+    probe = add("probe", cmd_probe, "a learning-rate range test: where the loss starts to fall and where it "
+                "blows up, with a plot; --narrow then runs the study on that lr range")
+    probe.add_argument("spec", help="search-space file with a float param lr")
+    probe.add_argument("--narrow", action="store_true",
+                       help="then launch the study with params.lr cut to the range found (as probe: {narrow: true})")
+    probe.add_argument("-o", "--output", metavar="FILE", help="the plot, a PNG (default: NAME-probe.png)")
+    probe.add_argument("--study", help="with --narrow: study name (default: the spec's name)")
+    probe.add_argument("--trials", type=int, help="with --narrow: number of trials")
+    _run_options(probe)
 
     studies = add("studies", cmd_studies, "list the studies in the store")
     _output_options(studies)

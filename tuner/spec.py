@@ -243,6 +243,20 @@ class EarlyStopping(_Model):
     min_delta: float = Field(default=0.0, ge=0)
 
 
+class Probe(_Model):
+    """A learning-rate range test before the study (tuner/probe.py); ``probe: true`` takes these defaults."""
+
+    # Cut params.lr to the range the probe supports before the study is created.
+    narrow: bool = False
+    # Built-in workloads: optimizer steps of the one run, lr raised each step (~22 a decade over 9).
+    steps: int = Field(default=200, ge=10)
+    # Other workloads: learning rates tried, one short run each, for `epochs` epochs.
+    points: int = Field(default=8, ge=3)
+    epochs: int = Field(default=1, gt=0)
+    # Values for the other params while probing (default: the middle of each range, a categorical's first).
+    params: dict[str, Scalar] = {}
+
+
 class Resources(_Model):
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
@@ -280,6 +294,7 @@ class StudySpec(_Model):
     pruner: Pruner = Pruner()
     early_stopping: EarlyStopping | None = None
     diagnostics: Thresholds = Thresholds()
+    probe: Probe | None = None
     params: dict[str, Param]
 
     @field_validator("name")
@@ -317,6 +332,18 @@ class StudySpec(_Model):
             raise ValueError(f"must be a mapping of loggers, but got {_shown(log)}. "
                              "Fix: e.g. log: {tensorboard: runs, mlflow: file:./mlruns}.")
         return log
+
+    @field_validator("probe", mode="before")
+    @classmethod
+    def _check_probe(cls, probe: Any) -> Any:
+        if isinstance(probe, bool):
+            return {} if probe else None
+        if probe is not None and not isinstance(probe, Mapping):
+            raise ValueError(
+                f"must be true, false or a mapping of its options, but got {_shown(probe)}. "
+                "Fix: e.g. probe: true, or probe: {narrow: true}."
+            )
+        return probe
 
     @field_validator("params")
     @classmethod
@@ -468,6 +495,7 @@ def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int])
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
     problems += _cycle_problems(spec, lines)
+    problems += _probe_problems(spec)
     if spec.strategy == "grid" and not problems:
         problems += _grid_problems(spec)
     return problems
@@ -615,6 +643,29 @@ def _param_problems(spec: StudySpec, name: str, param: Any) -> list[str]:
                 f"{spec.params[other].type}. Fix: make {_shown(other)} categorical."
             )
     return problems
+
+
+def _probe_problems(spec: StudySpec) -> list[str]:
+    """The range test sweeps params.lr geometrically between its bounds: it needs such a param."""
+    if spec.probe is None:
+        return []
+    lr = spec.params.get("lr")
+    if not isinstance(lr, FloatParam) or lr.values is not None or not 0 < lr.low < lr.high:
+        got = "no param lr" if lr is None else f"params.lr = {_shown(lr.model_dump(exclude_none=True))}"
+        return [
+            f"probe: needs a continuous float param lr with 0 < low < high (it raises lr geometrically "
+            f"between them), but got {got}. Fix: e.g. lr: {{type: float, low: 1.0e-5, high: 1.0, log: true}}, "
+            "or drop `probe`."
+        ]
+    unknown = [name for name in spec.probe.params if name not in spec.params or name == "lr"]
+    if unknown:
+        return [
+            f"probe.params: pins values of the other params while probing, but got "
+            f"{_listed(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not among them."
+            f"{_did_you_mean(unknown[0], [p for p in spec.params if p != 'lr'])} Fix: name params of "
+            f"`params` other than lr."
+        ]
+    return []
 
 
 def _dependency_order(params: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -987,7 +1038,7 @@ class _Refused(Exception):
 _PARAM_MODELS = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
 _SECTION_MODELS = {
     "objective": Objective, "resources": Resources, "early_stopping": EarlyStopping,
-    "diagnostics": Thresholds,
+    "diagnostics": Thresholds, "probe": Probe,
     "log": Log,
 }
 
