@@ -211,6 +211,7 @@ def test_optuna_integrations_wandb_callback_takes_tuner_trials_unchanged_offline
     for trial in study.trials:
         callback(study.optuna, trial)
     wandb.finish()
+    wandb.teardown()  # stops the W&B service process, which writes the offline run file: all of it is on disk
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     rows = wandb_history(run_file)
     history = {row.get("_step"): row for row in rows}
