@@ -215,3 +215,16 @@ def test_one_trial_is_singular() -> None:
         "auto → Bayesian optimization, Gaussian process "
         "(1 trial over 1 continuous param: GP is the most sample-efficient at small budgets)"
     )
+
+
+def test_an_objective_keyword_changes_that_key_of_the_files_objective_not_all_of_it() -> None:
+    from tuner.api import _make_spec, _renamed
+
+    source = spec(objective={"metric": "val_acc", "direction": "maximize", "mode": "last"})
+    loaded = _make_spec(source, None, None, _renamed({"max_gap": 0.2}, "keyword"))
+    objective = loaded.objective
+    assert (objective.metric, objective.resolved_direction, objective.mode, objective.max_gap) == \
+           ("val_acc", "maximize", "last", 0.2)
+    with pytest.raises(SpecError) as info:
+        _make_spec(source, None, None, _renamed({"mode": "first"}, "keyword"))
+    assert str(info.value).startswith("mode=: ")  # the keyword is blamed, the file's other keys are not

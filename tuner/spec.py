@@ -841,9 +841,15 @@ def load_spec(
         raw, lines, problems = _read_yaml(Path(source))
     raw.setdefault("name", Path(label).stem.replace("_", "-") if label != "<spec>" else "study")
     for key, value in (overrides or {}).items():
-        if value is not None:
-            raw[key] = value
-            lines = {path: line for path, line in lines.items() if path[0] != key}  # no longer the file's
+        if value is None:
+            continue
+        if key == "objective" and isinstance(value, Mapping) and isinstance(raw.get(key), Mapping):
+            # metric=, direction=, max_gap=, ... change those keys of the file's objective, not all of it.
+            raw[key] = {**raw[key], **value}
+            lines = {path: line for path, line in lines.items() if path[:2] not in {(key, k) for k in value}}
+            continue
+        raw[key] = value
+        lines = {path: line for path, line in lines.items() if path[0] != key}  # no longer the file's
     try:
         spec = StudySpec.model_validate(raw, context={"lines": lines})
     except ValidationError as exc:
