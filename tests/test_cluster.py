@@ -46,6 +46,32 @@ def test_a_study_runs_on_both_nodes_of_a_cluster(cluster, tmp_path):
     assert all(t.user_attrs["device"] == "cpu" for t in trials)
 
 
+def test_no_epoch_runs_after_a_stop_on_a_cluster(cluster, tmp_path):
+    """The verdict a worker waits for crosses nodes: still 0 epochs after a stop (see test_stop_before_next_epoch)."""
+    address, env = cluster
+    tally = tmp_path / "tally"
+    tally.mkdir()
+    spec = tmp_path / "stops.yaml"
+    spec.write_text(
+        "name: stops\nworkload: tests.workloads:tallied\nstrategy: random\nseed: 3\ntrials: 6\nparallel: 2\n"
+        f"epochs: 6\nresources: {{cpu: 1}}\nfixed: {{tally: '{tally}'}}\n"
+        "pruner: {type: threshold, upper: 1.0, n_warmup_steps: 2}\nparams:\n  x: {type: float, low: 0, high: 1}\n"
+    )
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+    result = subprocess.run([sys.executable, "-m", "tuner", "launch", str(spec), "--ray-address", address,
+                             "--storage", storage], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name="stops", storage=storage).trials
+    ran = {f.name: len(f.read_text().split()) for f in tally.iterdir()}
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    print(f"\ntwo-node cluster: {len(pruned)} of {len(trials)} pruned on nodes "
+          f"{sorted({t.user_attrs.get('node', '?') for t in trials})}; epochs run {sorted(ran.values())}")
+    assert pruned
+    for t in trials:
+        assert ran[f"{t.params['x']:.12f}"] == len(t.intermediate_values), (t.number, t.state)
+
+
 def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nworkload: tests.workloads:quadratic\nparams:\n  x: {type: float, low: 0, high: 1}\n")
