@@ -161,26 +161,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, help=f"trials per study (default {FULL['trials']})")
     parser.add_argument("--epochs", type=int, help=f"epochs per trial (default {FULL['epochs']})")
     parser.add_argument("--target", type=float, help="target val_acc (default: the pooled 25th percentile)")
+    parser.add_argument("--pruner", default="median",
+                        help="Optuna's pruner on both sides: median (default, with warm-up 2) or none")
     add_common_args(parser, SIDES)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     sizes = {k: getattr(args, k) or preset[k] for k in preset}
 
     def make(side: str, seed: int) -> dict[str, Any]:
-        pruner = {**PRUNER, "diagnostics": side == "diagnostics_on"}
+        pruner = {**(PRUNER if args.pruner == "median" else {"type": args.pruner}), "diagnostics": side == "diagnostics_on"}
         return study_spec(seed, sizes["trials"], sizes["epochs"], pruner=pruner)
 
     runs = run_sides(chosen_sides(args, SIDES), make, sizes["seeds"])
     target = args.target or pooled_target([r for side in runs.values() for r in side])
     rows = [{"side": side, **summarize(side_runs, target)} for side, side_runs in runs.items()]
-    print_table(f"diagnostics pruner: compute to val_acc >= {target:.3f} ({sizes})", rows, COLUMNS,
+    print_table(f"diagnostics pruner beside {args.pruner}: compute to val_acc >= {target:.3f} ({sizes})", rows, COLUMNS,
                 ratio_of="epochs_to_target_median", baseline="diagnostics_off")
     overhead = summary_overhead(sizes["epochs"], 3 if args.quick else 7)
     print_table("gradient summary: seconds per epoch", overhead,
                 ("epoch_s_summary_on", "epoch_s_summary_off", "overhead"),
                 ratio_of="epoch_s_summary_on", baseline=overhead[0]["side"])
     if args.out:
-        path = write_json(args.out, "diagnostics", {"sizes": sizes, "target_val_acc": target, "results": rows,
+        path = write_json(args.out, "diagnostics", {"sizes": sizes, "pruner": args.pruner, "target_val_acc": target, "results": rows,
                                                     "overhead": overhead, "runs": runs})
         print(f"wrote {path}")
     return 0

@@ -79,7 +79,18 @@ def test_tuner_probe_narrow_runs_the_probe_then_the_study_on_the_range_it_found(
     assert len(study.trials) == 2 and all(low <= t.params["lr"] <= high for t in study.trials)
 
 
-def test_probe_true_records_the_evidence_and_keeps_the_bounds(tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread in this process while the study trains inline, as in tuner_cli."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_probe_true_records_the_evidence_and_keeps_the_bounds(tmp_path, one_thread):
     spec = load_spec(str(_write(tmp_path, SPEC.replace("probe: {steps: 60}", "probe: true"))))
     assert spec.probe is not None and not spec.probe.narrow
     study = tuner.launch(str(tmp_path / "s.yaml"), trials=1, executor="inline",
