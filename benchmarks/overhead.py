@@ -7,6 +7,13 @@ SQLite (or Tune's files). What is left is the cost of the machinery.
     python benchmarks/overhead.py                   # 200 trials x 20 epochs, parallel 2
     python benchmarks/overhead.py --quick           # 20 trials x 5 epochs, for CI
     python benchmarks/overhead.py --sides optuna,tuner --out results/
+    python benchmarks/overhead.py --sides optuna,tuner --pruner successive_halving  # a pruner on, both sides
+
+With ``--pruner`` plain Optuna runs with the same Optuna pruner (the options
+tuner derives from the epoch budget) and calls ``should_prune()`` every
+epoch; tuner runs with ``pruner: NAME``. ``trials_per_s`` counts pruned
+trials too; tuner's row adds the verdict waits (``verdict_waits_ms``, per
+verdict a worker waited for: median and p99).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ COLUMNS = (
     "epochs_expected",
     "peak_rss_mib",
 )
+PRUNER_COLUMNS = ("trials_per_s", "wall_s", "trials_complete", "trials_pruned", "epochs_recorded",
+                  "verdict_ms_median", "verdict_ms_p99", "peak_rss_mib")
 
 
 # === TUNER SIDE ================================================================
@@ -66,10 +75,10 @@ def _noop_workload():
     return train
 
 
-def run_tuner(n_trials: int, epochs: int, parallel: int, workdir: Path) -> dict[str, Any]:
+def run_tuner(n_trials: int, epochs: int, parallel: int, workdir: Path, pruner: str = "none") -> dict[str, Any]:
     """The same study through tuner's default path: a local Ray, trials as Ray tasks, SQLite.
 
-    No pruner (the peers prune nothing), the diagnostics pruner on as by
+    No pruner unless `--pruner` names one (the peers then use the same), the diagnostics pruner on as by
     default; ``startup_s`` is Ray's start-up, ``wall_s`` the study alone.
     """
     import logging
@@ -92,7 +101,7 @@ def run_tuner(n_trials: int, epochs: int, parallel: int, workdir: Path) -> dict[
             with timed() as run:
                 study = tuner.launch(space=space, objective=_noop_workload(), trials=n_trials, epochs=epochs,
                                      parallel=parallel, strategy="random", seed=0, storage=url,
-                                     study="overhead", pruner="none")
+                                     study="overhead", pruner=pruner)
         finally:
             ray.shutdown()
     engine = sa.create_engine(url)
@@ -101,7 +110,10 @@ def run_tuner(n_trials: int, epochs: int, parallel: int, workdir: Path) -> dict[
         values = conn.execute(sa.text("select count(*) from trial_intermediate_values")).scalar()
     engine.dispose()
     complete = sum(t.state.name == "COMPLETE" for t in study.trials)
+    waits = [w for t in study.trials for w in (t.user_attrs.get("verdict_waits_ms") or [])]
     return {
+        **_waits(waits),
+        "trials_pruned": sum(t.state.name == "PRUNED" for t in study.trials),
         "n_trials": n_trials,
         "epochs": epochs,
         "parallel": parallel,
@@ -111,10 +123,67 @@ def run_tuner(n_trials: int, epochs: int, parallel: int, workdir: Path) -> dict[
         "trials_per_s_with_startup": round(n_trials / (run["s"] + setup["s"]), 3),
         "trials_complete": complete,
         "epochs_recorded": min(rows, values),
-        "epochs_expected": n_trials * epochs,
+        "epochs_expected": n_trials * epochs if pruner == "none" else None,
         "peak_rss_mib": rss.peak_mib,
     }
 # ==============================================================================
+
+
+def _waits(waits: list[float]) -> dict[str, Any]:
+    import numpy as np
+
+    if not waits:
+        return {}
+    return {"verdicts": len(waits), "verdict_ms_median": round(float(np.median(waits)), 2),
+            "verdict_ms_p99": round(float(np.percentile(waits, 99)), 2)}
+
+
+def optuna_pruner(name: str, epochs: int) -> Any:
+    """The Optuna pruner tuner builds for ``pruner: NAME``, with the options it derives from the budget."""
+    import optuna
+
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 16), reduction_factor=4)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(max_resource=epochs)
+    if name == "median":
+        return optuna.pruners.MedianPruner()
+    raise SystemExit(f"--pruner takes successive_halving, hyperband, median or none, but got {name!r}.")
+
+
+def optuna_with_pruner(n_trials: int, epochs: int, parallel: int, workdir: Path, pruner: str) -> dict[str, Any]:
+    """Plain Optuna as ``peers.optuna_plain`` runs it, plus a pruner asked every epoch (never at the last)."""
+    import optuna
+
+    url = f"sqlite:///{Path(workdir).resolve() / 'optuna_pruned.db'}"
+
+    def objective(trial: optuna.Trial) -> float:
+        x, y = trial.suggest_float("x", -10.0, 10.0), trial.suggest_int("y", 0, 10)
+        value = 0.0
+        for epoch in range(epochs):
+            value = (x - 2.0) ** 2 + y + 1.0 / (epoch + 1)
+            trial.report(value, epoch + 1)
+            if epoch + 1 < epochs and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with PeakRss() as rss:
+        with timed() as setup:
+            study = optuna.create_study(storage=url, study_name="bench", sampler=optuna.samplers.RandomSampler(seed=0),
+                                        pruner=optuna_pruner(pruner, epochs))
+        with timed() as run:
+            study.optimize(objective, n_trials=n_trials, n_jobs=parallel)
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "n_trials": n_trials, "epochs": epochs, "parallel": parallel,
+        "startup_s": round(setup["s"], 3), "wall_s": round(run["s"], 3),
+        "trials_per_s": round(n_trials / run["s"], 3),
+        "trials_complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+        "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "epochs_recorded": sum(len(t.intermediate_values) for t in trials),
+        "peak_rss_mib": rss.peak_mib,
+    }
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
@@ -127,14 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, help=f"trials per study (default {FULL['trials']})")
     parser.add_argument("--epochs", type=int, help=f"reports per trial (default {FULL['epochs']})")
     parser.add_argument("--parallel", type=int, help=f"trials at a time (default {FULL['parallel']})")
+    parser.add_argument("--pruner", default="none",
+                        help="successive_halving, hyperband or median: both sides prune (default none)")
     add_common_args(parser, SIDES)
     args = parser.parse_args(argv)
     sizes = _sizes(args)
+    pruned = args.pruner != "none"
+    if pruned and set(chosen_sides(args, SIDES)) - {"optuna", "tuner"}:
+        raise SystemExit("--pruner compares optuna and tuner only. Fix: add --sides optuna,tuner.")
     run = {
-        "optuna": peers.optuna_plain,
+        "optuna": functools.partial(optuna_with_pruner, pruner=args.pruner) if pruned else peers.optuna_plain,
         "ray_tune": peers.ray_tune,  # Tune's defaults: a fresh worker process per trial
         "ray_tune_reuse": functools.partial(peers.ray_tune, reuse_actors=True),
-        "tuner": run_tuner,
+        "tuner": functools.partial(run_tuner, pruner=args.pruner),
     }
 
     rows = []
@@ -145,9 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
 
     title = f"Orchestration overhead: {sizes['trials']} trials x {sizes['epochs']} epochs, parallel {sizes['parallel']}"
-    print_table(title, rows, COLUMNS, ratio_of="trials_per_s", baseline="optuna")
+    title += f", pruner {args.pruner}" if pruned else ""
+    print_table(title, rows, PRUNER_COLUMNS if pruned else COLUMNS, ratio_of="trials_per_s", baseline="optuna")
     if args.out is not None:
-        path = write_json(args.out, "overhead", {"sizes": sizes, "results": rows})
+        path = write_json(args.out, "overhead", {"sizes": sizes, "pruner": args.pruner, "results": rows})
         print(f"wrote {path}")
     return 0
 

@@ -69,3 +69,12 @@ def test_first_result_benchmark_times_tuner_with_ray_and_inline_and_plain_optuna
     sides = {row["side"]: row for row in payload["results"]}
     assert set(sides) == {"optuna", "tuner-inline", "tuner-ray"}
     assert all(row["seconds_median"] > 0 and row["repeats"] == 1 for row in sides.values())
+
+
+def test_compute_to_target_runs_every_side_and_counts_false_prunes(tmp_path):
+    payload = run("compute_to_target.py", tmp_path)
+    (task,) = payload["tasks"].values()
+    sides = {row["side"] for row in task["summary"]}
+    assert sides == {"tuner", "tuner_hyperband", "tuner_median", "optuna", "optuna_sh", "ray_tune_asha", "topk"}
+    assert all(r["epochs_run"] > 0 and "good_pruned" in r for r in payload["runs"])
+    assert payload["target_evidence"]["mnist1d_mlp"]["how"].startswith("98th percentile")
