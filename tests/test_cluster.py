@@ -53,8 +53,8 @@ def test_no_epoch_runs_after_a_stop_on_a_cluster(cluster, tmp_path):
     tally.mkdir()
     spec = tmp_path / "stops.yaml"
     spec.write_text(
-        "name: stops\nworkload: tests.workloads:tallied\nstrategy: random\nseed: 3\ntrials: 6\nparallel: 2\n"
-        f"epochs: 6\nresources: {{cpu: 1}}\nfixed: {{tally: '{tally}'}}\n"
+        "name: stops\nworkload: tests.workloads:tallied\nstrategy: random\nseed: 3\ntrials: 4\nparallel: 2\n"
+        f"epochs: 4\nresources: {{cpu: 1}}\nfixed: {{tally: '{tally}'}}\n"
         "pruner: {type: threshold, upper: 1.0, n_warmup_steps: 2}\nparams:\n  x: {type: float, low: 0, high: 1}\n"
     )
     storage = f"sqlite:///{tmp_path / 'tuner.db'}"

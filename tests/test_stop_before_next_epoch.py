@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 import tuner
 from tuner.trial import record
 
-EPOCHS = 8
+EPOCHS = 6
 CASES = {
     # Deterministic: every trial with x > 0.5 is over the threshold from epoch 2 on.
     "threshold": {"pruner": {"type": "threshold", "upper": 1.0, "n_warmup_steps": 2}},
@@ -34,7 +34,7 @@ def launch(tmp_path: Path, executor: str, case: str) -> tuple[Any, dict[str, int
     fixed = {"tally": str(tally), **options.pop("fixed", {})}
     study = tuner.launch(
         {"name": f"stops-{case}", "workload": "tests.workloads:tallied", "strategy": "random", "seed": 3,
-         "trials": 8, "parallel": 2, "epochs": EPOCHS, "fixed": fixed,
+         "trials": 6, "parallel": 2, "epochs": EPOCHS, "fixed": fixed,
          "params": {"x": {"type": "float", "low": 0.0, "high": 1.0}}, **options},
         storage=f"sqlite:///{tmp_path / 't.db'}", executor=executor,
     )
