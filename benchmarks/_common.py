@@ -234,6 +234,14 @@ def _print_plain(title: str, header: list[str], body: list[list[str]]) -> None:
 # --- command line -------------------------------------------------------------
 
 
+def add_size_args(parser: argparse.ArgumentParser, full: dict[str, Any]) -> None:
+    """--seeds, --trials, --epochs (defaults: the full run's) and --target, as the diagnostics and probe runs take."""
+    parser.add_argument("--seeds", type=int, help=f"sampler seeds per side (default {full['seeds']})")
+    parser.add_argument("--trials", type=int, help=f"trials per study (default {full['trials']})")
+    parser.add_argument("--epochs", type=int, help=f"epochs per trial (default {full['epochs']})")
+    parser.add_argument("--target", type=float, help="target val_acc (default: the pooled 25th percentile)")
+
+
 def add_common_args(parser: argparse.ArgumentParser, sides: Sequence[str]) -> None:
     """Flags every benchmark script takes: ``--quick``, ``--out`` and ``--sides``."""
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")

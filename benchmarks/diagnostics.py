@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import add_common_args, chosen_sides, print_table, run_side, temp_workdir, write_json
+from _common import add_common_args, add_size_args, chosen_sides, print_table, run_side, temp_workdir, write_json
 
 FULL = {"seeds": 5, "trials": 20, "epochs": 10}
 QUICK = {"seeds": 1, "trials": 4, "epochs": 2}
@@ -157,10 +157,7 @@ def summary_overhead(epochs: int, repeats: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, help=f"sampler seeds per side (default {FULL['seeds']})")
-    parser.add_argument("--trials", type=int, help=f"trials per study (default {FULL['trials']})")
-    parser.add_argument("--epochs", type=int, help=f"epochs per trial (default {FULL['epochs']})")
-    parser.add_argument("--target", type=float, help="target val_acc (default: the pooled 25th percentile)")
+    add_size_args(parser, FULL)
     parser.add_argument("--pruner", default="median",
                         help="Optuna's pruner on both sides: median (default, with warm-up 2) or none")
     add_common_args(parser, SIDES)

@@ -19,7 +19,7 @@ import argparse
 import statistics
 from typing import Any
 
-from _common import add_common_args, chosen_sides, print_table
+from _common import add_common_args, add_size_args, chosen_sides, print_table
 from diagnostics import pooled_target, run_sides, summarize
 
 FULL = {"seeds": 5, "trials": 20, "epochs": 10}
@@ -57,10 +57,7 @@ def side_row(side: str, runs: list[dict[str, Any]], target: float) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, help=f"sampler seeds per side (default {FULL['seeds']})")
-    parser.add_argument("--trials", type=int, help=f"trials per study (default {FULL['trials']})")
-    parser.add_argument("--epochs", type=int, help=f"epochs per trial (default {FULL['epochs']})")
-    parser.add_argument("--target", type=float, help="target val_acc (default: the pooled 25th percentile)")
+    add_size_args(parser, FULL)
     add_common_args(parser, SIDES)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
