@@ -15,7 +15,6 @@ import warnings
 import pytest
 
 import tuner
-from tests import workloads
 from tuner.errors import SpecError, TunerError
 from tuner.recorder import Callbacks
 
