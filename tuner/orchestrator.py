@@ -103,7 +103,7 @@ class Orchestrator:
         self.reached: tuple[int, float] | None = None
         if lifecycle.meets_target(self.progress.best_value, spec):  # a resume, reached already
             self._reach(self.progress.best_trial, self.progress.best_value)
-        self.first_error: tuple[int, str] | None = None
+        self.first_error: tuple[Run, str] | None = None  # the first trial that failed, and why
         self.last_heartbeat = 0.0
         self._asked: optuna.Trial | None = None  # asked, not yet submitted (kept across an outage)
         self._waiting = recovery.Waiting()
@@ -203,7 +203,7 @@ class Orchestrator:
         self.progress.count(run.number, step.end, self.spec.direction)
         self.progress.running = len(self.running)
         if step.end.state == TrialState.FAIL and step.end.counted and self.first_error is None:
-            self.first_error = (run.number, getattr(step.end.why, "reason", "no value"))
+            self.first_error = (run, getattr(step.end.why, "reason", "no value"))
         if self.reached is None and lifecycle.reaches_target(step.end, self.plan):
             self._reach(run.number, step.end.value)
 
@@ -254,10 +254,10 @@ class Orchestrator:
             return
         if self.progress.failed < self.spec.max_failed_trials or self.progress.finished >= self.progress.planned:
             return  # too few failures to judge, or nothing left to save
-        number, error = self.first_error
-        failed = self.progress.failed
+        run, error = self.first_error
+        number, failed = run.number, self.progress.failed
         self._abort("study stopped: its first trials all failed")
-        first = next(t for t in self.recorder.trials() if t.number == number)
+        first = self.recorder.frozen(run.trial_id)  # one trial read, not the whole study
         raise StudyFailedError(
             f"the first {failed} trials all failed (max_failed_trials: {self.spec.max_failed_trials}), so the study "
             f"stopped instead of spending its budget. Trial {number} failed with: {error}. Fix the workload.",

@@ -33,8 +33,8 @@ class Plan:
     def of(cls, spec: StudySpec) -> Plan:
         choice = strategies.choose(spec) if spec.strategy == "auto" else None
         strategy = choice.strategy if choice is not None else spec.strategy
-        options = {**_budget_defaults(spec), **spec.pruner.options}
-        options.update({k: v for k, v in _budget_defaults(spec).items() if spec.pruner.options.get(k) == "auto"})
+        defaults = _budget_defaults(spec)  # also in place of an explicit "auto"
+        options = {**defaults, **{k: v for k, v in spec.pruner.options.items() if not (k in defaults and v == "auto")}}
         wait_at, wait_from = _verdict_epochs(spec, options)
         return cls(
             spec=spec, strategy=strategy, description=strategies.describe(spec, choice),
