@@ -69,37 +69,38 @@ def recover(plan: Plan, recorder: Recorder, every_running: bool) -> None:
             running = [t for t in running if internals.trial_id(t) in stale]
         recorder.fail_stale(running, {record.FAIL_REASON: "the orchestrator stopped while this trial ran",
                                       record.FAIL_KIND: record.INTERRUPTED})
-        _requeue_interrupted(plan, study)
+        _requeue_interrupted(plan, recorder)
         if plan.is_grid:
-            _queue_grid(plan, study)
+            _queue_grid(plan, recorder)
 
 
-def _requeue_interrupted(plan: Plan, study: optuna.Study) -> None:
+def _requeue_interrupted(plan: Plan, recorder: Recorder) -> None:
+    study = recorder.study
     trials = study.get_trials(deepcopy=False)
     requeued = {t.user_attrs.get(record.RETRY_OF) for t in trials}
     for t in trials:
         # A trial stopped while it was being asked has no whole configuration to run again.
         if t.user_attrs.get(record.FAIL_KIND) == record.INTERRUPTED and t.number not in requeued \
                 and strategies.fits(plan.spec, t.params):
-            study.enqueue_trial(dict(t.params), user_attrs={
+            recorder.enqueue(t.params, {
                 record.ATTEMPT: int(t.user_attrs.get(record.ATTEMPT, 1)), record.RETRY_OF: t.number,
             })
 
 
-def _queue_grid(plan: Plan, study: optuna.Study) -> None:
+def _queue_grid(plan: Plan, recorder: Recorder) -> None:
     """Queue, in grid order, the points no trial covers, as many as the budget has room for.
 
     A grid cut short by its budget queues only the points it runs; a resume
     that raises the budget gets the next points of the grid, not random ones.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = recorder.study.get_trials(deepcopy=False)
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     covered = {strategies.point_key(t.system_attrs.get("fixed_params", {})) for t in waiting}
     covered |= {strategies.point_key(t.params) for t in trials if counts_toward_budget(t)}
     room = plan.trials - sum(map(counts_toward_budget, trials)) - len(waiting)
     missing = [p for p in plan.grid_points() if strategies.point_key(p) not in covered]
     for params in missing[:max(room, 0)]:
-        study.enqueue_trial(params)
+        recorder.enqueue(params)
 
 
 class Waiting:
