@@ -126,7 +126,9 @@ def run_sides(sides: Sequence[str], make: Callable[[str, int], dict[str, Any]], 
 
 
 def summary_overhead(epochs: int, repeats: int) -> list[dict[str, Any]]:
-    """Seconds per training epoch with the gradient summary on and stubbed out, alternating, per model."""
+    """Seconds per training epoch with the gradient summary on and stubbed out, alternating, per model;
+    and the share of the summarized epochs' time spent inside the summary's own calls, which a
+    shared machine's noise moves far less than the difference of two epoch times."""
     import torch
 
     import workers.training as training
@@ -136,22 +138,37 @@ def summary_overhead(epochs: int, repeats: int) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     real = (training.summarize, training.snapshot, training.update_ratio)
     stub = (lambda model: {}, lambda model: None, lambda model, before: 0.0)
+    inside = [0.0]
+
+    def timed(fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                inside[0] += time.perf_counter() - started
+        return call
+
     rows = []
     for depth, width, batch in ((2, 128, 64), (8, 128, 64), (2, 128, 16)):
         cfg = Config.from_params({"depth": depth, "width": width, "batch_size": batch, "activation": "sigmoid",
                                   "optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "epochs": epochs})
         run = training.Run.start(cfg, training.dataset(cfg), build)
         times: dict[str, list[float]] = {"on": [], "off": []}
+        inside[0] = 0.0
         for i in range(2 * repeats):
             side = "on" if i % 2 == 0 else "off"
-            training.summarize, training.snapshot, training.update_ratio = real if side == "on" else stub
+            training.summarize, training.snapshot, training.update_ratio = (
+                tuple(timed(f) for f in real) if side == "on" else stub)
             started = time.perf_counter()
             training.train_epoch(run.model, run.optimizer, run.train, cfg, run.batch_size, run.order, None)
             times[side].append(time.perf_counter() - started)
         training.summarize, training.snapshot, training.update_ratio = real
         on, off = statistics.median(times["on"]), statistics.median(times["off"])
+        share = inside[0] / (sum(times["on"]) - inside[0])
         rows.append({"side": f"depth {depth}, width {width}, batch {batch}", "epoch_s_summary_on": round(on, 4),
-                     "epoch_s_summary_off": round(off, 4), "overhead": round(on / off - 1, 4)})
+                     "epoch_s_summary_off": round(off, 4), "overhead": round(on / off - 1, 4),
+                     "overhead_inside_calls": round(share, 4)})
     return rows
 
 
@@ -176,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio_of="epochs_to_target_median", baseline="diagnostics_off")
     overhead = summary_overhead(sizes["epochs"], 3 if args.quick else 7)
     print_table("gradient summary: seconds per epoch", overhead,
-                ("epoch_s_summary_on", "epoch_s_summary_off", "overhead"),
+                ("epoch_s_summary_on", "epoch_s_summary_off", "overhead", "overhead_inside_calls"),
                 ratio_of="epoch_s_summary_on", baseline=overhead[0]["side"])
     if args.out:
         path = write_json(args.out, "diagnostics", {"sizes": sizes, "pruner": args.pruner, "target_val_acc": target, "results": rows,

@@ -14,7 +14,8 @@ from torch import nn
 
 from workers import cnn, data, mlp
 from workers.config import Config
-from workers.gradients import EpochGradients, snapshot, summarize, update_ratio
+from workers import gradients, training
+from workers.gradients import SUMMARY_STEPS, EpochGradients, snapshot, summarize, update_ratio
 from workers.training import random_shift
 
 CONTRACT_KEYS = {"train_loss", "val_loss", "train_acc", "val_acc", "lr", "iterations"}
@@ -333,6 +334,26 @@ def test_update_ratio_is_the_largest_relative_step() -> None:
         model[0].weight.mul_(1.5)  # moved by half its size
         model[1].weight.mul_(1.1)
     assert update_ratio(model, before) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 30])  # iris: 90, 13 and 3 steps an epoch
+def test_an_epoch_summarizes_at_most_summary_steps_spread_over_it(
+    batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summarized: list[int] = []
+    real = gradients.summarize
+
+    def counted(model: nn.Module) -> dict[str, float]:
+        summarized.append(1)
+        return real(model)
+
+    monkeypatch.setattr(training, "summarize", counted)
+    steps = math.ceil(90 / batch_size)
+    rows = run(mlp.train, batch_size=batch_size, epochs=1)
+    # The summary costs a sizeable share of a small step: more than SUMMARY_STEPS an
+    # epoch is what made it cost ~20% of an epoch at batch 64.
+    assert len(summarized) == min(steps, SUMMARY_STEPS)
+    assert rows[0]["grad_norm"] > 0
 
 
 def test_epoch_gradients_average_values_and_keep_the_worst_update() -> None:

@@ -21,6 +21,13 @@ from torch import nn
 # Keeps ratios finite when a denominator is exactly zero (a dead last layer, zero weights).
 EPS = 1e-12
 KEYS = ("grad_norm", "grad_first", "grad_last", "grad_ratio", "grad_zero_frac")
+# A summary and the weight copy for ``update_ratio`` read every weight a few times:
+# about 0.2-0.45 ms for a small MLP on a CPU, against about 0.7 ms for its whole
+# step at batch 64, and hardly cheaper when fused (the passes over memory are the
+# cost). Summarizing at most this many evenly spread steps an epoch, its start,
+# middle and end, keeps it under 5% of the epoch at batch 64 and less at smaller
+# batches (benchmarks/RESULTS.md, "gradient summary"); 16 cost about 20%.
+SUMMARY_STEPS = 3
 
 
 def weights(model: nn.Module) -> list[nn.Parameter]:
@@ -45,6 +52,12 @@ def summarize(model: nn.Module, *, zero_tol: float = 1e-8) -> dict[str, float]:
         [torch.linalg.vector_norm(norms), first, last, first / (last + EPS), zeros / total]
     )
     return dict(zip(KEYS, values.tolist()))  # one transfer from the device, not five
+
+
+def summary_every(steps: int | None) -> int:
+    """Summarize every k-th of an epoch's ``steps``: at most ``SUMMARY_STEPS`` an epoch
+    (every step when the count is unknown)."""
+    return max(1, math.ceil((steps or 0) / SUMMARY_STEPS))
 
 
 def snapshot(model: nn.Module) -> list[torch.Tensor]:

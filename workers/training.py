@@ -27,16 +27,11 @@ from torch import nn
 
 from workers.config import Config
 from workers.data import Dataset, load
-from workers.gradients import EpochGradients, snapshot, summarize, update_ratio, weights
+from workers.gradients import EpochGradients, snapshot, summarize, summary_every, update_ratio, weights
 
 Report = Callable[..., None]  # report(epoch: int, **metrics: float)
 Build = Callable[[Config, Dataset], nn.Module]
 Augment = Callable[[torch.Tensor], torch.Tensor]
-# A gradient summary costs ~0.3 ms on a CPU (a few dozen small ops and a device
-# sync), against ~1 ms for an MLP step at batch 64: summarizing every k-th
-# step, at most this many per epoch, keeps the cost near 10% at batch 64 and
-# negligible at batch 1, while still averaging over the whole epoch.
-SUMMARY_STEPS = 16
 # Evaluation batch: large for speed, bounded for memory.
 EVAL_BATCH = 4096
 
@@ -253,7 +248,7 @@ def train_epoch(
     if cfg.norm == "batch" and len(batches) > 1 and len(batches[-1]) == 1:
         # Batch norm cannot train on one example: fold a lone last one into the batch before.
         batches[-2:] = [torch.cat(batches[-2:])]
-    every = max(1, len(batches) // SUMMARY_STEPS)
+    every = summary_every(len(batches))
     grads = EpochGradients()
     total = torch.zeros((), device=train.y.device)  # summed on the device: no sync per step
     for step, index in enumerate(batches):

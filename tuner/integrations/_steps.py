@@ -2,7 +2,7 @@
 
 The trainer callbacks see a step twice: with its gradients before
 ``optimizer.step()`` and with the new weights after it. Like the built-in
-loop (workers/training.py), they summarize at most ``SUMMARY_STEPS`` evenly
+loop (workers/training.py), they summarize at most ``workers.gradients.SUMMARY_STEPS`` evenly
 spread steps per epoch, so the summary costs little next to training.
 """
 
@@ -10,11 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.gradients import EpochGradients, snapshot, summarize, update_ratio
-
-# As in workers/training.py: a summary costs about a third of a millisecond on a CPU, so
-# summarizing every k-th step, at most this many a epoch, keeps its cost small at any batch size.
-SUMMARY_STEPS = 16
+from workers.gradients import EpochGradients, snapshot, summarize, summary_every, update_ratio
 
 
 class StepGradients:
@@ -25,7 +21,7 @@ class StepGradients:
     """
 
     def __init__(self, steps_per_epoch: int | None, updates: bool = True) -> None:
-        self.every = max(1, (steps_per_epoch or 0) // SUMMARY_STEPS)
+        self.every = summary_every(steps_per_epoch)
         self.updates = updates
         self.steps = 0
         self.before_step: list[Any] | None = None
