@@ -78,3 +78,20 @@ def test_compute_to_target_runs_every_side_and_counts_false_prunes(tmp_path):
     assert sides == {"tuner", "tuner_hyperband", "tuner_median", "optuna", "optuna_sh", "ray_tune_asha", "topk"}
     assert all(r["epochs_run"] > 0 and "good_pruned" in r for r in payload["runs"])
     assert payload["target_evidence"]["mnist1d_mlp"]["how"].startswith("98th percentile")
+
+
+def test_diagnostics_benchmark_runs_both_sides_and_times_the_gradient_summary(tmp_path):
+    payload = run("diagnostics.py", tmp_path)
+    sides = {row["side"]: row for row in payload["results"]}
+    assert set(sides) == {"diagnostics_off", "diagnostics_on"}
+    assert all(row["seeds"] == 1 and row["epochs_run_median"] > 0 for row in sides.values())
+    assert len(payload["overhead"]) == 3
+    assert all(row["epoch_s_summary_on"] > 0 and 0 < row["overhead_inside_calls"] < 1 for row in payload["overhead"])
+
+
+def test_probe_benchmark_runs_with_and_without_the_range_test(tmp_path):
+    payload = run("probe.py", tmp_path)
+    sides = {row["side"]: row for row in payload["results"]}
+    assert set(sides) == {"no_probe", "probe"}
+    assert sides["no_probe"]["probe_epochs"] == 0 and sides["probe"]["probe_epochs"] > 0
+    assert sides["probe"]["narrowed_lr"].startswith("[")
