@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,6 +15,16 @@ from optuna.trial import TrialState
 from tests.services import free_port, ray_cluster, ray_env
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+TUNER = shutil.which("tuner")
+
+
+def tuner_launch(spec: Path, address: str, storage: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`tuner launch SPEC --ray-address ADDRESS` as a user runs it: the installed script, from the spec's directory."""
+    assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
+    return subprocess.run([TUNER, "launch", str(spec), "--ray-address", address, "--storage", storage],
+                          cwd=spec.parent, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +43,7 @@ def test_a_study_runs_on_both_nodes_of_a_cluster(cluster, tmp_path):
         "pruner: none\nfixed: {sleep: 0.4}\nresources: {cpu: 1}\nparams:\n  x: {type: float, low: 0, high: 1}\n"
     )
     storage = f"sqlite:///{tmp_path / 'tuner.db'}"
-    result = subprocess.run([sys.executable, "-m", "tuner", "launch", str(spec), "--ray-address", address,
-                             "--storage", storage], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = tuner_launch(spec, address, storage, env)
     assert result.returncode == 0, result.stderr
     assert env["RAY_AUTH_TOKEN"] not in result.stdout + result.stderr
     trials = optuna.load_study(study_name="spread", storage=storage).trials
@@ -58,9 +66,7 @@ def test_no_epoch_runs_after_a_stop_on_a_cluster(cluster, tmp_path):
         "pruner: {type: threshold, upper: 1.0, n_warmup_steps: 2}\nparams:\n  x: {type: float, low: 0, high: 1}\n"
     )
     storage = f"sqlite:///{tmp_path / 'tuner.db'}"
-    result = subprocess.run([sys.executable, "-m", "tuner", "launch", str(spec), "--ray-address", address,
-                             "--storage", storage], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = tuner_launch(spec, address, storage, env)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="stops", storage=storage).trials
     ran = {f.name: len(f.read_text().split()) for f in tally.iterdir()}
@@ -76,9 +82,7 @@ def test_an_unreachable_cluster_is_a_clear_error(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: s\nworkload: tests.workloads:quadratic\nparams:\n  x: {type: float, low: 0, high: 1}\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "tuner", "launch", str(spec), "--ray-address",
-                             f"127.0.0.1:{free_port()}", "--storage", f"sqlite:///{tmp_path / 't.db'}"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = tuner_launch(spec, f"127.0.0.1:{free_port()}", f"sqlite:///{tmp_path / 't.db'}", env)
     assert result.returncode == 2
     assert "cannot start or reach the Ray cluster at '127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
