@@ -98,6 +98,33 @@ class Study:
                    and (t.value <= target if self.optuna.direction.name == "MINIMIZE" else t.value >= target)]
         return min(reached, key=lambda t: t.datetime_complete or t.datetime_start, default=None)
 
+    def best_checkpoint(self, to: str | Path | None = None) -> Path:
+        """The best trial's last checkpoint, downloaded to ``to`` (default ``./<study>-trial<N>-<file>``); its path.
+
+        A TunerError says why there is none: no completed trial, several
+        objectives (pick a trial: :meth:`checkpoint`), or a workload that
+        never passed ``checkpoint=`` to ``report``.
+        """
+        if len(self.optuna.directions) > 1:
+            raise TunerError(f"study {self.name!r} has several objectives, so no one best trial. Fix: pick a trial "
+                             "of its Pareto front (tuner best) and call study.checkpoint(N) (tuner checkpoint "
+                             "STUDY --trial N).")
+        try:
+            best = self.optuna.best_trial
+        except ValueError:
+            raise TunerError(f"study {self.name!r} has no completed trial yet, so no best checkpoint.") from None
+        return self.checkpoint(best.number, to)
+
+    def checkpoint(self, trial: int, to: str | Path | None = None) -> Path:
+        """Trial ``trial``'s last checkpoint, downloaded from the study's artifact store to ``to``; its path."""
+        from tuner import checkpoints
+
+        found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == trial]
+        if not found:
+            raise TunerError(f"trial: study {self.name!r} has no trial {trial} (its trials are 0 to "
+                             f"{len(self.trials) - 1}). Fix: pick one that `tuner show {self.name}` lists.")
+        return checkpoints.download(self.store, self.optuna, found[0], to)
+
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
         return metrics.accounting(self.trials, int(self.spec.get("epochs", 0)))

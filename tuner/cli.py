@@ -328,6 +328,15 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    import tuner
+
+    study = tuner.load(args.study, args.storage)
+    path = study.best_checkpoint(args.output) if args.trial is None else study.checkpoint(args.trial, args.output)
+    print(path)
+    return 0
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     from tuner.store import Store
 
@@ -821,6 +830,12 @@ def _parser() -> argparse.ArgumentParser:
     epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
     epochs.add_argument("--parquet", metavar="FILE", help="write Parquet to FILE instead of printing (pandas, pyarrow)")
     _storage_option(epochs)
+
+    ckpt = add("checkpoint", cmd_checkpoint, "write a trial's last checkpoint to a file (default: the best trial's)")
+    ckpt.add_argument("study")
+    ckpt.add_argument("--trial", type=int, help="this trial's instead of the best one's")
+    ckpt.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: ./STUDY-trialN-FILENAME)")
+    _storage_option(ckpt)
 
     delete = add("delete", cmd_delete, "delete a study: its trials and their epoch records")
     delete.add_argument("study")

@@ -8,6 +8,7 @@ is the only writer. This module only moves events from one to the next.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -28,7 +29,7 @@ from tuner.recorder import Recorder
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.trial import metrics, record
-from tuner.trial.messages import Ended, Epochs, Event
+from tuner.trial.messages import Ended, Epochs, Event, TrialJob
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
@@ -144,9 +145,23 @@ class Orchestrator:
             run = Run(trial.number, internals.trial_id(trial), params, time.monotonic(),
                       attempt=int(trial.user_attrs.get(record.ATTEMPT, 1)))
             self.running[run.trial_id] = run
-            self.executor.submit(self.plan.job(trial, params, self.workload))
+            self.executor.submit(self._resumed(trial, run, self.plan.job(trial, params, self.workload)))
             self.recorder.heartbeat([run.trial_id])
         self.progress.running = len(self.running)
+
+    def _resumed(self, trial: optuna.Trial, run: Run, job: TrialJob) -> TrialJob:
+        """A trial that runs a dead worker's params again starts after that worker's last checkpoint."""
+        if record.RETRY_OF not in trial.user_attrs:
+            return job
+        found = self.recorder.resume_point(trial)
+        if found is None:
+            return job
+        checkpoint, rows = found
+        run.rows.extend(rows)
+        run.judged_epoch = checkpoint.epoch
+        log.info("trial %d resumes from trial %s's checkpoint at epoch %d", run.number,
+                 trial.user_attrs[record.RETRY_OF], checkpoint.epoch)
+        return dataclasses.replace(job, restore=checkpoint)
 
     def _ask_next(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """The next trial and its params, or None when the budget is used up.

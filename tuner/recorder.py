@@ -23,7 +23,10 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import checkpoints
+from tuner.checkpoints import Checkpoints
 from tuner.trial import metrics
+from tuner.trial.checkpoint import Checkpoint
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.store.lock import study_mutex
@@ -66,19 +69,41 @@ class Recorder:
         self.store = store
         self.study = study
         self.callbacks = Callbacks(study, callbacks)
+        self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep)
         self._in_db = False
 
     # ------------------------------------------------------------------ writes
 
     def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any] | None = None) -> None:
-        """Write one batch of epoch rows; then each trial of ``runs`` (by trial id) that has rows here is logged."""
+        """Write one batch of epoch rows, then the checkpoints they carry; then each trial of ``runs`` (by
+        trial id) that has rows here is logged."""
         if rows:
+            saved = checkpoints.take(rows)
             self.db(self.store.record_epochs, list(rows), lambda r: metrics.score(r, self.spec.objective))
+            for trial_id, checkpoint in saved.items():
+                self.db(self.checkpoints.save, trial_id, checkpoint)
             self.callbacks.epochs(rows, runs or {})
+
+    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]]] | None:
+        """For a trial that runs a dead worker's params again: the last checkpoint it resumes from, and the
+        epochs before it, now recorded as the trial's own (with the checkpoint), so that its curve, its
+        pruner and its budget count them. None: it starts from its first epoch."""
+        found = self.db(self.checkpoints.resume_point, trial)
+        if found is None:
+            return None
+        checkpoint, rows = found
+        trial_id = internals.trial_id(trial)
+        rows = [{**{k: v for k, v in r.items() if k != "trial" and v is not None}, "trial_id": trial_id}
+                for r in rows]
+        self.epochs(rows)
+        self.db(self.checkpoints.save, trial_id, checkpoint)
+        return checkpoint, rows
 
     def end(self, number: int, trial_id: int, ending: Ending) -> None:
         """Write how a trial ended: its attributes, its constraint, then its Optuna state; then tell the callbacks."""
         self.db(self._end, number, trial_id, ending)
+        if trial_id in self.checkpoints.ids:  # a study without checkpoints never pays for the look
+            self.db(self.checkpoints.retain, self.spec.direction)
         if self.callbacks:
             self.callbacks.ended(self.frozen(trial_id))
 

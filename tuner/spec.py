@@ -257,6 +257,13 @@ class Probe(_Model):
     params: dict[str, Scalar] = {}
 
 
+class Checkpoints(_Model):
+    """What is kept of the checkpoints trials report (tuner/checkpoints.py)."""
+
+    # The best trials whose last checkpoint stays in the artifact store; the others' are removed as trials end.
+    keep: int = Field(default=3, gt=0)
+
+
 class Resources(_Model):
     cpu: float = Field(default=1.0, gt=0)
     gpu: float = Field(default=0.0, ge=0)
@@ -293,6 +300,7 @@ class StudySpec(_Model):
     fixed: dict[str, Scalar | None] = {}
     pruner: Pruner = Pruner()
     early_stopping: EarlyStopping | None = None
+    checkpoints: Checkpoints = Checkpoints()
     diagnostics: Thresholds = Thresholds()
     probe: Probe | None = None
     params: dict[str, Param]
@@ -1044,7 +1052,7 @@ class _Refused(Exception):
 _PARAM_MODELS = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
 _SECTION_MODELS = {
     "objective": Objective, "resources": Resources, "early_stopping": EarlyStopping,
-    "diagnostics": Thresholds, "probe": Probe,
+    "diagnostics": Thresholds, "probe": Probe, "checkpoints": Checkpoints,
     "log": Log,
 }
 

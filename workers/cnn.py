@@ -15,7 +15,7 @@ from torch import nn
 from workers.config import Config
 from workers.data import Dataset
 from workers.layers import hidden_block
-from workers.training import Report, fit, fit_final
+from workers.training import Report, checkpoint_score, fit, fit_final
 
 # Few channels suffice for 40-sample signals; this is also what keeps a CNN
 # epoch within a few times an MLP epoch on a CPU.
@@ -50,3 +50,8 @@ def train(params: Mapping[str, Any], report: Report) -> None:
 def final_score(params: Mapping[str, Any]) -> tuple[float, float]:
     """Retrain a 1-D CNN as ``params`` say on train+validation; (test loss, test accuracy)."""
     return fit_final(params, build, width=DEFAULT_WIDTH)
+
+
+def saved_score(params: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[float, float]:
+    """A CNN trial's saved model scored on the test split; (test loss, test accuracy)."""
+    return checkpoint_score(params, build, state, width=DEFAULT_WIDTH)

@@ -10,7 +10,7 @@ from torch import nn
 from workers.config import Config
 from workers.data import Dataset
 from workers.layers import hidden_block
-from workers.training import Report, fit, fit_final
+from workers.training import Report, checkpoint_score, fit, fit_final
 
 
 def build(cfg: Config, data: Dataset) -> nn.Sequential:
@@ -35,3 +35,8 @@ def train(params: Mapping[str, Any], report: Report) -> None:
 def final_score(params: Mapping[str, Any]) -> tuple[float, float]:
     """Retrain an MLP as ``params`` say on train+validation; (test loss, test accuracy)."""
     return fit_final(params, build)
+
+
+def saved_score(params: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[float, float]:
+    """An MLP trial's saved model scored on the test split; (test loss, test accuracy)."""
+    return checkpoint_score(params, build, state)

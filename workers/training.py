@@ -15,6 +15,7 @@ quietly: it is a result to record, not a crash.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class Run:
     batch_size: int
     order: torch.Generator
     augment: Augment | None
+    noise: torch.Generator | None = None  # the augmentation's own generator
+    # Where epochs() starts: epoch 1, or the one after a restored checkpoint, with the steps made before it.
+    first: int = 1
+    steps_before: int = 0
 
     @classmethod
     def start(cls, cfg: Config, data: Dataset, build: Build) -> Run:
@@ -78,17 +83,43 @@ class Run:
         torch.manual_seed(cfg.seed)  # same params and seed: same init, dropout, curve
         model = build(cfg, data).to(device)
         optimizer = make_optimizer(cfg, model)
+        # A generator of its own, so that turning augmentation on keeps the batch order.
+        noise = torch.Generator().manual_seed(cfg.seed + 1)
         return cls(
             cfg, model, optimizer, make_schedule(cfg, optimizer), train, val, batch_size,
-            order=torch.Generator().manual_seed(cfg.seed),
-            # A generator of its own, so that turning augmentation on keeps the batch order.
-            augment=make_augment(cfg, data, torch.Generator().manual_seed(cfg.seed + 1)),
+            order=torch.Generator().manual_seed(cfg.seed), augment=make_augment(cfg, data, noise), noise=noise,
         )
+
+    def state(self, epoch: Epoch) -> dict[str, Any]:
+        """Everything the epochs after ``epoch`` depend on (weights, optimizer, schedule, random streams)."""
+        return {
+            "epoch": epoch.number, "iterations": epoch.iterations, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "order": self.order.get_state(), "noise": self.noise.get_state() if self.noise is not None else None,
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Go on from a :meth:`state`: the next epoch is the one after it, as if the run had never stopped."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+            self.schedule.step()  # the state was taken before its epoch's step (step 5 of epochs())
+        self.order.set_state(state["order"])
+        if self.noise is not None and state["noise"] is not None:
+            self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        self.first, self.steps_before = int(state["epoch"]) + 1, int(state["iterations"])
 
     def epochs(self) -> Iterator[Epoch]:
         """Train epoch after epoch, up to ``cfg.epochs``; the caller evaluates, reports or stops between them."""
-        iterations = 0
-        for number in range(1, self.cfg.epochs + 1):
+        iterations = self.steps_before
+        for number in range(self.first, self.cfg.epochs + 1):
             lr = self.optimizer.param_groups[0]["lr"]
             # 1. one pass over the shuffled training batches
             loss, steps, grads = train_epoch(
@@ -102,9 +133,17 @@ class Run:
 
 
 def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any) -> None:
-    """Train ``build(config, data)`` as ``params`` say, reporting every epoch."""
+    """Train ``build(config, data)`` as ``params`` say, reporting every epoch.
+
+    With tuner's ``report`` (it has ``restored``), each epoch offers its state
+    as a checkpoint, and a trial run again after its worker died goes on from
+    the last one kept instead of epoch 1.
+    """
     cfg = Config.from_params(params, **defaults)
     run = Run.start(cfg, dataset(cfg), build)
+    keeps = hasattr(report, "restored")  # a plain callable (a test's, a user's) gets metrics only
+    if keeps and report.restored is not None:  # type: ignore[attr-defined]
+        run.restore(report.restored.load())  # type: ignore[attr-defined]
     for epoch in run.epochs():
         # 2. evaluate on both splits, in eval mode (no dropout, no augmentation)
         train_loss, train_acc = evaluate(run.model, run.train)
@@ -116,6 +155,7 @@ def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any
         report(
             epoch.number, train_loss=train_loss, val_loss=val_loss, train_acc=train_acc,
             val_acc=val_acc, lr=epoch.lr, iterations=epoch.iterations, **epoch.grads,
+            **({"checkpoint": functools.partial(run.state, epoch)} if keeps else {}),
         )
         # 4. a diverged run cannot recover: stop here, without raising
         if diverged:
@@ -133,6 +173,19 @@ def fit_final(params: Mapping[str, Any], build: Build, **defaults: Any) -> tuple
     run = Run.start(cfg, final_splits(dataset(cfg)), build)
     for _ in run.epochs():
         pass
+    return evaluate(run.model, run.val)
+
+
+def checkpoint_score(params: Mapping[str, Any], build: Build, state: Mapping[str, Any], **defaults: Any
+                     ) -> tuple[float, float]:
+    """A trial's saved model (a :meth:`Run.state`) scored once on the test split: (test loss, test accuracy).
+
+    Inputs are standardized with the trial's own training split, as it trained.
+    """
+    cfg = Config.from_params(params, **defaults)
+    data = dataset(cfg)
+    run = Run.start(cfg, dataclasses.replace(data, x_val=data.x_test, y_val=data.y_test), build)
+    run.model.load_state_dict(state["model"])
     return evaluate(run.model, run.val)
 
 

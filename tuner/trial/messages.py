@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from tuner.trial.checkpoint import Checkpoint
+
 # Rows are sent in batches at most this often (seconds): cheap to record, and
 # still live enough for the dashboard.
 FLUSH_SECONDS = 0.5
@@ -35,6 +37,8 @@ class TrialJob:
     # worker waits for its verdict, so that no epoch runs after a stop. Elsewhere it does not wait.
     wait_at: tuple[int, ...] = ()
     wait_from: int | None = None  # and at every epoch from this one on
+    # The last checkpoint of the trial this one runs again (its worker died): the workload resumes after it.
+    restore: Checkpoint | None = None
 
     @property
     def workload_params(self) -> dict[str, Any]:

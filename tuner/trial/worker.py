@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 import optuna
 
+from tuner.trial.checkpoint import Checkpoint, pack
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
@@ -42,7 +44,17 @@ class StopTrial(optuna.TrialPruned):
 
 
 class Reporter:
-    """The ``report(epoch, **metrics)`` callable a workload receives."""
+    """The ``report(epoch, checkpoint=None, **metrics)`` callable a workload receives.
+
+    ``checkpoint`` (a file path, bytes, or a state dict) is kept with the
+    trial: of those reported between two deliveries of rows only the last one
+    travels. A function that returns one costs less: it is called only when
+    its epoch's rows are delivered (at most every ``flush_seconds``) or at the
+    last epoch, inside that epoch's ``report`` call, so the epochs in between
+    save nothing. ``restored`` is the checkpoint a trial run again after a
+    worker death starts from (None otherwise): its workload goes on at
+    ``restored.epoch + 1``.
+    """
 
     def __init__(self, job: TrialJob, deliver: Deliver | None) -> None:
         self.job = job
@@ -50,13 +62,16 @@ class Reporter:
         self.pending: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.thresholds = Thresholds(**job.watch) if job.watch is not None else None
-        self.epochs = 0
+        self.restored: Checkpoint | None = job.restore
+        self.epochs = job.restore.reported if job.restore is not None else 0
+        self._kept: dict[str, Any] | None = None  # the pending row that holds the latest checkpoint
+        self._later: tuple[dict[str, Any], Callable[[], Any]] | None = None  # a checkpoint function of this epoch
         self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
         self._last_report = time.perf_counter()
         self._last_flush = self._last_report
 
-    def __call__(self, epoch: int, **metrics: Any) -> None:
+    def __call__(self, epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
         now = time.perf_counter()
         row = _epoch_row(epoch, metrics)
         row.setdefault("seconds", now - self._last_report)
@@ -66,8 +81,11 @@ class Reporter:
         self._last_report = now
         self.pending.append(row)
         self.epochs += 1
+        self._checkpoint(row, checkpoint)
         # At the final epoch, stopping saves nothing: only a run with no value left (diverged) is stopped.
         final = self.epochs >= self.job.context.get("epochs", math.inf)
+        if final:
+            self._call_later()
         if self.thresholds is not None:
             self.history.append(row)
             finding = alarm(self.history, self.thresholds)
@@ -80,10 +98,30 @@ class Reporter:
         elif now - self._last_flush >= self.job.flush_seconds:
             self.flush()
 
+    def _checkpoint(self, row: dict[str, Any], given: Any) -> None:
+        # A function not called in its own epoch never is: by the next, the state it returns has moved on.
+        self._later = (row, given) if callable(given) else None
+        if given is not None and self._later is None:
+            self._keep(row, pack(given, row["epoch"]))
+
+    def _call_later(self) -> None:
+        if self._later is not None:
+            row, function = self._later
+            self._later = None
+            self._keep(row, pack(function(), row["epoch"]))
+
+    def _keep(self, row: dict[str, Any], checkpoint: Checkpoint) -> None:
+        """Put the checkpoint on its row, in place of an older one not delivered yet."""
+        if self._kept is not None:
+            self._kept.pop("checkpoint", None)
+        row["checkpoint"] = dataclasses.replace(checkpoint, reported=self.epochs)
+        self._kept = row
+
     def flush(self, wait: bool = False) -> None:
         if not self.pending or self.deliver is None:
             return
-        rows, self.pending = self.pending, []
+        self._call_later()
+        rows, self.pending, self._kept = self.pending, [], None
         self._last_flush = start = time.perf_counter()
         stop = self.deliver(rows, wait)
         if wait:

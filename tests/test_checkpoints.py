@@ -1,0 +1,48 @@
+"""Checkpoints per trial: kept in Optuna's artifact store, cut to the best K, handed back, resumed from."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.artifacts import get_all_artifact_meta
+
+import tuner
+from tuner.trial.messages import TrialJob
+from tuner.trial.worker import run_trial
+
+
+def keeps_state(params, report):
+    """Resumes after report.restored; saves its state every epoch."""
+    start = report.restored.load()["epoch"] + 1 if report.restored is not None else 1
+    for epoch in range(start, params["epochs"] + 1):
+        report(epoch, val_loss=(params["x"] - 2) ** 2 + 1 / epoch, checkpoint={"epoch": epoch, "x": params["x"]})
+
+
+def test_checkpoints_go_to_the_artifact_store_and_only_the_best_k_stay(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 4}}, objective=keeps_state, trials=5,
+                         epochs=3, executor="inline", storage=storage, pruner="none", seed=0, strategy="random",
+                         checkpoints={"keep": 2})
+    trials = optuna.load_study(study_name=study.name, storage=storage).trials
+    best = sorted(trials, key=lambda t: t.value)[:2]
+    kept = [t for t in trials if "removed" not in t.user_attrs["checkpoint"]]
+    assert {t.number for t in kept} == {t.number for t in best}
+    files = {p.name for p in (tmp_path / "study-artifacts").iterdir()}
+    assert files == {t.user_attrs["checkpoint"]["artifact_id"] for t in kept}
+    for t in trials:
+        meta = t.user_attrs["checkpoint"]
+        assert meta["epoch"] == 3 and meta["bytes"] > 0
+        assert [m.artifact_id for m in get_all_artifact_meta(t, storage=study.optuna._storage)] == [meta["artifact_id"]]
+    path = study.best_checkpoint(tmp_path / "best.pt")
+    assert path.read_bytes() == (tmp_path / "study-artifacts" / best[0].user_attrs["checkpoint"]["artifact_id"]).read_bytes()
+
+
+def test_a_builtin_run_resumed_from_its_checkpoint_goes_on_as_if_never_stopped():
+    context = {"epochs": 4, "data": "iris", "seed": 0}
+    job = TrialJob(0, 1, {}, context, "workers.mlp:train", flush_seconds=0.0)
+    delivered: list[dict] = []
+    whole = run_trial(job, lambda rows, wait: delivered.extend(rows) or False)
+    rows = delivered + whole.rows
+    at_two = next(r["checkpoint"] for r in rows if r["epoch"] == 2)
+    resumed = run_trial(TrialJob(1, 2, {}, context, "workers.mlp:train", restore=at_two), None)
+    assert [r["epoch"] for r in resumed.rows] == [3, 4]
+    assert [r["val_loss"] for r in resumed.rows] == [r["val_loss"] for r in rows if r["epoch"] > 2]

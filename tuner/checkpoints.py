@@ -1,0 +1,229 @@
+"""A study's checkpoints in Optuna's artifact store: kept as trials report them, handed back, cut to the best K.
+
+Each trial that reports a checkpoint gets one artifact (``optuna.artifacts.
+upload_artifact`` on its first checkpoint, so optuna-dashboard lists it on the
+trial's page), overwritten with each later one: the store holds a trial's
+last checkpoint, never a pile of stale ones. The trial's user attribute
+``checkpoint`` says which artifact, which epoch, its size, digest and path.
+
+The artifact store is a directory (Optuna's ``FileSystemArtifactStore``):
+``$TUNER_ARTIFACTS``, else ``<db>-artifacts/`` next to a SQLite file (where
+``tuner dashboard`` keeps its learning curves too), else ``./tuner-artifacts``.
+Only the driver writes it; workers send their checkpoints' bytes with their
+epoch rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import TunerError
+from tuner.store import Store, internals
+from tuner.trial import record
+from tuner.trial.checkpoint import Checkpoint
+
+ENV = "TUNER_ARTIFACTS"
+ATTR = "checkpoint"  # the trial's user attribute: {artifact_id, epoch, bytes, sha256, format, filename, path}
+ROW_KEY = "checkpoint"  # where a Checkpoint rides on the epoch row it was reported with
+
+log = logging.getLogger("tuner")
+
+
+def location(store: Store, given: str | Path | None = None) -> Path:
+    """Where a store's artifacts live: ``given``, ``$TUNER_ARTIFACTS``, next to a SQLite file, or ./tuner-artifacts."""
+    given = given or os.environ.get(ENV)
+    if given:
+        return Path(given).expanduser()
+    if store.backend == "sqlite":
+        db = Path(store.engine.url.database or "tuner.db").expanduser().resolve()
+        return db.with_name(f"{db.stem}-artifacts")
+    return Path("tuner-artifacts")
+
+
+def take(rows: Sequence[dict[str, Any]]) -> dict[int, Checkpoint]:
+    """Remove the checkpoints from a batch of rows: the last one of each trial, by trial id."""
+    found: dict[int, Checkpoint] = {}
+    for row in rows:
+        checkpoint = row.pop(ROW_KEY, None)
+        if checkpoint is not None:
+            found[row["trial_id"]] = checkpoint
+    return found
+
+
+class Checkpoints:
+    """One study's checkpoints: save them as they arrive, restore one for a retry, keep the best ``keep``."""
+
+    def __init__(self, store: Store, study: optuna.Study, keep: int, directory: str | Path | None = None) -> None:
+        self.store = store
+        self.study = study
+        self.keep = keep
+        self.directory = location(store, directory)
+        self.ids: dict[int, str] = {}  # trial id -> its artifact id, for the trials of this session
+        self._artifacts: FileSystemArtifactStore | None = None
+
+    @property
+    def artifacts(self) -> FileSystemArtifactStore:
+        """The artifact store, its directory made on first use (a study without checkpoints makes none)."""
+        if self._artifacts is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._artifacts = FileSystemArtifactStore(self.directory)
+        return self._artifacts
+
+    def save(self, trial_id: int, checkpoint: Checkpoint) -> None:
+        """Keep a running trial's latest checkpoint in its artifact, and say so on the trial."""
+        artifact_id = self.ids.get(trial_id)
+        if artifact_id is None:
+            artifact_id = self._upload(trial_id, checkpoint)
+            self.ids[trial_id] = artifact_id
+        else:
+            self.artifacts.write(artifact_id, io.BytesIO(checkpoint.data))
+        self.store.set_trial_attrs(trial_id, {ATTR: self._describe(artifact_id, checkpoint)})
+
+    def _upload(self, trial_id: int, checkpoint: Checkpoint) -> str:
+        with tempfile.TemporaryDirectory(prefix="tuner-upload-") as folder:
+            path = Path(folder, checkpoint.filename)
+            path.write_bytes(checkpoint.data)
+            return upload_artifact(artifact_store=self.artifacts, file_path=str(path),
+                                   study_or_trial=optuna.Trial(self.study, trial_id))
+
+    def _describe(self, artifact_id: str, checkpoint: Checkpoint) -> dict[str, Any]:
+        return {"artifact_id": artifact_id, "epoch": checkpoint.epoch, "bytes": checkpoint.size,
+                "sha256": checkpoint.sha256, "format": checkpoint.format, "filename": checkpoint.filename,
+                "reported": checkpoint.reported, "path": str(self.directory.resolve() / artifact_id)}
+
+    # ------------------------------------------------------------------ a retried trial resumes
+
+    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]]] | None:
+        """For a trial that runs another's params again, that trial's last checkpoint and its rows up to it.
+
+        None when the trial is no retry, or the one it retries kept no usable
+        checkpoint (then it starts from its first epoch, as without one).
+        """
+        source_number = trial.user_attrs.get(record.RETRY_OF)
+        if source_number is None:
+            return None
+        source = self._trial(int(source_number))
+        meta = source.user_attrs.get(ATTR) if source is not None else None
+        if not meta or meta.get("removed"):
+            return None
+        found = read(self.directory, meta, "the retry starts from its first epoch")
+        if found is None:
+            return None
+        rows = [r for r in self.store.epochs(self.study, [source.number]) if r["epoch"] <= meta["epoch"]]
+        return dataclasses.replace(found, reported=len(rows)), rows
+
+    def _trial(self, number: int) -> FrozenTrial | None:
+        return next((t for t in _fresh_trials(self.store, self.study) if t.number == number), None)
+
+    # ------------------------------------------------------------------ retention
+
+    def retain(self, direction: str) -> list[int]:
+        """Remove the checkpoints of finished trials that are not among the best ``keep``; their numbers.
+
+        Kept besides: running trials', and those of trials that failed through
+        no fault of their params (worker died, study interrupted) until the
+        trial that runs them again has started from them.
+        """
+        trials = _fresh_trials(self.store, self.study)
+        held = [t for t in trials if (m := t.user_attrs.get(ATTR)) and not m.get("removed")]
+        if not held:
+            return []
+        keep = {t.number for t in _best(held, direction)[: self.keep]}
+        keep |= {t.number for t in held if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+        resumed = {t.user_attrs.get(record.RETRY_OF) for t in trials if t.state != TrialState.WAITING}
+        keep |= {t.number for t in held if t.user_attrs.get(record.FAIL_KIND) in record.NOT_COUNTED
+                 and t.number not in resumed}
+        gone = [t for t in held if t.number not in keep]
+        for trial in gone:
+            self._remove(trial)
+        return [t.number for t in gone]
+
+    def _remove(self, trial: FrozenTrial) -> None:
+        meta = dict(trial.user_attrs[ATTR])
+        try:
+            self.artifacts.remove(meta["artifact_id"])
+        except ArtifactNotFound:
+            pass  # removed by hand, or another store
+        meta["removed"] = f"not among the best {self.keep} trials (checkpoints.keep)"
+        self.store.set_trial_attrs(internals.trial_id(trial), {ATTR: meta})
+
+
+def _fresh_trials(store: Store, study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials as the database has them now: the study's own reads cache finished trials, whose
+    checkpoint attribute retention rewrites."""
+    return store.storage.get_all_trials(internals.study_id(study), deepcopy=False)
+
+
+def _best(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """COMPLETE trials with a value, best first (by the first objective of several)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    sign = -1.0 if direction == "maximize" else 1.0
+    return sorted(done, key=lambda t: (sign * t.values[0], t.number))
+
+
+# ---------------------------------------------------------------------- reading them back
+
+
+def read(directory: str | Path, meta: Mapping[str, Any], otherwise: str) -> Checkpoint | None:
+    """The checkpoint a trial's ``checkpoint`` attribute names, from the artifact store at ``directory``.
+
+    None, with a warning that ends in ``otherwise`` (what happens instead),
+    when it is not there or its bytes do not match its digest.
+    """
+    try:
+        with FileSystemArtifactStore(directory).open_reader(meta["artifact_id"]) as reader:
+            data = reader.read()
+    except ArtifactNotFound:
+        log.warning("checkpoint %s is not in %s (another $%s?); %s", meta["artifact_id"], directory, ENV, otherwise)
+        return None
+    checkpoint = Checkpoint(meta["epoch"], data, meta["format"], meta["filename"], meta.get("reported", 0))
+    if checkpoint.sha256 != meta.get("sha256"):
+        log.warning("checkpoint %s does not match its digest (cut short while written?); %s", meta["artifact_id"],
+                    otherwise)
+        return None
+    return checkpoint
+
+
+def kept(trial: FrozenTrial) -> Mapping[str, Any] | None:
+    """A trial's ``checkpoint`` attribute, when its checkpoint is still kept."""
+    meta = trial.user_attrs.get(ATTR)
+    return meta if meta and not meta.get("removed") else None
+
+
+
+def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Path | None = None,
+             directory: str | Path | None = None) -> Path:
+    """Trial ``trial``'s checkpoint written to ``to`` (default: ``<study>-trial<N>-<filename>`` here); its path."""
+    meta = store.storage.get_trial(internals.trial_id(trial)).user_attrs.get(ATTR)
+    name = study.study_name
+    if not meta:
+        raise TunerError(f"trial {trial.number} of study {name!r} has no checkpoint: its workload never passed "
+                         "one to report. Fix: report(epoch, ..., checkpoint=model.state_dict()) in the training "
+                         "loop, or pick another trial (--trial N).")
+    if meta.get("removed"):
+        raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint was removed, as "
+                         f"{meta['removed']}. Fix: pick one of the best trials, or raise checkpoints.keep.")
+    target = Path(to) if to is not None else Path(f"{name}-trial{trial.number}-{meta['filename']}")
+    if target.exists():
+        raise TunerError(f"-o: {target} exists already, and tuner does not overwrite it. Fix: remove it or "
+                         "name another file.")
+    artifacts = FileSystemArtifactStore(location(store, directory))
+    try:
+        download_artifact(artifact_store=artifacts, file_path=str(target), artifact_id=meta["artifact_id"])
+    except ArtifactNotFound:
+        raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint {meta['artifact_id']} is not in "
+                         f"{location(store, directory)}. Fix: point ${ENV} (or --artifacts) at the directory the "
+                         f"study wrote, {Path(meta['path']).parent}.") from None
+    return target
