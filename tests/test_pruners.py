@@ -102,3 +102,62 @@ def test_the_optimistic_final_is_capped_by_the_latest_slope():
 def test_bad_options_are_refused(bad):
     with pytest.raises(ValueError, match="max_resource|quantile"):
         ExtrapolatingPruner(**bad)
+
+
+# --- in a spec, and through tuner's loop ----------------------------------------------------------
+
+BASE = {"name": "p", "data": "digits", "params": {"lr": {"type": "float", "low": 1e-3, "high": 1.0}}}
+
+
+def test_the_spec_takes_the_extrapolating_type_with_rungs_from_the_budget():
+    from tuner.plan import Plan
+    from tuner.spec import StudySpec
+
+    plan = Plan.of(StudySpec.model_validate({**BASE, "epochs": 20, "pruner": {"type": "extrapolating"}}))
+    assert isinstance(plan.pruner, ExtrapolatingPruner)
+    assert plan.pruner_options == {"min_resource": 4, "max_resource": 20}
+    assert plan.wait_at == (4, 16)  # the worker waits for a verdict there only
+    assert plan.pruner_description == "pruner extrapolating (rungs at epochs 4, 16)"
+
+
+@pytest.mark.parametrize("pruner, message", [
+    ({"type": "extrapolating", "max_resource": 5},
+     r"`pruner.max_resource`: the extrapolating pruner takes it from `epochs`, got 5. Fix: remove"),
+    ({"type": "extrapolating", "quantile": 2},
+     r"options are invalid for extrapolating: quantile: must be within \[0, 1\], got 2. Fix: e.g. quantile: 0.9"),
+    ({"type": "extrapolating", "reduction_factr": 2},
+     r"`pruner.reduction_factr` is not an option of the extrapolating pruner \(tuner.pruners.ExtrapolatingPruner\)"
+     r". Did you mean 'reduction_factor'\? Valid options: min_resource, reduction_factor, min_early_stopping_rate, "
+     r"bootstrap_count, quantile."),
+])
+def test_bad_extrapolating_options_get_the_field_the_rule_and_the_fix(pruner, message):
+    from tuner.spec import StudySpec
+
+    with pytest.raises(ValueError, match=message):
+        StudySpec.model_validate({**BASE, "pruner": pruner})
+
+
+def replayed(params, report):
+    """A workload whose val_acc follows ``saturating(plateau, rate)``."""
+    for epoch, value in enumerate(saturating(params["plateau"], params["rate"], params["epochs"]), start=1):
+        report(epoch, val_acc=value)
+
+
+CURVES = {"plateau": {"type": "float", "low": 0.2, "high": 0.95}, "rate": {"type": "float", "low": 0.05, "high": 1.0}}
+# Each fast starter leads the rung when it gets there (so successive halving keeps it), then the two to judge.
+ORDER = [{"plateau": 0.63, "rate": r} for r in (0.7, 0.75, 0.8)] + [{"plateau": 0.95, "rate": 0.1}, {"plateau": 0.45, "rate": 0.6}]
+
+
+@pytest.mark.parametrize("pruner, slow_starter", [
+    ({"type": "successive_halving", "min_resource": 4}, "PRUNED"),  # the rung alone stops it at epoch 4
+    ({"type": "extrapolating"}, "COMPLETE"),
+])
+def test_a_study_keeps_the_slow_starter_and_prunes_the_early_plateau(storage, pruner, slow_starter):
+    import tuner
+
+    study = tuner.launch(space=CURVES, objective=replayed, trials=len(ORDER), epochs=EPOCHS, parallel=1,
+                         storage=storage, executor="inline", warm_start=ORDER, metric="val_acc",
+                         direction="maximize", pruner={**pruner, "diagnostics": False})
+    states = [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
+    assert states == ["COMPLETE"] * 3 + [slow_starter, "PRUNED"]
+    assert {max(t.intermediate_values) for t in study.trials if t.state.name == "PRUNED"} == {4}  # at the rung

@@ -94,6 +94,11 @@ def _budget_defaults(spec: StudySpec) -> dict[str, Any]:
     if kind == "successive_halving":
         factor = options.get("reduction_factor", 4)
         return {"min_resource": max(1, spec.epochs // factor**2)}
+    if kind == "extrapolating":
+        # Its first rung waits for four values: one more than a curve fit needs, so that the
+        # fits leaving one out give the extrapolation its spread.
+        factor = options.get("reduction_factor", 4)
+        return {"min_resource": min(max(4, spec.epochs // factor**2), spec.epochs), "max_resource": spec.epochs}
     if kind == "hyperband":
         return {"max_resource": spec.epochs}
     return {}
@@ -103,10 +108,10 @@ def _verdict_epochs(spec: StudySpec, options: dict[str, Any]) -> tuple[tuple[int
     """Where the driver may stop a trial: the worker waits for its verdict there and nowhere else."""
     kind = spec.pruner.type
     wait_from = spec.early_stopping.patience + 1 if spec.early_stopping is not None else None
-    if kind in ("successive_halving", "hyperband"):
+    if kind in ("successive_halving", "hyperband", "extrapolating"):
         # Optuna promotes at step min_resource * factor**(rate + rung); hyperband's brackets
         # differ only in the rate, so their rungs together are min_resource * factor**j.
-        factor = options.get("reduction_factor", 4 if kind == "successive_halving" else 3)
+        factor = options.get("reduction_factor", 3 if kind == "hyperband" else 4)
         step = options.get("min_resource", 1) * factor ** options.get("min_early_stopping_rate", 0)
         rungs = []
         while step < spec.epochs:  # never at the final epoch: stopping there saves nothing

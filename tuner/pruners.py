@@ -106,9 +106,9 @@ class ExtrapolatingPruner(BasePruner):
     def __init__(self, max_resource: int, min_resource: int | str = "auto", reduction_factor: int = 4,
                  min_early_stopping_rate: int = 0, bootstrap_count: int = 0, quantile: float = 0.9) -> None:
         if not isinstance(max_resource, int) or max_resource < 1:
-            raise ValueError(f"max_resource must be an int >= 1, got {max_resource!r}")
+            raise ValueError(f"max_resource: must be an int >= 1, got {max_resource!r}. Fix: the epoch budget")
         if not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be within [0, 1], got {quantile!r}")
+            raise ValueError(f"quantile: must be within [0, 1], got {quantile!r}. Fix: e.g. quantile: 0.9")
         self._halving = SuccessiveHalvingPruner(min_resource, reduction_factor, min_early_stopping_rate,
                                                 bootstrap_count)
         self._max_resource = max_resource

@@ -180,7 +180,22 @@ PRUNERS = {
     "successive_halving": "SuccessiveHalvingPruner",
     "hyperband": "HyperbandPruner",
     "threshold": "ThresholdPruner",
+    # tuner/pruners.py: successive halving whose stops a fit of the trial's learning curve may veto.
+    "extrapolating": "ExtrapolatingPruner",
 }
+# Options tuner sets from the study's epoch budget; a spec does not name them.
+BUDGET_OPTIONS = {"extrapolating": ("max_resource",)}
+
+
+def pruner_class(kind: str) -> type:
+    """The class a ``pruner.type`` names: one of Optuna's pruners, or tuner's extrapolating one."""
+    if kind == "extrapolating":
+        from tuner.pruners import ExtrapolatingPruner
+
+        return ExtrapolatingPruner
+    import optuna
+
+    return getattr(optuna.pruners, PRUNERS[kind])
 
 
 class Pruner(BaseModel):
@@ -211,26 +226,29 @@ class Pruner(BaseModel):
     def _check_options(self) -> Pruner:
         import inspect
 
-        import optuna
-
-        cls = getattr(optuna.pruners, PRUNERS[self.type])
-        valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+        cls = pruner_class(self.type)
+        budget = BUDGET_OPTIONS.get(self.type, ())
+        valid = [p for p in inspect.signature(cls).parameters if p != "self" and p not in budget]
+        for key in set(budget) & set(self.options):
+            raise ValueError(f"`pruner.{key}`: the {self.type} pruner takes it from `epochs`, got "
+                             f"{_cut(repr(self.options[key]))}. Fix: remove `pruner.{key}`; set `epochs:` instead.")
         for key in self.options:
             if key not in valid:
                 listed = ", ".join(valid) if valid else "none"
                 raise ValueError(
                     f"`pruner.{_cut(key)}` is not an option of the {self.type} pruner "
-                    f"(optuna.pruners.{cls.__name__}).{_did_you_mean(key, valid)} Valid options: {listed}."
+                    f"({cls.__module__.split('._')[0]}.{cls.__name__}).{_did_you_mean(key, valid)} "
+                    f"Valid options: {listed}."
                 )
         sig = inspect.signature(cls).parameters
-        missing = [k for k, p in sig.items() if p.default is p.empty and k not in self.options]
+        missing = [k for k, p in sig.items() if p.default is p.empty and k not in self.options and k not in budget]
         if missing:
             raise ValueError(
                 f"`pruner` of type {self.type} needs {', '.join(missing)}. "
                 f"Fix: e.g. pruner: {{type: {self.type}, {missing[0]}: 25.0}}."
             )
         try:
-            cls(**self.options)
+            cls(**self.options, **dict.fromkeys(budget, 1))  # the budget's own value is checked by its field
         except (TypeError, ValueError) as exc:
             raise ValueError(f"`pruner` options are invalid for {self.type}: {_cut(str(exc))}") from None
         return self

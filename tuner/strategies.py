@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from tuner.spec import MAX_GRID_POINTS, PRUNERS, CategoricalParam, FloatParam, IntParam, StudySpec
+from tuner.spec import MAX_GRID_POINTS, CategoricalParam, FloatParam, IntParam, StudySpec, pruner_class
 
 
 def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -43,7 +43,7 @@ def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None 
 def make_pruner(spec: StudySpec, options: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
     """Optuna's pruner for ``spec.pruner`` with ``options`` (default: the spec's); tuner's diagnostics
     pruner runs beside it, in the worker."""
-    return getattr(optuna.pruners, PRUNERS[spec.pruner.type])(**(spec.pruner.options if options is None else options))
+    return pruner_class(spec.pruner.type)(**(spec.pruner.options if options is None else options))
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
