@@ -55,15 +55,43 @@ class Study:
 
     @property
     def best_trial(self) -> FrozenTrial:
+        self._one_objective("best_trial")
         return self.optuna.best_trial
 
     @property
     def best_params(self) -> dict[str, Any]:
+        self._one_objective("best_params")
         return self.optuna.best_params
 
     @property
     def best_value(self) -> float:
+        self._one_objective("best_value")
         return self.optuna.best_value
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.optuna.directions) > 1
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What each of a trial's values measures, in order (the spec's objectives)."""
+        return self.optuna.metric_names or [self.spec.get("objective", {}).get("metric", "value")]
+
+    @property
+    def best_trials(self) -> list[FrozenTrial]:
+        """The Pareto front: the COMPLETE (and feasible) trials that no other trial beats on every objective.
+
+        For one objective, the trials that share the best value (Optuna's ``best_trials``).
+        """
+        return self.optuna.best_trials
+
+    def _one_objective(self, name: str) -> None:
+        if self.multi_objective:
+            raise TunerError(
+                f"{name}: a study with {len(self.optuna.directions)} objectives ({', '.join(self.metric_names)}) "
+                f"has a Pareto front of trade-offs, not one best trial. Fix: use best_trials "
+                "(each trial's .values follow metric_names)."
+            )
 
     def epochs(self, trial: int | None = None) -> list[dict[str, Any]]:
         """One dict per recorded epoch (``trial`` is the trial number), in order."""
@@ -82,11 +110,21 @@ class Study:
         return frames.epochs_dataframe(self, trial)
 
     def best_configurations(self, k: int) -> list[dict[str, Any]]:
-        """The params of the ``k`` best COMPLETE trials, best first: ``warm_start=`` for another study."""
+        """The params of the ``k`` best COMPLETE trials, best first: ``warm_start=`` for another study.
+
+        With several objectives, the Pareto front's trials, by the first objective.
+        """
+        if self.multi_objective:
+            return [dict(t.params) for t in self.pareto_front()[:k]]
         done = [t for t in self.optuna.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None]
         sign = -1.0 if self.optuna.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
         return [dict(t.params) for t in sorted(done, key=lambda t: (sign * t.value, t.number))[:k]]
+
+    def pareto_front(self) -> list[FrozenTrial]:
+        """:attr:`best_trials` ordered for people: best on the first objective first."""
+        sign = -1.0 if self.optuna.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return sorted(self.best_trials, key=lambda t: (sign * t.values[0], t.number))
 
     @property
     def target_reached(self) -> FrozenTrial | None:
@@ -430,7 +468,9 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
     spec = plan.spec
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = store.create_study(name, spec.direction, plan.sampler())
+        study = store.create_study(name, spec.directions, plan.sampler())
+        if spec.multi_objective:  # the dashboard and trials_dataframe() name each value by its metric
+            study.set_metric_names(spec.metric_names)
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
     if plan.is_grid:
         # Queue the points that will run now: Optuna's GridSampler alone may hand the same

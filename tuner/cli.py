@@ -180,10 +180,12 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for s in store.storage.get_all_studies():
         trials = store.storage.get_all_trials(internals.study_id(s), deepcopy=False)
         states = [t.state for t in trials]
+        directions = [d.name.lower() for d in s.directions]
+        several = len(directions) > 1
         records.append({
-            "study": s.study_name, "direction": s.direction.name.lower(), "trials": len(trials),
+            "study": s.study_name, "direction": ", ".join(directions), "trials": len(trials),
             "complete": states.count(TrialState.COMPLETE), "failed": states.count(TrialState.FAIL),
-            "best value": _best_value(trials, s.direction.name.lower()),
+            "best value": _front_size(store, s.study_name) if several else _best_value(trials, directions[0]),
         })
     columns = ["study", "direction", "trials", "complete", "failed", "best value"]
     return _emit(args, records, columns, title=store.safe_url)
@@ -198,22 +200,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     from tuner.report import collect_curves, sparkline
     from tuner.trial import record
 
-    direction = study.optuna.direction.name.lower()
-    trials = sorted(study.trials, key=lambda t: _rank(t, direction))
+    trials, front = _show_order(study)
     curves = collect_curves(study.epochs())
     records = []
     for t in trials:
         a = t.user_attrs
         records.append({
-            "#": t.number, "state": t.state.name, "value": t.value, "best ep": a.get("best_epoch"),
+            "#": t.number, "state": t.state.name, "value": _value_cell(study, t), "best ep": a.get("best_epoch"),
             "gap": a.get("final_gap"), "val_loss curve": sparkline([r.get("val_loss") for r in curves.get(t.number, [])]),
             "diagnosis": a.get("diagnosis", ""), "epochs": a.get("epochs"), "seconds": a.get("wall_seconds"),
             "device": a.get("device", ""), "params": t.params,
             "stopped because": record.why_stopped(a),
+            **({"pareto": t.number in front} if study.multi_objective else {}),
         })
-    _emit(args, records, list(SHOW_COLUMNS), title=f"{study.name} ({_count(len(trials), 'trial')}, best first)")
+    order = "the Pareto front first" if study.multi_objective else "best first"
+    _emit(args, records, list(SHOW_COLUMNS), title=f"{study.name} ({_count(len(trials), 'trial')}, {order})")
     if args.json or args.csv:
         return 0
+    if study.multi_objective:
+        _emit(args, _front_records(study), _front_columns(study), title=_front_title(study))
     acct = study.accounting()
     console.print(
         f"compute: {acct['epochs_run']} epochs, {acct['wall_seconds']:.1f} trial-seconds, "
@@ -281,6 +286,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     import tuner
 
     study = tuner.load(args.study, args.storage)
+    if study.multi_objective:
+        return _best_front(study, args)
     try:
         best = study.best_trial
     except ValueError:
@@ -628,7 +635,7 @@ class _progress_display:
         plan = study.plan
         self.bar.console.print(
             f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
-            f"{spec.objective.resolved_direction} {spec.objective.metric} · "
+            f"{_objectives(spec)} · "
             f"{_count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
             f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
         )
@@ -651,8 +658,8 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     from tuner.errors import StudyFailedError
 
     try:
-        best = study.best_trial
-    except ValueError:
+        best = study.pareto_front()[0] if study.multi_objective else study.best_trial
+    except (ValueError, IndexError):
         failed = [t for t in study.trials if t.state.name == "FAIL" and t.user_attrs.get("fail_reason")]
         if not failed:
             console.print(f"study {study.name}: no trial completed.")
@@ -662,6 +669,8 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
             f"with: {failed[0].user_attrs['fail_reason']}.", study=study.name,
             workload_traceback=failed[0].user_attrs.get("fail_traceback"),
         ) from None
+    if study.multi_objective:
+        return _front_result(study)
     direction = study.optuna.direction.name.lower()
     top = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: _rank(t, direction))[:3]
     console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
@@ -675,10 +684,93 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
         console.print(f"target reached: trial {reached.number} has value {fmt(reached.value)} "
                       f"{'<=' if direction == 'minimize' else '>='} {fmt(target)} (objective.target), so no new "
                       f"trial started after it", highlight=False)
+    _print_next(study)
+    return 0
+
+
+def _print_next(study: Any) -> None:
     console.print(
         f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
         f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
     )
+
+
+# ---------------------------------------------------------------------- several objectives: the Pareto front
+
+
+def _objectives(spec: Any) -> str:
+    """The launch header's objective: "minimize val_loss", or each of several, which form a Pareto front."""
+    named = ", ".join(f"{o.resolved_direction} {o.metric}" for o in spec.objectives or (spec.objective,))
+    return f"{named} (Pareto front)" if spec.multi_objective else named
+
+
+def _front_size(store: Any, name: str) -> str:
+    return f"Pareto front of {_count(len(store.load_study(name).best_trials), 'trial')}"
+
+
+def _value_cell(study: Any, trial: Any) -> Any:
+    """A trial's value; with several objectives, each by its metric (a mapping shows as metric=value)."""
+    if not study.multi_objective:
+        return trial.value
+    return dict(zip(study.metric_names, trial.values)) if trial.values else None
+
+
+def _show_order(study: Any) -> tuple[list[Any], set[int]]:
+    """`tuner show`'s trials, best first; with several objectives the Pareto front first, then by the first."""
+    if not study.multi_objective:
+        direction = study.optuna.direction.name.lower()
+        return sorted(study.trials, key=lambda t: _rank(t, direction)), set()
+    front = [t.number for t in study.pareto_front()]
+    direction = study.optuna.directions[0].name.lower()
+    first = {t.number: t.values[0] for t in study.trials if t.values}
+    def key(t: Any) -> tuple[int, int, float, int]:
+        on_front = front.index(t.number) if t.number in front else len(front)
+        value = first.get(t.number)
+        done = value is not None and math.isfinite(value)
+        return (on_front, 0 if done else 1, (value if direction == "minimize" else -value) if done else 0.0, t.number)
+    return sorted(study.trials, key=key), set(front)
+
+
+def _front_records(study: Any) -> list[dict[str, Any]]:
+    return [{"trial": t.number, **dict(zip(study.metric_names, t.values)), "params": t.params}
+            for t in study.pareto_front()]
+
+
+def _front_columns(study: Any) -> list[str]:
+    return ["trial", *study.metric_names, "params"]
+
+
+def _front_title(study: Any) -> str:
+    complete = sum(t.state.name == "COMPLETE" for t in study.trials)
+    objectives = ", ".join(f"{d.name.lower()} {m}" for d, m in zip(study.optuna.directions, study.metric_names))
+    return f"{study.name}: Pareto front, {len(study.best_trials)} of {_count(complete, 'completed trial')} ({objectives})"
+
+
+def _best_front(study: Any, args: argparse.Namespace) -> int:
+    """`tuner best` of a study with several objectives: its Pareto front, one row a trial."""
+    from tuner.errors import TunerError
+
+    records = _front_records(study)
+    if not records:
+        raise TunerError(f"study {args.study!r} has no completed trial yet.")
+    if args.json:
+        objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(study.metric_names, study.optuna.directions)]
+        print(json.dumps({"study": study.name, "objectives": objectives, "pareto_front": [
+            {"trial": r["trial"], "values": {m: r[m] for m in study.metric_names}, "params": r["params"]}
+            for r in records]}, indent=2))
+        return 0
+    return _emit(argparse.Namespace(json=False, csv=None), records, _front_columns(study), title=_front_title(study))
+
+
+def _front_result(study: Any) -> int:
+    """What a finished launch with several objectives prints: its Pareto front."""
+    front = study.pareto_front()
+    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; "
+                  f"{_front_title(study).split(': ', 1)[1]}:", highlight=False)
+    for t in front:
+        values = "  ".join(f"{m} {fmt(v)}" for m, v in zip(study.metric_names, t.values))
+        console.print(f"  trial {t.number}: {values}  {_params(t.params)}", highlight=False)
+    _print_next(study)
     return 0
 
 
@@ -819,7 +911,7 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(show)
     _storage_option(show)
 
-    best = add("best", cmd_best, "the best trial's value and params")
+    best = add("best", cmd_best, "the best trial's value and params (several objectives: the Pareto front)")
     best.add_argument("study")
     best.add_argument("--json", action="store_true", help="print JSON")
     _storage_option(best)

@@ -29,6 +29,8 @@ from tuner.trial.worker import timeout_reason
 
 # The Optuna pruner's verdict on the trial's epochs so far: (prune?, the value it judged).
 PruneQuery = Callable[[], "tuple[bool, float | None]"]
+# A trial's value: one number, or one per objective of a multi-objective study.
+Value = float | list[float] | None
 
 
 @dataclass
@@ -77,7 +79,10 @@ def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
         best = metrics.best_row(run.rows, lambda r: metrics.score(r, spec.objective), spec.direction, stop.min_delta)
         if best is not None and epoch - best["epoch"] >= stop.patience:
             why = EarlyStop(f"no improvement for {stop.patience} epochs after epoch {best['epoch']}")
-            value = metrics.objective_value(run.rows, spec.objective, spec.direction, "best")
+            if spec.multi_objective:
+                value, _ = _values(run.rows, plan, "best")
+            else:
+                value = metrics.objective_value(run.rows, spec.objective, spec.direction, "best")
             return Step(end(run, plan, TrialState.COMPLETE, value, why, now), stop=True)
     if spec.pruner.type == "none":
         return GO_ON
@@ -155,7 +160,7 @@ def meets_target(value: float | None, spec: Any) -> bool:
 
 
 def end(
-    run: Run, plan: Plan, state: TrialState, value: float | None, why: Why, now: float | None = None, *,
+    run: Run, plan: Plan, state: TrialState, value: Value, why: Why, now: float | None = None, *,
     wall: float = 0.0, device: str = "", node: str = "", waits: Sequence[float] = (),
 ) -> Ending:
     """The trial's Ending, with what its rows add up to and what it cost.
@@ -164,7 +169,7 @@ def end(
     diverged) ends FAIL: Optuna takes no NaN as a completed value.
     """
     spec = plan.spec
-    if state == TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+    if state == TrialState.COMPLETE and not _finite(value):
         state, why = TrialState.FAIL, Failure(f"no finite value of {spec.objective.metric} in any epoch")
     wall = wall or (now - run.started if now is not None else 0.0)
     device = device or (run.rows[-1].get("device", "cpu") if run.rows else "cpu")
@@ -183,6 +188,11 @@ def end(
         gap = metrics.gap_at_best(run.rows, spec.objective, spec.direction)
         constraint = (gap if gap is not None else math.inf) - spec.objective.max_gap
     return Ending(state, value, why, facts, constraint)
+
+
+def _finite(value: Value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return all(v is not None and math.isfinite(v) for v in values)
 
 
 def _rows_summary(run: Run, plan: Plan) -> dict[str, Any]:
@@ -209,9 +219,15 @@ def _crashed(run: Run, plan: Plan, error: str, facts: dict[str, Any]) -> Step:
                 retry=Retry(dict(run.params), run.attempt + 1, run.number))
 
 
-def _value(result: Completed, run: Run, plan: Plan) -> tuple[float | None, str | None]:
-    """The trial's objective value, or why it has none."""
+def _value(result: Completed, run: Run, plan: Plan) -> tuple[Value, str | None]:
+    """The trial's objective value (a list of them for several objectives), or why it has none."""
     spec = plan.spec
+    if spec.multi_objective:
+        if result.value is not None:
+            return None, (f"the workload returned one value, but the study has {len(spec.objectives)} objectives, "
+                          f"read from what it reports. Fix: return None and call report(epoch, "
+                          f"{', '.join(f'{m}=...' for m in spec.metric_names if m != 'seconds')}) each epoch.")
+        return _values(run.rows, plan)
     metric = spec.objective.metric
     value = result.value
     if value is None:
@@ -222,3 +238,20 @@ def _value(result: Completed, run: Run, plan: Plan) -> tuple[float | None, str |
     if not math.isfinite(value):
         return None, f"the objective {metric} is {value} (the run diverged)"
     return value, None
+
+
+def _values(rows: Sequence[dict[str, Any]], plan: Plan, mode: str | None = None) -> tuple[Value, str | None]:
+    """A multi-objective trial's values, all from the epoch the first objective keeps, or why it has none."""
+    spec = plan.spec
+    values = metrics.objective_values(rows, spec.objectives, mode)
+    first = spec.objective.metric
+    if not values:
+        return None, (f"the workload never reported {first!r}, the first objective. Fix: call "
+                      f"report(epoch, {first}=...) each epoch.")
+    for metric, value in zip(spec.metric_names, values):
+        if value is None:
+            return None, (f"the workload did not report {metric!r} at the epoch the first objective ({first}) "
+                          f"keeps. Fix: call report(epoch, {metric}=...) every epoch.")
+        if not math.isfinite(value):
+            return None, f"the objective {metric} is {value} (the run diverged)"
+    return values, None

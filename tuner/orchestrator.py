@@ -68,6 +68,8 @@ class Progress:
             self.retried += 1
         elif ending.state == TrialState.COMPLETE:
             self.complete += 1
+            if isinstance(ending.value, list):
+                return  # several objectives have a Pareto front, not one best value
             if self.best_value is None or metrics.better(ending.value, self.best_value, direction):
                 self.best_value, self.best_trial = ending.value, number
         elif ending.state == TrialState.PRUNED:

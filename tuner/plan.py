@@ -47,6 +47,11 @@ class Plan:
     def pruner_description(self) -> str:
         """The pruner for the launch header, with where it judges."""
         kind = self.spec.pruner.type
+        if kind == "none" and self.spec.multi_objective:
+            # Optuna's pruners rank one value per epoch (optuna/optuna#3450).
+            watch = "diagnostics pruner" if self.spec.pruner.diagnostics else "no pruner"
+            stop = " and early stopping on " + self.spec.objective.metric if self.spec.early_stopping else ""
+            return f"{watch}{stop} (Optuna's pruners rank one objective)"
         if kind == "none":
             return "no pruner"
         if self.wait_at:

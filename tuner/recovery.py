@@ -44,6 +44,8 @@ def count_existing(study: optuna.Study, planned: int) -> Progress:
             progress.pruned += 1
         elif trial.state == TrialState.FAIL and counts_toward_budget(trial):
             progress.failed += 1
+    if len(study.directions) > 1:
+        return progress  # several objectives: a Pareto front, no single best to track
     try:
         best = study.best_trial  # read once here; afterwards the loop tracks the values it tells
     except ValueError:  # no (feasible) COMPLETE trial yet

@@ -50,6 +50,11 @@ STRATEGY_SYNONYMS = {
 BUILTIN_WORKLOADS = {"mlp": "workers.mlp:train", "cnn": "workers.cnn:train"}
 DATASETS = ("mnist1d", "digits", "wine", "breast_cancer", "iris")
 BUILTIN_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc", "gap_loss", "gap_acc")
+# What a trial costs, as a further objective of a multi-objective study (trial/metrics.py reads it):
+# seconds of training up to the epoch the trial keeps.
+COST_METRICS = ("seconds",)
+# Strategies whose Optuna sampler takes one objective only (CmaEsSampler raises on several).
+SINGLE_OBJECTIVE_STRATEGIES = ("cmaes",)
 # Marks a spec whose workload is a callable given to the Python API.
 CALLABLE_PREFIX = "callable:"
 # Keys tuner passes to every workload next to the sampled params.
@@ -300,7 +305,11 @@ class StudySpec(_Model):
     name: str
     workload: str = "mlp"
     data: str | None = None
+    # The one objective, or the first of several: it ranks a trial's epochs (its best epoch, early stopping).
     objective: Objective = Objective()
+    # Every objective of a multi-objective study (`objective:` given as a list), the first one
+    # being `objective`; empty for a study with one objective.
+    objectives: tuple[Objective, ...] = ()
     strategy: str = "auto"
     trials: int | None = Field(default=None, gt=0)
     parallel: int = Field(default=1, gt=0)
@@ -322,6 +331,26 @@ class StudySpec(_Model):
     diagnostics: Thresholds = Thresholds()
     probe: Probe | None = None
     params: dict[str, Param]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_list(cls, raw: Any) -> Any:
+        """`objective:` as a list of mappings makes a multi-objective study (Optuna's ``directions``)."""
+        if not isinstance(raw, Mapping):
+            return raw
+        if "objectives" in raw:
+            raise ValueError(
+                f"objectives: unknown key, got {_shown(raw['objectives'])}. Fix: list several objectives "
+                "under objective:, e.g. objective: [{metric: val_loss}, {metric: seconds}]."
+            )
+        listed = raw.get("objective")
+        if not isinstance(listed, (list, tuple)):
+            return raw
+        if not listed:
+            raise ValueError("objective: must name at least one metric, but got an empty list. "
+                             "Fix: e.g. objective: [{metric: val_loss}, {metric: seconds}].")
+        rest = {k: v for k, v in raw.items() if k != "objective"}
+        return {**rest, "objective": listed[0]} if len(listed) == 1 else {**rest, "objectives": list(listed)}
 
     @field_validator("name")
     @classmethod
@@ -387,6 +416,8 @@ class StudySpec(_Model):
     @model_validator(mode="after")
     def _check_cross_fields(self, info: ValidationInfo) -> StudySpec:
         lines = (info.context or {}).get("lines", {})
+        if self.objectives:  # set while validating, before anyone holds the spec
+            object.__setattr__(self, "objective", self.objectives[0])
         problems = _cross_field_problems(self, lines)
         if problems:
             raise ValueError("\n".join(problems))
@@ -394,10 +425,14 @@ class StudySpec(_Model):
         return self
 
     def _default_pruner(self) -> None:
-        """A grid runs every point to its full budget, so its pruner is none unless the spec names one."""
+        """A grid runs every point to its full budget, so its pruner is none unless the spec names one.
+
+        So does a multi-objective study: Optuna's pruners judge one value per epoch
+        (optuna/optuna#3450), so none is asked for there (see _pruner_problems).
+        """
         from tuner.strategies import resolved  # strategies imports this module
 
-        if "type" in self.pruner.model_fields_set or self.pruner.options or resolved(self) != "grid":
+        if _pruner_named(self) or (resolved(self) != "grid" and not self.objectives):
             return
         # Set while validating, before anyone holds the spec, so that it is saved (and resumed) as it runs.
         object.__setattr__(self, "pruner", self.pruner.model_copy(update={"type": "none"}))
@@ -415,6 +450,20 @@ class StudySpec(_Model):
     def direction(self) -> str:
         return self.objective.resolved_direction
 
+    @property
+    def multi_objective(self) -> bool:
+        return bool(self.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's ``directions``: one per objective, in order (one for a single objective)."""
+        return [o.resolved_direction for o in self.objectives or (self.objective,)]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives' metrics, in order: Optuna's metric names for the study's values."""
+        return [o.metric for o in self.objectives or (self.objective,)]
+
     def context(self) -> dict[str, Any]:
         """Keys every workload receives besides the sampled params."""
         ctx: dict[str, Any] = {"epochs": self.epochs, "seed": self.seed or 0}
@@ -423,7 +472,12 @@ class StudySpec(_Model):
         return {**ctx, **self.fixed}
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        """The spec as a file would give it; several objectives as the list they were given as."""
+        out = self.model_dump(mode="json", exclude_none=True)
+        if out.pop("objectives"):  # later objectives with only their own keys: objective[0] holds mode and max_gap
+            out["objective"] = [out["objective"], *(o.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+                                                    for o in self.objectives[1:])]
+        return out
 
 
 # --------------------------------------------------------------------------- rules
@@ -516,7 +570,7 @@ def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int])
     problems: list[str] = []
     problems += _workload_problems(spec)
     problems += _builtin_param_problems(spec, lines)
-    problems += _metric_problems(spec)
+    problems += _objectives_problems(spec) if spec.objectives else _metric_problems(spec)
     problems += _target_problems(spec) + _log_problems(spec)
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
@@ -596,6 +650,73 @@ def _metric_problems(spec: StudySpec) -> list[str]:
             f"but got {_shown(metric)}."
         ]
     return []
+
+
+def _objectives_problems(spec: StudySpec) -> list[str]:
+    """Each objective of a list, and what a list of them rules out (a target, a ranking pruner, CMA-ES)."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, objective in enumerate(spec.objectives):
+        problems += _listed_objective_problems(spec, i, objective, seen)
+        seen.setdefault(objective.metric, i)
+    if spec.strategy in SINGLE_OBJECTIVE_STRATEGIES:
+        problems.append(
+            f"`strategy` {spec.strategy} (Optuna's CmaEsSampler) takes one objective, but the spec lists "
+            f"{len(spec.objectives)}. Fix: strategy: tpe, gp, random, qmc or grid (auto picks one)."
+        )
+    return problems + _pruner_problems(spec)
+
+
+def _listed_objective_problems(spec: StudySpec, i: int, objective: Objective, seen: Mapping[str, int]) -> list[str]:
+    at, metric, given = f"objective[{i}]", objective.metric, objective.model_fields_set
+    valid = (*BUILTIN_METRICS, *COST_METRICS)
+    if spec.is_builtin and metric not in valid:
+        return [f"{at}.metric: must be one of {', '.join(valid)} for the built-in workloads, "
+                f"but got {_shown(metric)}.{_did_you_mean(metric, valid)}"]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", metric):
+        return [f"{at}.metric: must be a name a workload reports (letters, digits, '_'), but got {_shown(metric)}."]
+    if metric in seen:
+        return [f"{at}.metric: each objective must be a different metric, but {metric} is objective[{seen[metric]}] "
+                "too. Fix: remove one of them."]
+    problems = []
+    if i == 0 and metric in COST_METRICS:
+        problems.append(
+            f"{at}.metric: the first objective ranks a trial's epochs (the one it keeps, early stopping), so it "
+            f"must be a metric of the model, but got {metric}. Fix: list it later, e.g. objective: "
+            f"[{{metric: val_loss}}, {{metric: {metric}}}]."
+        )
+    if i > 0:
+        for key, why in (("mode", "the epoch whose values a trial keeps is chosen by objective[0] (its mode)"),
+                         ("max_gap", "the gap constraint is the study's, one for all objectives")):
+            if key in given:
+                problems.append(f"{at}.{key}: {why}, so later objectives take none, but got "
+                                f"{_shown(getattr(objective, key))}. Fix: set it on objective[0], or remove it.")
+    if objective.target is not None:
+        problems.append(
+            f"{at}.target: stops a study once one value reaches it, but a multi-objective study has a Pareto "
+            f"front of trade-offs, not one best value; got {_shown(objective.target)}. Fix: remove target "
+            "(trials or timeout bound the study)."
+        )
+    if objective.gap_penalty and metric in COST_METRICS:
+        problems.append(f"{at}.gap_penalty: penalizes a model's overfitting gap, which {metric} does not have; "
+                        f"got {_shown(objective.gap_penalty)}. Fix: remove it.")
+    return problems
+
+
+def _pruner_named(spec: StudySpec) -> bool:
+    return "type" in spec.pruner.model_fields_set or bool(spec.pruner.options)
+
+
+def _pruner_problems(spec: StudySpec) -> list[str]:
+    """Optuna's pruners rank one intermediate value; a study with several objectives has none to rank."""
+    if not _pruner_named(spec) or spec.pruner.type == "none":
+        return []
+    return [
+        f"pruner.type: Optuna's pruners rank one value per epoch and do not support multi-objective studies "
+        f"(optuna/optuna#3450), but got {_shown(spec.pruner.type)}. Fix: pruner: none; the diagnostics pruner "
+        "(pruner.diagnostics, on by default) still stops runs that diverge or whose gradients explode or vanish, "
+        "and early_stopping judges the first objective."
+    ]
 
 
 def _target_problems(spec: StudySpec) -> list[str]:
@@ -869,6 +990,12 @@ def load_spec(
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if key == "objective" and isinstance(value, Mapping) and isinstance(raw.get(key), list):
+            problems.append(
+                f"objective.{next(iter(value))}: the spec lists {len(raw[key])} objectives, and one value does "
+                f"not say which of them it changes; got {_shown(dict(value))}. Fix: edit the objective list in the spec."
+            )
+            continue
         if key == "objective" and isinstance(value, Mapping) and isinstance(raw.get(key), Mapping):
             # metric=, direction=, max_gap=, ... change those keys of the file's objective, not all of it.
             raw[key] = {**raw[key], **value}
@@ -1081,7 +1208,8 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     # Discriminated unions add the tag to the path (params.lr.float.low); drop it.
     if len(loc) >= 3 and loc[0] == "params" and loc[2] in _PARAM_MODELS:
         del loc[2]
-    field = _cut(".".join(loc)) if loc else "(top level)"
+    shown = [f"objective[{loc[1]}]", *loc[2:]] if len(loc) >= 2 and loc[0] == "objectives" else loc
+    field = _cut(".".join(shown)) if loc else "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "value_error":
         msg = str(err["ctx"]["error"])
@@ -1136,6 +1264,8 @@ def _valid_keys(loc: list[str], raw: Mapping[str, Any]) -> list[str]:
         return list(StudySpec.model_fields)
     if loc[0] in _SECTION_MODELS and len(loc) == 1:
         return list(_SECTION_MODELS[loc[0]].model_fields)
+    if loc[0] == "objectives" and len(loc) == 2:
+        return list(Objective.model_fields)
     if loc[0] == "params" and len(loc) == 2:
         kind = (raw.get("params") or {}).get(loc[1], {}).get("type")
         if kind in _PARAM_MODELS:

@@ -315,6 +315,9 @@ def choose(spec: StudySpec) -> Choice:
     if space.grid_size is not None and space.grid_size <= min(budget, MAX_GRID_POINTS):
         return Choice("grid", f"{count(space.grid_size, 'point')} over {space}, within the budget of "
                               f"{count(budget, 'trial')}: each runs once instead of sampling with repeats")
+    if spec.multi_objective:
+        return Choice("tpe", f"{over}, {len(spec.objectives)} objectives: TPE models several objectives "
+                             "natively (MOTPE), its cost per trial stays small as the Pareto front grows")
     if space.conditional:
         return Choice("tpe", f"{over}: TPE models which params are active; GP would sample "
                              "the conditional ones at random")

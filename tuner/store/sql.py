@@ -181,11 +181,15 @@ class Store:
             )
 
     def create_study(
-        self, name: str, direction: str, sampler: optuna.samplers.BaseSampler | None = None
+        self, name: str, direction: str | Sequence[str], sampler: optuna.samplers.BaseSampler | None = None
     ) -> optuna.Study:
+        """A new study; ``direction`` a list of several makes it multi-objective (Optuna's ``directions``)."""
         self.check_new(name)
+        several = not isinstance(direction, str) and len(direction) > 1
         return optuna.create_study(
-            storage=self.storage, study_name=name, direction=direction, sampler=sampler
+            storage=self.storage, study_name=name, sampler=sampler,
+            **({"directions": list(direction)} if several else
+               {"direction": direction if isinstance(direction, str) else direction[0]}),
         )
 
     def load_study(self, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:

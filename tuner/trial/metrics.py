@@ -81,6 +81,34 @@ def objective_value(rows: Sequence[Row], objective: Any, direction: str, mode: s
     return min(usable) if direction == "minimize" else max(usable)
 
 
+def objective_values(rows: Sequence[Row], objectives: Sequence[Any], mode: str | None = None) -> list[float | None]:
+    """A multi-objective trial's values: each objective read at one epoch, the one the first objective keeps.
+
+    That epoch is the first objective's best (or its last, by its ``mode``), so
+    the vector describes one model, not the best of each metric from different
+    epochs. ``seconds`` is the training time up to and including that epoch
+    (what it cost to train that model); any other metric is that epoch's score.
+    An empty list when the first objective was never reported; None for a
+    metric that epoch lacks.
+    """
+    first = objectives[0]
+    reported = [i for i, r in enumerate(rows) if score(r, first) is not None]
+    if not reported:
+        return []
+    usable = [i for i in reported if finite(score(rows[i], first))]
+    if (mode or first.mode) == "last" or not usable:
+        kept = reported[-1]
+    else:
+        sign = 1.0 if first.resolved_direction == "minimize" else -1.0
+        kept = min(usable, key=lambda i: (sign * score(rows[i], first), i))
+    return [_elapsed(rows, kept) if o.metric == "seconds" else score(rows[kept], o) for o in objectives]
+
+
+def _elapsed(rows: Sequence[Row], through: int) -> float | None:
+    spent = [r.get("seconds") for r in rows[: through + 1]]
+    return float(sum(spent)) if all(finite(s) for s in spent) else None
+
+
 def gap_at_best(rows: Sequence[Row], objective: Any, direction: str) -> float | None:
     best = best_row(rows, lambda r: score(r, objective), direction)
     return float(best["gap_loss"]) if best is not None and finite(best.get("gap_loss")) else None

@@ -88,7 +88,7 @@ class Ending:
     """How a trial ends: its Optuna state and value, why, and what it cost (``facts``)."""
 
     state: TrialState
-    value: float | None = None
+    value: float | list[float] | None = None  # one per objective in a multi-objective study
     why: Why = None
     facts: Mapping[str, Any] = field(default_factory=dict)  # summary, diagnosis, wall/GPU seconds, device, node
     constraint: float | None = None  # Optuna constraint "gap" (feasible when <= 0), for `max_gap`

@@ -1,0 +1,80 @@
+"""Studies with several objectives: the spec's list, what it rules out, and the values a trial is told."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.errors import SpecError
+from tuner.plan import Plan
+from tuner.spec import Objective, load_spec
+from tuner.trial import metrics
+
+SPEC = {
+    "name": "mo", "workload": "mlp", "data": "digits", "epochs": 3,
+    "objective": [{"metric": "val_loss", "direction": "minimize"}, {"metric": "seconds", "direction": "minimize"}],
+    "params": {"lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True}},
+}
+
+
+def test_a_list_of_objectives_has_one_direction_each_and_is_saved_as_given():
+    spec = load_spec(SPEC)
+    assert spec.multi_objective and spec.directions == ["minimize", "minimize"]
+    assert spec.metric_names == ["val_loss", "seconds"] and spec.objective.metric == "val_loss"
+    # No ranking pruner by default (Optuna's do not take several objectives); the diagnostics one stays on.
+    assert spec.pruner.type == "none" and spec.pruner.diagnostics
+    assert load_spec(spec.to_dict()) == spec  # what a resume reads back
+    plan = Plan.of(spec)
+    assert plan.strategy == "tpe" and "2 objectives" in plan.description
+    assert plan.pruner_description == "diagnostics pruner (Optuna's pruners rank one objective)"
+    one = load_spec({**SPEC, "objective": [{"metric": "val_acc"}]})
+    assert not one.multi_objective and one.directions == ["maximize"] and one.pruner.type == "successive_halving"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pruner": "median"}, "pruner.type: Optuna's pruners rank one value per epoch and do not support "
+                           "multi-objective studies (optuna/optuna#3450), but got 'median'. Fix: pruner: none"),
+    ({"strategy": "cmaes"}, "`strategy` cmaes (Optuna's CmaEsSampler) takes one objective, but the spec lists 2. "
+                            "Fix: strategy: tpe, gp, random, qmc or grid (auto picks one)."),
+    ({"objective": [{"metric": "seconds"}, {"metric": "val_loss"}]},
+     "objective[0].metric: the first objective ranks a trial's epochs (the one it keeps, early stopping), so it "
+     "must be a metric of the model, but got seconds. Fix: list it later"),
+    ({"objective": [{"metric": "val_loss"}, {"metric": "seconds", "mode": "last"}]},
+     "objective[1].mode: the epoch whose values a trial keeps is chosen by objective[0] (its mode), so later "
+     "objectives take none, but got 'last'. Fix: set it on objective[0], or remove it."),
+    ({"objective": [{"metric": "val_loss", "target": 0.1}, {"metric": "seconds"}]},
+     "objective[0].target: stops a study once one value reaches it, but a multi-objective study has a Pareto "
+     "front of trade-offs, not one best value; got 0.1. Fix: remove target"),
+    ({"objective": [{"metric": "val_loss"}, {"metric": "val_loss"}]},
+     "objective[1].metric: each objective must be a different metric, but val_loss is objective[0] too."),
+    ({"objective": [{"metric": "val_loss"}, {"metric": "secs"}]},
+     "objective[1].metric: must be one of val_loss, val_acc, train_loss, train_acc, gap_loss, gap_acc, seconds "
+     "for the built-in workloads, but got 'secs'. Did you mean 'seconds'?"),
+    ({"objective": [{"metric": "val_loss"}, {"metrc": "seconds"}]},
+     "objective[1].metrc: unknown key 'metrc'. Did you mean 'metric'?"),
+    ({"objective": []}, "objective: must name at least one metric, but got an empty list."),
+    ({"objectives": [{"metric": "val_loss"}]}, "objectives: unknown key"),
+])
+def test_what_several_objectives_rule_out_is_refused_with_the_fix(change, message):
+    with pytest.raises(SpecError) as info:
+        load_spec({**SPEC, **change})
+    assert message in str(info.value)
+
+
+def test_one_metric_keyword_on_a_list_of_objectives_is_refused_naming_the_keyword():
+    from tuner.spec import Overrides
+
+    with pytest.raises(SpecError, match=r"metric=: the spec lists 2 objectives, and one value does not say which"):
+        load_spec(SPEC, Overrides({"objective": {"metric": "val_acc"}}, {"objective.metric": "metric="}))
+
+
+def test_a_trials_values_are_read_at_the_one_epoch_its_first_objective_keeps():
+    rows = [{"epoch": 1, "val_loss": 0.9, "size": 3.0, "seconds": 1.0},
+            {"epoch": 2, "val_loss": 0.4, "size": 2.0, "seconds": 2.0},
+            {"epoch": 3, "val_loss": 0.6, "size": 1.0, "seconds": 4.0}]
+    first, size, seconds = Objective(metric="val_loss"), Objective(metric="size"), Objective(metric="seconds")
+    # Epoch 2 is the best val_loss: size is that epoch's, seconds the training time up to it.
+    assert metrics.objective_values(rows, [first, size, seconds]) == [0.4, 2.0, 3.0]
+    last = Objective(metric="val_loss", mode="last")
+    assert metrics.objective_values(rows, [last, size, seconds]) == [0.6, 1.0, 7.0]
+    assert metrics.objective_values([{"epoch": 1, "size": 1.0}], [first, size]) == []
+    assert metrics.objective_values(rows[:1], [first, Objective(metric="other")]) == [0.9, None]
