@@ -78,3 +78,52 @@ def test_a_trials_values_are_read_at_the_one_epoch_its_first_objective_keeps():
     assert metrics.objective_values(rows, [last, size, seconds]) == [0.6, 1.0, 7.0]
     assert metrics.objective_values([{"epoch": 1, "size": 1.0}], [first, size]) == []
     assert metrics.objective_values(rows[:1], [first, Objective(metric="other")]) == [0.9, None]
+
+
+def sized(params, report):
+    """Validation loss against model size: a larger model fits better; x < -0.8 diverges at epoch 2."""
+    x, size = params["x"], params["size"]
+    for epoch in range(1, params["epochs"] + 1):
+        if x < -0.8 and epoch == 2:
+            report(epoch, train_loss=float("nan"), val_loss=float("nan"), n_params=100.0 * size)
+            return
+        val = (x - 0.3) ** 2 + 1.0 / (epoch * size)
+        report(epoch, train_loss=val - 0.01, val_loss=val, n_params=100.0 * size)
+
+
+def test_a_two_objective_study_has_a_pareto_front_in_the_api_and_the_report(tmp_path):
+    import re
+
+    import tuner
+    from tuner import report
+    from tuner.errors import TunerError
+
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+    spec = {"name": "sized", "strategy": "random", "trials": 8, "epochs": 3, "seed": 3,
+            "objective": [{"metric": "val_loss"}, {"metric": "n_params", "direction": "minimize"}],
+            "params": {"x": {"type": "float", "low": -1.0, "high": 1.0}, "size": {"type": "int", "low": 1, "high": 8}}}
+    study = tuner.launch(spec, objective=sized, executor="inline", storage=storage,
+                         warm_start=[{"x": -0.9, "size": 2}])
+    assert study.optuna.directions[1].name == "MINIMIZE" and study.metric_names == ["val_loss", "n_params"]
+    states = {t.state.name for t in study.trials}
+    assert "RUNNING" not in states
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and pruned[0].user_attrs["prune_rule"] == "diagnostics:diverged"  # the diagnostics pruner ran
+    for t in study.trials:
+        if t.state.name == "COMPLETE":
+            rows = study.epochs(t.number)
+            kept = min(rows, key=lambda r: r["val_loss"])
+            assert t.values == pytest.approx([kept["val_loss"], kept["n_params"]])
+    front = study.pareto_front()
+    assert {t.number for t in front} == {t.number for t in study.optuna.best_trials} and front
+    with pytest.raises(TunerError, match=r"best_value: a study with 2 objectives \(val_loss, n_params\) has a "
+                                         r"Pareto front of trade-offs, not one best trial\. Fix: use best_trials"):
+        study.best_value
+    assert {"values_val_loss", "values_n_params"} <= set(study.trials_dataframe().columns.get_level_values(0))
+
+    plots = report.write(study, tmp_path / "report.html", retrain=False)
+    assert "pareto" in [p.name for p in plots]
+    page = (tmp_path / "report.html").read_text()
+    table = page.split('id="pareto"', 1)[1].split("</table>", 1)[0]
+    assert len(re.findall(r"<tr><td>\d+</td>", table)) == len(front)
+    assert "<th>val_loss</th><th>n_params</th>" in table and f"Best on val_loss: trial {front[0].number}" in page

@@ -37,6 +37,10 @@ class Facts:
     trials: list[FrozenTrial]
     curves: dict[int, list[dict[str, Any]]]
     accounting: dict[str, Any]
+    # Several objectives: each (direction, metric), and the Pareto front, best on the first objective first.
+    # The rest of the report ranks trials on the first objective (``direction``, ``metric``).
+    objectives: tuple[tuple[str, str], ...] = ()
+    front: tuple[FrozenTrial, ...] = ()
 
     @property
     def finished(self) -> list[FrozenTrial]:
@@ -48,8 +52,8 @@ class Facts:
     @property
     def completed(self) -> list[FrozenTrial]:
         """COMPLETE trials with a finite value, best first."""
-        done = [t for t in self.state(TrialState.COMPLETE) if finite(t.value)]
-        return sorted(done, key=lambda t: (t.value if self.direction == "minimize" else -t.value, t.number))
+        done = [t for t in self.state(TrialState.COMPLETE) if finite(value(t))]
+        return sorted(done, key=lambda t: (value(t) if self.direction == "minimize" else -value(t), t.number))
 
     @property
     def best(self) -> FrozenTrial | None:
@@ -59,11 +63,26 @@ class Facts:
 def collect(study: Any) -> Facts:
     """Read a :class:`tuner.api.Study` (trials, epochs, spec, accounting) in a few queries."""
     spec = study.spec
+    directions = [d.name.lower() for d in study.optuna.directions]
+    names = study.optuna.metric_names or [spec.get("objective", {}).get("metric", "value")]
+    several = len(directions) > 1
     return Facts(
-        name=study.name, direction=study.optuna.direction.name.lower(),
-        metric=spec.get("objective", {}).get("metric", "value"), spec=spec,
+        name=study.name, direction=directions[0], metric=names[0], spec=spec,
         trials=list(study.trials), curves=collect_curves(study.epochs()), accounting=study.accounting(),
+        objectives=tuple(zip(directions, names)) if several else (),
+        front=tuple(_pareto_front(study.optuna, directions[0])) if several else (),
     )
+
+
+def _pareto_front(study: optuna.Study, first: str) -> list[FrozenTrial]:
+    """Optuna's Pareto front, best on the first objective first."""
+    sign = 1.0 if first == "minimize" else -1.0
+    return sorted(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+
+
+def value(trial: FrozenTrial) -> float | None:
+    """A trial's value: its one value, or its first objective's (what the report ranks trials on)."""
+    return trial.values[0] if trial.values else None
 
 
 def collect_curves(rows: Iterable[Row]) -> dict[int, list[dict[str, Any]]]:
@@ -82,13 +101,15 @@ def importances(study: optuna.Study, facts: Facts) -> tuple[dict[str, float], st
     n = len(facts.completed)
     if n < 2:
         return {}, f"Parameter importances need at least 2 completed trials; this study has {n}."
+    # Several objectives: importances for the first, which Optuna computes one objective at a time.
+    target = value if facts.objectives else None
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # seeded: the same report twice
-        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
     except (RuntimeError, ValueError) as exc:
         return {}, f"Optuna could not compute parameter importances: {exc}"
     conditional = sorted({p for t in facts.completed for p in t.params} - set(values))
-    note = f"fANOVA over {n} completed trials."
+    note = f"fANOVA over {n} completed trials" + (f", for {facts.metric}." if target else ".")
     if conditional:
         note += f" Params missing from some trials ({', '.join(conditional)}) are left out."
     return dict(values), note
@@ -159,8 +180,8 @@ def running_best(facts: Facts, by_completion: bool = False) -> list[tuple[Frozen
     out: list[tuple[FrozenTrial, float]] = []
     for t in sorted((t for t in facts.state(TrialState.COMPLETE) if t.datetime_complete or not by_completion),
                     key=order):
-        if finite(t.value) and (not out or better(t.value, out[-1][1], facts.direction)):
-            out.append((t, t.value))
+        if finite(value(t)) and (not out or better(value(t), out[-1][1], facts.direction)):
+            out.append((t, value(t)))
         elif out:
             out.append((t, out[-1][1]))
     return out
@@ -254,7 +275,7 @@ def compare_rows(studies: Sequence[Facts]) -> list[tuple[str, list[str]]]:
     params = list(dict.fromkeys(p for f in studies if f.best for p in f.best.params))
     rows: list[tuple[str, list[str]]] = [
         ("objective", [f"{f.direction} {f.metric}" for f in studies]),
-        ("best value", [fmt(f.best.value) if f.best else "no completed trial" for f in studies]),
+        ("best value", [fmt(value(f.best)) if f.best else "no completed trial" for f in studies]),
         ("best trial", [str(f.best.number) if f.best else "" for f in studies]),
     ]
     rows += [(f"  {p}", [fmt(f.best.params.get(p)) if f.best else "" for f in studies]) for p in params]

@@ -17,7 +17,7 @@ from typing import Any
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.report.facts import Facts, Row, distributions, running_best, seconds
+from tuner.report.facts import Facts, Row, distributions, running_best, seconds, value
 from tuner.trial.metrics import finite
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -119,8 +119,8 @@ def history_figure(facts: Facts) -> Any:
     fig = _figure(8, 3.8)
     ax = fig.subplots()
     for state in (TrialState.COMPLETE, TrialState.PRUNED):
-        trials = [t for t in facts.state(state) if finite(t.value)]
-        ax.scatter([t.number for t in trials], [t.value for t in trials], marker=STATE_MARKERS[state.name],
+        trials = [t for t in facts.state(state) if finite(value(t))]
+        ax.scatter([t.number for t in trials], [value(t) for t in trials], marker=STATE_MARKERS[state.name],
                    color="#1f77b4" if state == TrialState.COMPLETE else "#999999", label=state.name.lower(), zorder=3)
     best = running_best(facts)
     if best:
@@ -130,7 +130,7 @@ def history_figure(facts: Facts) -> Any:
     failed = facts.state(TrialState.FAIL)
     for t in failed:
         ax.axvline(t.number, color="#cccccc", lw=0.8, zorder=0)
-    _auto_log(ax, [t.value for t in facts.finished])
+    _auto_log(ax, [value(t) for t in facts.finished])
     ax.set_xlabel("trial" + (" (grey lines: failed)" if failed else ""))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{facts.metric} ({facts.direction})")
@@ -225,6 +225,34 @@ def compare_figure(studies: Sequence[Facts]) -> Any:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def pareto_figure(facts: Facts) -> Any:
+    """The first two objectives of every completed trial, the Pareto front's trials marked and joined.
+
+    With more than two objectives the front is drawn in the plane of the first
+    two, where some of its trials may look dominated (they win on a third).
+    """
+    (dx, mx), (dy, my) = facts.objectives[:2]
+    fig = _figure(7, 4.8)
+    ax = fig.subplots()
+    on_front = {t.number for t in facts.front}
+    done = [t for t in facts.state(TrialState.COMPLETE) if t.values and all(finite(v) for v in t.values[:2])]
+    rest = [t for t in done if t.number not in on_front]
+    ax.scatter([t.values[0] for t in rest], [t.values[1] for t in rest], color="#999999", label="completed", zorder=2)
+    front = sorted((t for t in facts.front if all(finite(v) for v in t.values[:2])), key=lambda t: t.values[:2])
+    xs, ys = [t.values[0] for t in front], [t.values[1] for t in front]
+    ax.scatter(xs, ys, color="#d62728", label="Pareto front", zorder=3)
+    if len(facts.objectives) == 2:  # a staircase is the front's shape in two dimensions only
+        ax.step(xs, ys, where="post" if (dx == "minimize") == (dy == "minimize") else "pre", color="#d62728",
+                lw=1, alpha=0.6, zorder=1)
+    for t in front:
+        ax.annotate(str(t.number), (t.values[0], t.values[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"{mx} ({dx})")
+    ax.set_ylabel(f"{my} ({dy})")
+    _legend(ax, fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def _figure(width: float, height: float) -> Any:

@@ -25,11 +25,11 @@ from optuna.trial import TrialState
 from tuner.errors import TunerError
 from tuner.report.facts import (
     MNIST1D_PAPER, Facts, collect, compare_rows, diagnoses, distributions, duration, importances, stop_reasons,
-    test_score, timing,
+    test_score, timing, value,
 )
 from tuner.report.figures import (
     DIAGNOSIS_COLORS, compare_figure, curves_figure, diagnosis_figure, gap_figure, history_figure, importance_figure,
-    png, sparkline,
+    pareto_figure, png, sparkline,
 )
 from tuner.trial.metrics import finite, fmt
 from tuner.trial.record import why_stopped
@@ -122,6 +122,7 @@ def _report(study: Any, facts: Facts, retrain: bool, draw: Draw, on_step: Callab
     values, note = importances(study.optuna, facts)
     page: dict[str, Any] = {"name": facts.name, "overview": _overview(facts),
                             "generated": f"{datetime.now():%Y-%m-%d %H:%M}", "completed": bool(facts.completed)}
+    page["pareto"] = _pareto(facts, draw) if facts.front else None
     if facts.completed:
         if retrain:
             on_step("retraining the best configuration on train+validation for its test score")
@@ -148,8 +149,8 @@ def _overview(facts: Facts) -> str:
     best, spec = facts.best, facts.spec
     return " · ".join([
         f"{len(facts.trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.most_common())})",
-        f"best {facts.metric} {fmt(best.value)} (trial {best.number})" if best else "no completed trial",
-        f"{facts.direction} {facts.metric}",
+        f"best {facts.metric} {fmt(value(best))} (trial {best.number})" if best else "no completed trial",
+        ", ".join(f"{d} {m}" for d, m in facts.objectives or ((facts.direction, facts.metric),)),
         f"strategy {spec.get('strategy', '?')}, pruner {(spec.get('pruner') or {}).get('type', '?')}",
         f"workload {spec.get('workload', '?')}" + (f" on {spec['data']}" if spec.get("data") else ""),
         f"up to {spec.get('epochs', '?')} epochs",
@@ -160,7 +161,7 @@ def _best(facts: Facts, retrain: bool) -> dict[str, Any]:
     best = facts.completed[0]  # only a study with a completed trial gets this section
     attrs = best.user_attrs
     rows = [(k, fmt(v)) for k, v in best.params.items()]
-    rows += [(f"validation {facts.metric}", fmt(best.value)), ("best epoch", fmt(attrs.get("best_epoch"))),
+    rows += [(f"validation {facts.metric}", fmt(value(best))), ("best epoch", fmt(attrs.get("best_epoch"))),
              ("overfitting gap (last epoch)", fmt(attrs.get("final_gap"))), ("diagnosis", attrs.get("diagnosis", ""))]
     curve = facts.curves.get(best.number) or [{}]
     at_best = next((r for r in curve if r.get("epoch") == attrs.get("best_epoch")), curve[-1])
@@ -172,7 +173,20 @@ def _best(facts: Facts, retrain: bool) -> dict[str, Any]:
         rows += [("test loss", fmt(score["test_loss"])), ("test accuracy", f"{score['test_acc']:.2%}")]
         if facts.spec.get("data") == "mnist1d":
             how += f" For reference, published test accuracies: {MNIST1D_PAPER}."
-    return {"number": best.number, "rows": rows, "note": how}
+    title = f"Best on {facts.metric}: trial {best.number}" if facts.objectives else f"Best configuration: trial {best.number}"
+    return {"number": best.number, "rows": rows, "note": how, "title": title}
+
+
+def _pareto(facts: Facts, draw: Draw) -> dict[str, Any]:
+    """The Pareto front of a study with several objectives: a plot of the first two, and a table of every one."""
+    names = [m for _, m in facts.objectives]
+    caption = (f"{names[1]} against {names[0]} of each completed trial; red: the Pareto front (no trial is better "
+               "on every objective)" + (f"; drawn in the plane of the first two of {len(names)}" if len(names) > 2 else ""))
+    rows = [(t.number, *(fmt(v) for v in t.values), " ".join(f"{k}={fmt(v)}" for k, v in t.params.items()))
+            for t in facts.front]
+    objectives = ", ".join(f"{d} {m}" for d, m in facts.objectives)
+    return {"plot": draw("pareto", caption, pareto_figure(facts)), "header": ("trial", *names, "params"),
+            "rows": rows, "note": f"{len(facts.front)} of {len(facts.completed)} completed trials ({objectives})."}
 
 
 def _curves(facts: Facts, draw: Draw) -> list[Plot]:
@@ -233,12 +247,18 @@ def _trials(facts: Facts) -> list[dict[str, Any]]:
     for t in facts.completed + [t for t in facts.trials if t not in facts.completed]:
         a = t.user_attrs
         rows.append({
-            "number": t.number, "state": t.state.name.lower(), "value": fmt(t.value),
+            "number": t.number, "state": t.state.name.lower(), "value": _value_text(facts, t),
             "curve": sparkline([r.get("val_loss") for r in facts.curves.get(t.number, [])]),
             "diagnosis": a.get("diagnosis", ""), "epochs": fmt(a.get("epochs")),
             "params": " ".join(f"{k}={fmt(v)}" for k, v in t.params.items()), "why": why_stopped(a),
         })
     return rows
+
+
+def _value_text(facts: Facts, trial: Any) -> str:
+    if not facts.objectives or not trial.values:
+        return fmt(value(trial))
+    return ", ".join(f"{m}={fmt(v)}" for (_, m), v in zip(facts.objectives, trial.values))
 
 
 # ---------------------------------------------------------------------- files
