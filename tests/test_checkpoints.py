@@ -46,3 +46,41 @@ def test_a_builtin_run_resumed_from_its_checkpoint_goes_on_as_if_never_stopped()
     resumed = run_trial(TrialJob(1, 2, {}, context, "workers.mlp:train", restore=at_two), None)
     assert [r["epoch"] for r in resumed.rows] == [3, 4]
     assert [r["val_loss"] for r in resumed.rows] == [r["val_loss"] for r in rows if r["epoch"] > 2]
+
+
+def test_the_report_scores_the_best_trials_saved_model_on_test_without_retraining(tmp_path, monkeypatch):
+    import numpy as np
+    import pytest
+    import torch
+
+    from tuner import report
+    from workers import data, mlp, training
+    from workers.config import Config
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}}
+    study = tuner.launch({"workload": "mlp", "data": "iris", "params": space}, trials=2, epochs=3,
+                         executor="inline", storage=storage, pruner="none", seed=0, strategy="random")
+    best = study.optuna.best_trial
+    assert best.user_attrs["checkpoint"]["epoch"] == 3
+
+    trained, scored = [], []  # the training passes run, and the labels of each split evaluated
+    train_epoch, evaluate = training.train_epoch, training.evaluate
+    monkeypatch.setattr(training, "train_epoch", lambda *a: trained.append(1) or train_epoch(*a))
+    monkeypatch.setattr(training, "evaluate", lambda model, split: scored.append(split.y.cpu()) or evaluate(model, split))
+    score, how = report.test_score(report.collect(study))
+
+    assert trained == []  # not retrained
+    iris = data.load("iris", 0)
+    assert len(scored) == 1 and np.array_equal(scored[0].numpy(), iris.y_test)
+    assert score["checkpoint"] is True and score["epochs"] == 3
+    assert f"Trial {best.number}'s saved model (its checkpoint of epoch 3)" in how and "not retrained" in how
+
+    # The model scored is the one the trial trained: on the validation split it gives the loss the trial reported.
+    state = torch.load(study.best_checkpoint(tmp_path / "best.pt"), weights_only=False)
+    cfg = Config.from_params({"seed": 0, "data": "iris", **best.params, "epochs": 3})
+    run = training.Run.start(cfg, training.dataset(cfg), mlp.build)
+    run.model.load_state_dict(state["model"])
+    on_val, _ = evaluate(run.model, run.val)
+    reported = [e["val_loss"] for e in study.epochs(best.number) if e["epoch"] == 3]
+    assert reported == [pytest.approx(on_val, rel=1e-6)]

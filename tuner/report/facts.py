@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import checkpoints
+from tuner.trial.checkpoint import TORCH, Checkpoint
 from tuner.trial.diagnosis import HEALTHY, KINDS
 from tuner.trial.metrics import better, finite, fmt
 
@@ -37,6 +40,7 @@ class Facts:
     trials: list[FrozenTrial]
     curves: dict[int, list[dict[str, Any]]]
     accounting: dict[str, Any]
+    artifacts: Path | None = None  # the study's artifact store, where its trials' checkpoints are
     # Several objectives: each (direction, metric), and the Pareto front, best on the first objective first.
     # The rest of the report ranks trials on the first objective (``direction``, ``metric``).
     objectives: tuple[tuple[str, str], ...] = ()
@@ -69,6 +73,7 @@ def collect(study: Any) -> Facts:
     return Facts(
         name=study.name, direction=directions[0], metric=names[0], spec=spec,
         trials=list(study.trials), curves=collect_curves(study.epochs()), accounting=study.accounting(),
+        artifacts=checkpoints.location(study.store),
         objectives=tuple(zip(directions, names)) if several else (),
         front=tuple(_pareto_front(study.optuna, directions[0])) if several else (),
     )
@@ -229,11 +234,14 @@ def duration(secs: float | None) -> str:
 
 
 def test_score(facts: Facts) -> tuple[dict[str, float] | None, str]:
-    """The best configuration retrained on train+validation and scored once on the test split.
+    """The best trial's saved model, or else its configuration retrained on train+validation, scored once on
+    the test split.
 
     Only the built-in workloads (``mlp``, ``cnn``) have a test split tuner can
-    reach; a custom workload gets the reason instead. It trains for the best
-    trial's best epoch, the number of epochs the study chose.
+    reach; a custom workload gets the reason instead. A best trial that kept
+    a checkpoint is scored as it was saved, without training again; otherwise
+    the retrain runs for the best trial's best epoch, the number of epochs the
+    study chose.
     """
     best = facts.best
     if best is None:
@@ -245,24 +253,46 @@ def test_score(facts: Facts) -> tuple[dict[str, float] | None, str]:
     fixed = facts.spec.get("fixed") or {}
     params = {"seed": facts.spec.get("seed") or 0, **({"data": facts.spec["data"]} if facts.spec.get("data") else {}),
               **fixed, **best.params, "epochs": int(best.user_attrs.get("best_epoch") or facts.spec.get("epochs", 10))}
+    saved = _saved_model(facts, best)
+    if saved is not None:
+        loss, acc = _with_one_thread(lambda: _workload(workload).saved_score(params, saved.load()))
+        return {"test_loss": loss, "test_acc": acc, "epochs": saved.epoch, "checkpoint": True}, (
+            f"Trial {best.number}'s saved model (its checkpoint of epoch {saved.epoch}), scored once on the "
+            "held-out test split; not retrained.")
     loss, acc = _final_fit(workload, params)
     return {"test_loss": loss, "test_acc": acc, "epochs": params["epochs"]}, (
         f"Trial {best.number}'s configuration retrained on train+validation for {params['epochs']} epochs "
         "(its best epoch), then scored once on the held-out test split.")
 
 
+def _saved_model(facts: Facts, best: FrozenTrial) -> Checkpoint | None:
+    """The best trial's kept checkpoint, when the study has one that a built-in workload wrote."""
+    meta = checkpoints.kept(best)
+    if meta is None or facts.artifacts is None or meta.get("format") != TORCH:
+        return None
+    return checkpoints.read(facts.artifacts, meta, "the report retrains the configuration instead")
+
+
 def _final_fit(workload: str, params: Mapping[str, Any]) -> tuple[float, float]:
     """The workload's own ``final_score`` (``workers.training.fit_final``): (test loss, test accuracy)."""
-    import torch
+    return _with_one_thread(lambda: _workload(workload).final_score(params))
 
+
+def _workload(name: str) -> Any:
     from workers import cnn, mlp
+
+    return {"mlp": mlp, "cnn": cnn}[name]
+
+
+def _with_one_thread(score: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    import torch
 
     # One thread, as a trial on a 1-CPU Ray worker trains: the same arithmetic, and no OpenMP
     # threads spinning against other processes (on a busy 2-core machine, 2 threads ran 10x slower).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {"mlp": mlp, "cnn": cnn}[workload].final_score(params)
+        return score()
     finally:
         torch.set_num_threads(threads)
 
