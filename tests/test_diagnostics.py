@@ -83,7 +83,8 @@ def test_pruner_names_and_options_are_checked():
     base = {"name": "t", "workload": "tests.workloads:quadratic",
             "params": {"x": {"type": "float", "low": 0, "high": 1}}}
     with pytest.raises(SpecError, match=r"pruner.type` must be one of none, median, percentile, "
-                                        r"successive_halving, hyperband, threshold, but got 'medain'. Did you mean 'median'"):
+                                        r"successive_halving, hyperband, threshold, extrapolating, but got 'medain'. "
+                                        r"Did you mean 'median'"):
         tuner.load_spec({**base, "pruner": "medain"})
     with pytest.raises(SpecError, match=r"not an option of the median pruner.*Did you mean 'n_warmup_steps'"):
         tuner.load_spec({**base, "pruner": {"type": "median", "warmup_steps": 3}})
@@ -163,6 +164,7 @@ PRUNER_OPTIONS = {
     "successive_halving": {"min_resource": 1, "reduction_factor": 2},
     "hyperband": {"min_resource": 1, "max_resource": 8, "reduction_factor": 2},
     "threshold": {"upper": 4.0},
+    "extrapolating": {"min_resource": 4, "reduction_factor": 2},
 }
 
 
