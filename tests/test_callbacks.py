@@ -193,3 +193,70 @@ def test_log_names_a_missing_library(tmp_path, monkeypatch):
         tuner.load_spec(spec(tmp_path, log={"mlflow": "file:./mlruns"}))
     assert refused.value.problems == [
         "log.mlflow: needs the mlflow package, which is not installed. Fix: pip install mlflow, or remove log.mlflow."]
+
+
+class PidLogger:
+    """A logger run apart, as tuner's TensorBoard and MLflow loggers are: it notes the process each call ran in."""
+
+    separate_process = True
+
+    def __init__(self, path, broken=False, dies=False):
+        self.path, self.broken, self.dies = str(path), broken, dies
+
+    def note(self, what):
+        with open(self.path, "a") as out:
+            out.write(f"{os.getpid()} {what}\n")
+        if self.dies:
+            os._exit(3)  # a tracker library that takes its process down
+        if self.broken:
+            raise ConnectionError("tracking server unreachable\nsecond line")
+
+    def __call__(self, study, trial):
+        self.note(f"ended {trial.number} {trial.state.name} {study.study_name}")
+
+    def on_epochs(self, study, number, params, rows):
+        self.note(f"epochs {number} " + ",".join(str(r["epoch"]) for r in rows))
+
+    def close(self):
+        self.note("closed")
+
+
+def test_loggers_marked_separate_process_run_in_a_child_that_is_gone_when_the_study_ends(tmp_path):
+    notes = tmp_path / "notes"
+    study = tuner.launch(spec(tmp_path), executor="inline", storage=f"sqlite:///{tmp_path / 's.db'}",
+                         callbacks=[PidLogger(notes)])
+    lines = [line.split(" ", 1) for line in notes.read_text().splitlines()]
+    pids = {int(pid) for pid, _ in lines}
+    assert len(pids) == 1 and os.getpid() not in pids  # one child, not the driver
+    calls = [what for _, what in lines]
+    assert calls[-1] == "closed"
+    for trial in study.trials:  # in order: every epoch once, then its end, given the study by its name
+        mine = [c for c in calls if c.startswith((f"epochs {trial.number} ", f"ended {trial.number} "))]
+        epochs = [int(e) for c in mine[:-1] for e in c.split(" ")[2].split(",")]
+        assert epochs == list(range(1, EPOCHS + 1))
+        assert mine[-1] == f"ended {trial.number} COMPLETE logged"
+    with pytest.raises(ProcessLookupError):  # launch() returned after the child exited: nothing left behind
+        os.kill(pids.pop(), 0)
+
+
+def test_a_logger_that_raises_in_its_process_is_warned_about_once_and_the_study_goes_on(tmp_path, caplog):
+    notes = tmp_path / "notes"
+    with caplog.at_level(logging.WARNING, logger="tuner"):
+        study = tuner.launch(spec(tmp_path), executor="inline", storage=f"sqlite:///{tmp_path / 's.db'}",
+                             callbacks=[PidLogger(notes, broken=True)])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * len(X)
+    assert notes.read_text().splitlines()[-1].endswith("closed")  # every call was still made
+    warned = [r.getMessage() for r in caplog.records if "callback" in r.getMessage() or "process" in r.getMessage()]
+    assert warned == ["study callback tests.test_callbacks.PidLogger raised ConnectionError: tracking server "
+                      "unreachable; the study goes on (its later failures are not shown)"]
+
+
+def test_a_loggers_process_that_dies_costs_the_study_nothing_but_its_logs(tmp_path, caplog):
+    notes = tmp_path / "notes"
+    with caplog.at_level(logging.WARNING, logger="tuner"):
+        study = tuner.launch(spec(tmp_path), executor="inline", storage=f"sqlite:///{tmp_path / 's.db'}",
+                             callbacks=[PidLogger(notes, dies=True)])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * len(X)
+    assert len(notes.read_text().splitlines()) == 1  # its first call, then it was gone
+    warned = [r.getMessage() for r in caplog.records if "process" in r.getMessage()]
+    assert len(warned) == 1 and "exit code 3" in warned[0] and "the study goes on" in warned[0], warned

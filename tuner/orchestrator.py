@@ -117,6 +117,7 @@ class Orchestrator:
         """Run trials until the budget or the timeout is used up, or a trial reaches the target."""
         deadline = time.monotonic() + self.spec.timeout if self.spec.timeout else math.inf
         try:
+            self.recorder.callbacks.start()  # the loggers' process imports its libraries while trials start
             while True:
                 if time.monotonic() < deadline and self.reached is None:
                     self._launch_more()

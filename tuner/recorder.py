@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pickle
 import queue
 import socket
 import threading
@@ -68,7 +69,7 @@ class Recorder:
         self.spec = spec
         self.store = store
         self.study = study
-        self.callbacks = Callbacks(study, callbacks)
+        self.callbacks = Callbacks(study, callbacks, store.url)
         self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep)
         self._in_db = False
 
@@ -199,23 +200,38 @@ class Callbacks:
     where a callback has it, once per trial per batch of rows committed; and
     ``close()`` at the end of the session (see tuner/integrations/__init__.py).
 
-    They run in order on one thread of their own, so that a logger's cost
-    (TensorBoard spends ~0.2 ms a scalar, a remote MLflow a round trip a
-    batch) never slows the epoch path; :meth:`close` waits until every call
-    has run. A failure is logged once per callback, with its error, and the
-    study goes on.
+    They run in order on one thread of their own, so that a logger's wait
+    (a remote MLflow's round trip a batch) never slows the epoch path. Those
+    whose class sets ``separate_process = True`` (tuner's TensorBoard and
+    MLflow loggers) run in a process of their own instead, so that their CPU
+    does not either (:mod:`tuner.integrations._process`); that needs the
+    store's ``storage_url``. :meth:`close` waits until every call has run. A
+    failure is logged once per callback, with its error, and the study goes on.
     """
 
-    def __init__(self, study: optuna.Study, callbacks: Sequence[Any]) -> None:
+    def __init__(self, study: optuna.Study, callbacks: Sequence[Any], storage_url: str | None = None) -> None:
         self.study = study
         self.all = list(callbacks)
         self.per_epoch = [c for c in self.all if callable(getattr(c, "on_epochs", None))]
         self.failures: dict[int, int] = {}  # id(callback) -> how many of its calls raised
         self._calls: queue.SimpleQueue[tuple[Any, Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        apart = [c for c in self.all if storage_url and getattr(type(c), "separate_process", False) and _travels(c)]
+        self._apart = {id(c): i for i, c in enumerate(apart)}
+        self._process = None
+        if apart:
+            from tuner.integrations._process import LoggerProcess
+
+            self._process = LoggerProcess(apart, study.study_name, storage_url, self._apart_failed(apart))
 
     def __bool__(self) -> bool:
         return bool(self.all)
+
+    def start(self, wait: float | None = 0.0) -> bool:
+        """Start the loggers' process now, if there is one, and wait up to ``wait`` seconds (None: as long as it
+        takes) for it to be ready; whether it is."""
+        return self._process is None or self._process.wait_ready(wait)
 
     def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any]) -> None:
         if not self.per_epoch:
@@ -226,17 +242,28 @@ class Callbacks:
         for trial_id, batch in by_trial.items():
             run = runs.get(trial_id)
             for callback in self.per_epoch if run is not None else ():
-                self._submit(callback, callback.on_epochs, self.study, run.number, dict(run.params), batch)
+                if id(callback) in self._apart:
+                    self._process.call(self._apart[id(callback)], "on_epochs", run.number, dict(run.params), batch)
+                else:
+                    self._submit(callback, callback.on_epochs, self.study, run.number, dict(run.params), batch)
 
     def ended(self, trial: FrozenTrial) -> None:
         for callback in self.all:
-            self._submit(callback, callback, self.study, trial)
+            if id(callback) in self._apart:
+                self._process.call(self._apart[id(callback)], "__call__", trial)
+            else:
+                self._submit(callback, callback, self.study, trial)
 
     def close(self) -> None:
         """Run what is queued, then each callback's ``close()``; return once all have run."""
         for callback in self.all:
-            if callable(getattr(callback, "close", None)):
+            if id(callback) in self._apart:
+                if callable(getattr(callback, "close", None)):
+                    self._process.call(self._apart[id(callback)], "close")
+            elif callable(getattr(callback, "close", None)):
                 self._submit(callback, callback.close)
+        if self._process is not None:
+            self._process.close(CALLBACK_PATIENCE_SECONDS)
         if self._thread is None:
             return
         self._calls.put(None)
@@ -246,10 +273,19 @@ class Callbacks:
             self._thread.join()
         self._thread = None
 
+    def _apart_failed(self, apart: Sequence[Any]) -> Callable[[int, str, str], None]:
+        def failed(index: int, error: str, first_line: str) -> None:
+            self.failures[id(apart[index])] = self.failures.get(id(apart[index]), 0) + 1
+            log.warning("study callback %s raised %s: %s; the study goes on (its later failures are not shown)",
+                        _name(apart[index]), error, first_line)
+        return failed
+
     def _submit(self, callback: Any, call: Callable[..., Any], *args: Any) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="tuner-callbacks", daemon=True)
-            self._thread.start()
+            with self._starting:  # callers on several threads: one thread runs them all, in order
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._work, name="tuner-callbacks", daemon=True)
+                    self._thread.start()
         self._calls.put((callback, call, args))
 
     def _work(self) -> None:
@@ -266,6 +302,15 @@ class Callbacks:
                 first_line = (str(exc).strip().splitlines() or [""])[0]
                 log.warning("study callback %s raised %s: %s; the study goes on (its later failures are not shown)",
                             _name(callback), type(exc).__name__, first_line)
+
+
+def _travels(callback: Any) -> bool:
+    """Whether pickle takes it to the loggers' process; one that cannot runs on the thread, as any other."""
+    try:
+        pickle.dumps(callback)
+        return True
+    except Exception:
+        return False
 
 
 def _name(callback: Any) -> str:

@@ -10,7 +10,8 @@ Each module imports its library only when it is itself imported, so
 
 The two trainer callbacks run in the worker and feed tuner's ``report``.
 
-The two logger callbacks run in the driver. A study callback is Optuna's
+The two logger callbacks run beside the driver, in a process of their own
+(see ``separate_process`` below). A study callback is Optuna's
 ``callback(study, frozen_trial)``, called once a trial has ended and its
 attributes are written (so ``optuna_integration.MLflowCallback`` and
 ``WeightsAndBiasesCallback`` work as they are). One that also has
@@ -20,4 +21,10 @@ attributes are written (so ``optuna_integration.MLflowCallback`` and
   reported; other keys such as ``trial_id`` or ``device`` are ignored);
 - ``close()`` is called once the study's session ends, for trials that never
   ended under it.
+
+Study callbacks run in order on a thread of the driver's process. One whose
+class sets ``separate_process = True`` is pickled to a process of its own
+instead and given the study loaded there (tuner's loggers do this, so that the
+CPU they spend never slows the epoch path); its class must be importable by
+module name, as picklable objects are.
 """

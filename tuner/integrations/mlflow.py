@@ -48,6 +48,8 @@ class MLflowCallback:
     that choice, so it is set for this process when unset.
     """
 
+    separate_process = True  # its file store's writes a metric are spent outside the driver's process
+
     def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
         if tracking_uri is not None and tracking_uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

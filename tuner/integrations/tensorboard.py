@@ -30,6 +30,8 @@ __all__ = ["TensorBoardCallback"]
 class TensorBoardCallback:
     """TensorBoard event files of every trial's epochs, under ``log_dir/<study name>/trial-NNNN``."""
 
+    separate_process = True  # its ~0.1 ms a scalar is spent outside the driver's process
+
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = Path(log_dir)
         self._writers: dict[tuple[str, int], SummaryWriter] = {}
