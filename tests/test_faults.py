@@ -82,6 +82,41 @@ def test_killed_workers_are_retried_and_no_complete_trial_is_lost(ray_local, sto
             assert t.params == by_number[t.user_attrs["retry_of"]].params
 
 
+def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_on_ray(ray_local, storage, tmp_path):
+    pid_dir, tally = tmp_path / "pids", tmp_path / "tally"
+    pid_dir.mkdir()
+    killed: list[int] = []
+
+    def kill_after_three_checkpoints(progress):
+        # kill -9 the first worker once the store holds its trial's checkpoint of epoch 3 (of 6).
+        pids = sorted(pid_dir.glob("[!.]*"))
+        if killed or not pids:
+            return
+        trials = optuna.load_study(study_name="resumes", storage=storage).trials
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("checkpoint", {}).get("epoch", 0) >= 3
+               for t in trials):
+            pid = int(pids[0].read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=workloads.checkpointed_with_pid,
+                         study="resumes", trials=1, epochs=6, storage=storage, pruner="none", retries=1,
+                         fixed={"pid_dir": str(pid_dir), "tally": str(tally), "sleep": 0.4},
+                         on_progress=kill_after_three_checkpoints)
+    (died,) = [t for t in study.trials if t.user_attrs.get("fail_kind") == "retried"]
+    (rerun,) = [t for t in study.trials if t.user_attrs.get("retry_of") == died.number]
+    ran = [int(line) for line in tally.read_text().split()]
+    saved = died.user_attrs["checkpoint"]["epoch"]
+    print(f"\nworker killed (kill -9) after its checkpoint of epoch {saved} of 6: epochs trained in all "
+          f"{len(ran)} ({ran}), {saved} fewer than a re-run from epoch 1")
+    assert len(killed) == 1 and rerun.state == TrialState.COMPLETE and rerun.params == died.params
+    # The re-run went on from the epoch after the checkpoint, not from epoch 1; its curve is whole.
+    assert saved >= 3 and ran.count(1) == 1
+    assert ran[-(6 - saved):] == list(range(saved + 1, 7))
+    assert [r["epoch"] for r in study.epochs(rerun.number)] == list(range(1, 7))
+    assert rerun.user_attrs["checkpoint"]["epoch"] == 6
+
+
 def _launch_cli(spec: Path, cwd: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TUNER_STORAGE": f"sqlite:///{cwd / 'tuner.db'}"}
     return subprocess.Popen([sys.executable, "-m", "tuner", *args, str(spec)] if args[:1] == ("launch",) else

@@ -104,3 +104,23 @@ def tallied(params, report):
         time.sleep(0.02)
         loss = params["x"] + (epoch if params.get("rises") else 1.0 / epoch)
         report(epoch, val_loss=loss, train_loss=loss)
+
+
+def checkpointed_with_pid(params, report):
+    """Saves its state every epoch and resumes from ``report.restored``; notes its pid and each epoch it runs.
+
+    The pid goes to ``pid_dir`` (written whole, then renamed) for a test to kill the worker; each epoch it
+    starts is a line of ``tally``.
+    """
+    import os
+    from pathlib import Path
+
+    tmp = Path(params["pid_dir"], f".{os.getpid()}-{time.time_ns()}")
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(tmp.with_name(tmp.name[1:]))
+    start = report.restored.load()["epoch"] + 1 if report.restored is not None else 1
+    for epoch in range(start, params["epochs"] + 1):
+        with open(params["tally"], "a") as tally:
+            tally.write(f"{epoch}\n")
+        time.sleep(params.get("sleep", 0.2))
+        report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch, checkpoint={"epoch": epoch})
