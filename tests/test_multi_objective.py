@@ -127,3 +127,44 @@ def test_a_two_objective_study_has_a_pareto_front_in_the_api_and_the_report(tmp_
     table = page.split('id="pareto"', 1)[1].split("</table>", 1)[0]
     assert len(re.findall(r"<tr><td>\d+</td>", table)) == len(front)
     assert "<th>val_loss</th><th>n_params</th>" in table and f"Best on val_loss: trial {front[0].number}" in page
+
+
+def test_a_two_objective_study_from_the_installed_cli_prints_and_reports_its_front(tmp_path):
+    """`tuner launch` of a YAML with two objectives, then `tuner best --json`, `tuner show`, `tuner report`."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import optuna
+
+    script = shutil.which("tuner")
+    assert script, "the `tuner` console script is not on PATH: pip install -e '.[dev]'"
+    (tmp_path / "mo.yaml").write_text(
+        "name: mo\nworkload: mlp\ndata: iris\nstrategy: random\ntrials: 4\nepochs: 3\nseed: 0\n"
+        "pruner: none\n"
+        "objective:\n  - {metric: val_loss, direction: minimize}\n  - {metric: seconds, direction: minimize}\n"
+        "params:\n  lr: {type: float, low: 0.01, high: 0.1, log: true}\n"
+        "  width: {type: categorical, choices: [8, 64]}\n")
+    env = {**os.environ, "TUNER_STORAGE": f"sqlite:///{tmp_path / 'tuner.db'}"}
+
+    def run(*args):
+        done = subprocess.run([script, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    launched = run("launch", "mo.yaml")  # on a local Ray, as a user's first launch
+    front = optuna.load_study(study_name="mo", storage=env["TUNER_STORAGE"]).best_trials
+    assert front and f"Pareto front, {len(front)} of 4 completed trials (minimize val_loss, minimize seconds)" in launched
+    assert all(f"trial {t.number}: val_loss" in launched for t in front)
+
+    best = json.loads(run("best", "mo", "--json"))
+    assert [o["metric"] for o in best["objectives"]] == ["val_loss", "seconds"]
+    assert sorted(r["trial"] for r in best["pareto_front"]) == sorted(t.number for t in front)
+    for record in best["pareto_front"]:
+        trial = next(t for t in front if t.number == record["trial"])
+        assert [record["values"]["val_loss"], record["values"]["seconds"]] == pytest.approx(trial.values)
+
+    assert "the Pareto front first" in run("show", "mo")
+    run("report", "mo", "-o", "report.html", "--no-test")
+    assert 'id="pareto"' in (tmp_path / "report.html").read_text()
