@@ -47,7 +47,8 @@ def test_a_list_of_objectives_has_one_direction_each_and_is_saved_as_given():
     ({"objective": [{"metric": "val_loss"}, {"metric": "val_loss"}]},
      "objective[1].metric: each objective must be a different metric, but val_loss is objective[0] too."),
     ({"objective": [{"metric": "val_loss"}, {"metric": "secs"}]},
-     "objective[1].metric: must be one of val_loss, val_acc, train_loss, train_acc, gap_loss, gap_acc, seconds "
+     "objective[1].metric: must be one of val_loss, val_acc, train_loss, train_acc, gap_loss, gap_acc, seconds, "
+     "n_params "
      "for the built-in workloads, but got 'secs'. Did you mean 'seconds'?"),
     ({"objective": [{"metric": "val_loss"}, {"metrc": "seconds"}]},
      "objective[1].metrc: unknown key 'metrc'. Did you mean 'metric'?"),
@@ -143,7 +144,7 @@ def test_a_two_objective_study_from_the_installed_cli_prints_and_reports_its_fro
     (tmp_path / "mo.yaml").write_text(
         "name: mo\nworkload: mlp\ndata: iris\nstrategy: random\ntrials: 4\nepochs: 3\nseed: 0\n"
         "pruner: none\n"
-        "objective:\n  - {metric: val_loss, direction: minimize}\n  - {metric: seconds, direction: minimize}\n"
+        "objective:\n  - {metric: val_loss, direction: minimize}\n  - {metric: n_params, direction: minimize}\n"
         "params:\n  lr: {type: float, low: 0.01, high: 0.1, log: true}\n"
         "  width: {type: categorical, choices: [8, 64]}\n")
     env = {**os.environ, "TUNER_STORAGE": f"sqlite:///{tmp_path / 'tuner.db'}"}
@@ -155,15 +156,15 @@ def test_a_two_objective_study_from_the_installed_cli_prints_and_reports_its_fro
 
     launched = run("launch", "mo.yaml")  # on a local Ray, as a user's first launch
     front = optuna.load_study(study_name="mo", storage=env["TUNER_STORAGE"]).best_trials
-    assert front and f"Pareto front, {len(front)} of 4 completed trials (minimize val_loss, minimize seconds)" in launched
+    assert front and f"Pareto front, {len(front)} of 4 completed trials (minimize val_loss, minimize n_params)" in launched
     assert all(f"trial {t.number}: val_loss" in launched for t in front)
 
     best = json.loads(run("best", "mo", "--json"))
-    assert [o["metric"] for o in best["objectives"]] == ["val_loss", "seconds"]
+    assert [o["metric"] for o in best["objectives"]] == ["val_loss", "n_params"]
     assert sorted(r["trial"] for r in best["pareto_front"]) == sorted(t.number for t in front)
     for record in best["pareto_front"]:
         trial = next(t for t in front if t.number == record["trial"])
-        assert [record["values"]["val_loss"], record["values"]["seconds"]] == pytest.approx(trial.values)
+        assert [record["values"]["val_loss"], record["values"]["n_params"]] == pytest.approx(trial.values)
 
     assert "the Pareto front first" in run("show", "mo")
     run("report", "mo", "-o", "report.html", "--no-test")

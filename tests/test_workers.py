@@ -121,6 +121,13 @@ def test_mlp_learns_digits() -> None:
     assert rows[-1]["val_acc"] > 0.5  # chance is 0.1
 
 
+def test_builtin_workloads_report_their_models_size_as_n_params() -> None:
+    """n_params (a size objective) is the model's trainable parameters: iris's 4 inputs, 3 classes, one layer."""
+    for width in (8, 64):
+        rows = run(mlp.train, depth=1, width=width)
+        assert {r["n_params"] for r in rows} == {float((4 * width + width) + (width * 3 + 3))}
+
+
 def test_cnn_trains_on_mnist1d() -> None:
     rows = run(cnn.train, data="mnist1d", epochs=2)
     assert [r["epoch"] for r in rows] == [1, 2]

@@ -51,8 +51,9 @@ BUILTIN_WORKLOADS = {"mlp": "workers.mlp:train", "cnn": "workers.cnn:train"}
 DATASETS = ("mnist1d", "digits", "wine", "breast_cancer", "iris")
 BUILTIN_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc", "gap_loss", "gap_acc")
 # What a trial costs, as a further objective of a multi-objective study (trial/metrics.py reads it):
-# seconds of training up to the epoch the trial keeps.
-COST_METRICS = ("seconds",)
+# seconds of training up to the epoch the trial keeps, and the model's size (the built-in workloads
+# report n_params, its trainable parameters, every epoch).
+COST_METRICS = ("seconds", "n_params")
 # Strategies whose Optuna sampler takes one objective only (CmaEsSampler raises on several).
 SINGLE_OBJECTIVE_STRATEGIES = ("cmaes",)
 # Marks a spec whose workload is a callable given to the Python API.

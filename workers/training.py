@@ -144,6 +144,7 @@ def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any
     keeps = hasattr(report, "restored")  # a plain callable (a test's, a user's) gets metrics only
     if keeps and report.restored is not None:  # type: ignore[attr-defined]
         run.restore(report.restored.load())  # type: ignore[attr-defined]
+    n_params = float(sum(p.numel() for p in run.model.parameters() if p.requires_grad))  # a size objective
     for epoch in run.epochs():
         # 2. evaluate on both splits, in eval mode (no dropout, no augmentation)
         train_loss, train_acc = evaluate(run.model, run.train)
@@ -154,7 +155,7 @@ def fit(params: Mapping[str, Any], report: Report, build: Build, **defaults: Any
         # 3. report; an exception from report (a pruned trial) propagates
         report(
             epoch.number, train_loss=train_loss, val_loss=val_loss, train_acc=train_acc,
-            val_acc=val_acc, lr=epoch.lr, iterations=epoch.iterations, **epoch.grads,
+            val_acc=val_acc, lr=epoch.lr, iterations=epoch.iterations, n_params=n_params, **epoch.grads,
             **({"checkpoint": functools.partial(run.state, epoch)} if keeps else {}),
         )
         # 4. a diverged run cannot recover: stop here, without raising
