@@ -8,8 +8,10 @@ once to the full budget; a trial replays the nearest pool configuration,
 most, ``--parallel`` at a time. The sides:
 
 - ``tuner``: ``tuner.launch`` with its defaults (TPE, the default pruner,
-  the diagnostics pruner), trials as Ray tasks; ``tuner_hyperband`` and
-  ``tuner_median`` the same with that pruner.
+  the diagnostics pruner), trials as Ray tasks; ``tuner_hyperband``,
+  ``tuner_median`` and ``tuner_extrapolating`` the same with that pruner
+  (``extrapolating``: the default's rungs, a stop vetoed while a curve fit
+  says the trial could still beat the best).
 - ``optuna``: plain Optuna TPE, ``NopPruner``, ``study.optimize(n_jobs)``.
 - ``optuna_sh``: plain Optuna TPE with ``SuccessiveHalvingPruner`` (the rungs
   tuner's default uses), ``study.optimize(n_jobs)``: a verdict in the
@@ -80,8 +82,10 @@ EPOCH_S = 0.03  # replayed seconds per epoch: long enough to be a unit of work, 
 TASKS = ("mnist1d_mlp", "digits_mlp", "crossing")
 QUICK_TASKS = "mnist1d_mlp"  # one task keeps CI's run short: Ray Tune alone takes ~10 s a fit
 POOL_DATA = {"mnist1d_mlp": "mnist1d", "digits_mlp": "digits"}
-SIDES = ("tuner", "tuner_hyperband", "tuner_median", "optuna", "optuna_sh", "ray_tune_asha", "topk")
-TUNER_PRUNERS = {"tuner": None, "tuner_hyperband": {"type": "hyperband"}, "tuner_median": {"type": "median"}}
+SIDES = ("tuner", "tuner_hyperband", "tuner_median", "tuner_extrapolating", "optuna", "optuna_sh", "ray_tune_asha",
+         "topk")
+TUNER_PRUNERS = {"tuner": None, "tuner_hyperband": {"type": "hyperband"}, "tuner_median": {"type": "median"},
+                 "tuner_extrapolating": {"type": "extrapolating"}}
 # ASHA's rungs at epochs 1, 4, 16: where tuner's default successive halving puts them
 # for 20 epochs (min_resource = 20 // 4**2 = 1, reduction_factor 4).
 ASHA = {"grace_period": 1, "reduction_factor": 4}
