@@ -273,3 +273,44 @@ def test_another_host_than_loopback_warns_that_anyone_can_modify_studies(tmp_pat
     assert "warning: the dashboard listens on 0.0.0.0" in text
     assert "no authentication" in text and "modify and delete studies" in text
     assert dashboard.is_loopback("127.0.0.1") and dashboard.is_loopback("::1") and not dashboard.is_loopback("0.0.0.0")
+
+
+def sized(params, report):
+    """val_loss falls with the model's size, which costs n_params: a trade-off with a front of several trials."""
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, train_loss=1.0 / (epoch * params["size"]), val_loss=1.0 / (epoch * params["size"]) + 0.01,
+               n_params=100.0 * params["size"])
+
+
+def test_a_two_objective_studys_pareto_front_is_drawn_with_its_metric_names(tmp_path):
+    chromium()
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+    spec = {"name": "sized", "strategy": "grid", "epochs": 2,
+            "objective": [{"metric": "val_loss"}, {"metric": "n_params", "direction": "minimize"}],
+            "params": {"size": {"type": "categorical", "choices": [1, 2, 4, 8]}}}
+    study = tuner.launch(spec, objective=sized, executor="inline", storage=storage)
+    front = study.pareto_front()
+    assert len(front) == 4  # every size is a trade-off: smaller is cheaper, larger is better
+    port = free_port()
+    proc, log = start_dashboard(tmp_path, "--storage", storage, "--port", str(port))
+    base, sid = f"http://127.0.0.1:{port}", study.optuna._study_id
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, f"tuner dashboard exited {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no dashboard after 90 s:\n{log.read_text()}"
+        try:
+            served = get_json(f"{base}/api/studies/{sid}")
+            break
+        except OSError:
+            time.sleep(0.3)
+    try:
+        assert len(served["directions"]) == 2
+        page = render(f"{base}/dashboard/studies/{sid}", "dashboard/pareto", height=2400, budget_ms=15000)
+        panel, chart = page.dom.split(">Pareto Front<", 1)[1].split('id="graph-pareto-front"', 1)
+        chart = chart.split(">History<", 1)[0]  # the next panel
+        assert chart.count('class="point"') == len(front)  # plotly drew one point a trial of the front
+        assert "val_loss" in panel and "n_params" in panel  # its axes chosen by the objectives' names
+        assert "Objective 0" not in panel
+        assert not errors(page), page.console
+    finally:
+        assert stop(proc) == 0, log.read_text()
