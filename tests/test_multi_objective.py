@@ -152,20 +152,23 @@ def test_a_two_objective_study_from_the_installed_cli_prints_and_reports_its_fro
     def run(*args):
         done = subprocess.run([script, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
-        return done.stdout
+        return done.stdout, done.stderr
 
-    launched = run("launch", "mo.yaml")  # on a local Ray, as a user's first launch
+    launched, progress = run("launch", "mo.yaml")  # on a local Ray, as a user's first launch
     front = optuna.load_study(study_name="mo", storage=env["TUNER_STORAGE"]).best_trials
     assert front and f"Pareto front, {len(front)} of 4 completed trials (minimize val_loss, minimize n_params)" in launched
+    # The progress line (a line a trial off a terminal) counts the front so far, not a best value.
+    lines = [line for line in progress.splitlines() if line.startswith("trials ")]
+    assert lines[-1].startswith("trials 4/4") and lines[-1].split(" · ")[-2] == f"front {len(front)}", lines
     assert all(f"trial {t.number}: val_loss" in launched for t in front)
 
-    best = json.loads(run("best", "mo", "--json"))
+    best = json.loads(run("best", "mo", "--json")[0])
     assert [o["metric"] for o in best["objectives"]] == ["val_loss", "n_params"]
     assert sorted(r["trial"] for r in best["pareto_front"]) == sorted(t.number for t in front)
     for record in best["pareto_front"]:
         trial = next(t for t in front if t.number == record["trial"])
         assert [record["values"]["val_loss"], record["values"]["n_params"]] == pytest.approx(trial.values)
 
-    assert "the Pareto front first" in run("show", "mo")
+    assert "the Pareto front first" in run("show", "mo")[0]
     run("report", "mo", "-o", "report.html", "--no-test")
     assert 'id="pareto"' in (tmp_path / "report.html").read_text()

@@ -643,7 +643,8 @@ class _progress_display:
     def on_progress(self, p: Any) -> None:
         if self.quiet:
             return
-        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · best {fmt(p.best_value)}"
+        best = f"front {len(p.front)}" if p.front else f"best {fmt(p.best_value)}"
+        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · {best}"
         if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
             self.finished = p.finished
             err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "

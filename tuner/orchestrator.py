@@ -52,6 +52,8 @@ class Progress:
     running: int = 0
     best_value: float | None = None
     best_trial: int | None = None
+    # Several objectives: the Pareto front so far, as (trial number, values) of the trials no other beats.
+    front: list[tuple[int, list[float]]] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -62,20 +64,31 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
 
-    def count(self, number: int, ending: Ending, direction: str) -> None:
-        """Add one trial's end."""
+    def count(self, number: int, ending: Ending, directions: Sequence[str]) -> None:
+        """Add one trial's end (``directions``: one per objective)."""
         if getattr(ending.why, "kind", None) == record.RETRIED:
             self.retried += 1
         elif ending.state == TrialState.COMPLETE:
             self.complete += 1
-            if isinstance(ending.value, list):
-                return  # several objectives have a Pareto front, not one best value
+            if isinstance(ending.value, list):  # several objectives have a Pareto front, not one best value
+                self._onto_front(number, ending.value, directions)
+                return
+            direction = directions[0]
             if self.best_value is None or metrics.better(ending.value, self.best_value, direction):
                 self.best_value, self.best_trial = ending.value, number
         elif ending.state == TrialState.PRUNED:
             self.pruned += 1
         else:
             self.failed += 1
+
+    def _onto_front(self, number: int, values: list[float], directions: Sequence[str]) -> None:
+        def dominates(a: Sequence[float], b: Sequence[float]) -> bool:  # as Optuna's best_trials counts it
+            no_worse = all(not metrics.better(y, x, d) for x, y, d in zip(a, b, directions))
+            return no_worse and any(metrics.better(x, y, d) for x, y, d in zip(a, b, directions))
+
+        if any(dominates(kept, values) for _, kept in self.front):
+            return
+        self.front = [(n, kept) for n, kept in self.front if not dominates(values, kept)] + [(number, values)]
 
 
 class Orchestrator:
@@ -218,7 +231,7 @@ class Orchestrator:
             self.recorder.enqueue(step.retry.params, {record.ATTEMPT: step.retry.attempt,
                                                       record.RETRY_OF: step.retry.retry_of})
         self.recorder.end(run.number, run.trial_id, step.end)
-        self.progress.count(run.number, step.end, self.spec.direction)
+        self.progress.count(run.number, step.end, self.spec.directions)
         self.progress.running = len(self.running)
         if step.end.state == TrialState.FAIL and step.end.counted and self.first_error is None:
             self.first_error = (run, getattr(step.end.why, "reason", "no value"))

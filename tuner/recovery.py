@@ -44,8 +44,9 @@ def count_existing(study: optuna.Study, planned: int) -> Progress:
             progress.pruned += 1
         elif trial.state == TrialState.FAIL and counts_toward_budget(trial):
             progress.failed += 1
-    if len(study.directions) > 1:
-        return progress  # several objectives: a Pareto front, no single best to track
+    if len(study.directions) > 1:  # several objectives: the Pareto front so far, no single best
+        progress.front = [(t.number, list(t.values)) for t in study.best_trials]
+        return progress
     try:
         best = study.best_trial  # read once here; afterwards the loop tracks the values it tells
     except ValueError:  # no (feasible) COMPLETE trial yet
