@@ -237,9 +237,10 @@ class FakeStudy:
     database, made by Optuna itself, can, and its report must still be text.
     """
 
-    def __init__(self, optuna_study, spec, epochs):
+    def __init__(self, optuna_study, spec, epochs, artifacts):
         self.optuna, self.spec, self._epochs = optuna_study, spec, epochs
         self.name = optuna_study.study_name
+        self.artifacts = artifacts  # empty: no trial kept a checkpoint
 
     @property
     def trials(self):
@@ -258,7 +259,7 @@ SCRIPT = "<script>alert('x')</script>"
 ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
 
 
-def hostile_study() -> FakeStudy:
+def hostile_study(artifacts) -> FakeStudy:
     """Markup in every place a study puts text: its name, a param value, a failure, a diagnosis detail."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -275,11 +276,11 @@ def hostile_study() -> FakeStudy:
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.FAIL, params={"act": SCRIPT, "lr": 0.9}, distributions=dists,
         user_attrs={"fail_reason": f"RuntimeError: {SCRIPT}", "epochs": 0}))
-    return FakeStudy(study, {"workload": "mlp", "epochs": 2, "objective": {"metric": "val_loss"}}, epochs)
+    return FakeStudy(study, {"workload": "mlp", "epochs": 2, "objective": {"metric": "val_loss"}}, epochs, artifacts)
 
 
 def test_the_report_shows_a_studys_markup_as_text(tmp_path):
-    study = hostile_study()
+    study = hostile_study(tmp_path / "artifacts")
     out = tmp_path / "report.html"
     report.write(study, out, retrain=False)
     text = out.read_text()
@@ -292,7 +293,7 @@ def test_the_report_shows_a_studys_markup_as_text(tmp_path):
 
 
 def test_the_compare_page_shows_a_studys_markup_as_text(tmp_path):
-    facts = report.collect(hostile_study())
+    facts = report.collect(hostile_study(tmp_path / "artifacts"))
     out = tmp_path / "compare.html"
     report.write_compare([facts], out)
     text = out.read_text()

@@ -163,6 +163,13 @@ class Study:
                              f"{len(self.trials) - 1}). Fix: pick one that `tuner show {self.name}` lists.")
         return checkpoints.download(self.store, self.optuna, found[0], to)
 
+    @property
+    def artifacts(self) -> Path:
+        """The study's Optuna artifact store (a directory), where its trials' checkpoints are kept."""
+        from tuner import checkpoints
+
+        return checkpoints.location(self.store)
+
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
         return metrics.accounting(self.trials, int(self.spec.get("epochs", 0)))

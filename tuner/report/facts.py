@@ -73,7 +73,7 @@ def collect(study: Any) -> Facts:
     return Facts(
         name=study.name, direction=directions[0], metric=names[0], spec=spec,
         trials=list(study.trials), curves=collect_curves(study.epochs()), accounting=study.accounting(),
-        artifacts=checkpoints.location(study.store),
+        artifacts=study.artifacts,
         objectives=tuple(zip(directions, names)) if several else (),
         front=tuple(_pareto_front(study.optuna, directions[0])) if several else (),
     )
