@@ -75,7 +75,8 @@ def test_compute_to_target_runs_every_side_and_counts_false_prunes(tmp_path):
     payload = run("compute_to_target.py", tmp_path)
     (task,) = payload["tasks"].values()
     sides = {row["side"] for row in task["summary"]}
-    assert sides == {"tuner", "tuner_hyperband", "tuner_median", "optuna", "optuna_sh", "ray_tune_asha", "topk"}
+    assert sides == {"tuner", "tuner_hyperband", "tuner_median", "tuner_extrapolating", "optuna", "optuna_sh",
+                     "ray_tune_asha", "topk"}
     assert all(r["epochs_run"] > 0 and "good_pruned" in r for r in payload["runs"])
     assert payload["target_evidence"]["mnist1d_mlp"]["how"].startswith("98th percentile")
 
