@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -114,8 +115,10 @@ def test_copy_and_delete_keep_every_studys_epochs_its_own(tmp_path):
     assert len(new_rows) == 6 and total == 6
     assert [float(r["my_metric"]) for r in new_rows[:3]] == pytest.approx([10 * x + e for e in (1, 2, 3)])
     assert f"{10 * x + 1:.4g}" in show.stdout
-    for old in a_rows[:3]:  # none of a's (or b's) values shows up on the new trial
-        assert f"{float(old['my_metric']):.4g}" not in show.stdout
+    for old in a_rows[:3]:  # none of a's (or b's) values shows up on the new trial, as a number of its own
+        # (not as part of another: a time such as 1.342e-05 s contains "1.34")
+        shown = re.escape(f"{float(old['my_metric']):.4g}")
+        assert not re.search(rf"(?<![\d.]){shown}(?![\d.e])", show.stdout), (old, show.stdout)
 
 
 def test_delete_and_copy_name_what_is_wrong(tmp_path):
