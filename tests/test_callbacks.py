@@ -239,24 +239,25 @@ def test_loggers_marked_separate_process_run_in_a_child_that_is_gone_when_the_st
         os.kill(pids.pop(), 0)
 
 
-def test_a_logger_that_raises_in_its_process_is_warned_about_once_and_the_study_goes_on(tmp_path, caplog):
+def launch_with_a_failing_logger(tmp_path, caplog, **failing):
+    """A study with a PidLogger that fails as ``failing`` says: its notes' lines, and the warnings about it."""
     notes = tmp_path / "notes"
     with caplog.at_level(logging.WARNING, logger="tuner"):
         study = tuner.launch(spec(tmp_path), executor="inline", storage=f"sqlite:///{tmp_path / 's.db'}",
-                             callbacks=[PidLogger(notes, broken=True)])
+                             callbacks=[PidLogger(notes, **failing)])
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * len(X)
-    assert notes.read_text().splitlines()[-1].endswith("closed")  # every call was still made
     warned = [r.getMessage() for r in caplog.records if "callback" in r.getMessage() or "process" in r.getMessage()]
+    return notes.read_text().splitlines(), warned
+
+
+def test_a_logger_that_raises_in_its_process_is_warned_about_once_and_the_study_goes_on(tmp_path, caplog):
+    notes, warned = launch_with_a_failing_logger(tmp_path, caplog, broken=True)
+    assert notes[-1].endswith("closed")  # every call was still made
     assert warned == ["study callback tests.test_callbacks.PidLogger raised ConnectionError: tracking server "
                       "unreachable; the study goes on (its later failures are not shown)"]
 
 
 def test_a_loggers_process_that_dies_costs_the_study_nothing_but_its_logs(tmp_path, caplog):
-    notes = tmp_path / "notes"
-    with caplog.at_level(logging.WARNING, logger="tuner"):
-        study = tuner.launch(spec(tmp_path), executor="inline", storage=f"sqlite:///{tmp_path / 's.db'}",
-                             callbacks=[PidLogger(notes, dies=True)])
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * len(X)
-    assert len(notes.read_text().splitlines()) == 1  # its first call, then it was gone
-    warned = [r.getMessage() for r in caplog.records if "process" in r.getMessage()]
+    notes, warned = launch_with_a_failing_logger(tmp_path, caplog, dies=True)
+    assert len(notes) == 1  # its first call, then it was gone
     assert len(warned) == 1 and "exit code 3" in warned[0] and "the study goes on" in warned[0], warned

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import checkpoints
 from tuner.checkpoints import Checkpoints
+from tuner.integrations._process import LoggerProcess, first_line
 from tuner.trial import metrics
 from tuner.trial.checkpoint import Checkpoint
 from tuner.spec import StudySpec
@@ -221,9 +222,8 @@ class Callbacks:
         self._apart = {id(c): i for i, c in enumerate(apart)}
         self._process = None
         if apart:
-            from tuner.integrations._process import LoggerProcess
-
-            self._process = LoggerProcess(apart, study.study_name, storage_url, self._apart_failed(apart))
+            self._process = LoggerProcess(apart, study.study_name, storage_url,
+                                          lambda index, error, line: self._failed(apart[index], error, line))
 
     def __bool__(self) -> bool:
         return bool(self.all)
@@ -242,26 +242,17 @@ class Callbacks:
         for trial_id, batch in by_trial.items():
             run = runs.get(trial_id)
             for callback in self.per_epoch if run is not None else ():
-                if id(callback) in self._apart:
-                    self._process.call(self._apart[id(callback)], "on_epochs", run.number, dict(run.params), batch)
-                else:
-                    self._submit(callback, callback.on_epochs, self.study, run.number, dict(run.params), batch)
+                self._dispatch(callback, "on_epochs", run.number, dict(run.params), batch)
 
     def ended(self, trial: FrozenTrial) -> None:
         for callback in self.all:
-            if id(callback) in self._apart:
-                self._process.call(self._apart[id(callback)], "__call__", trial)
-            else:
-                self._submit(callback, callback, self.study, trial)
+            self._dispatch(callback, "__call__", trial)
 
     def close(self) -> None:
         """Run what is queued, then each callback's ``close()``; return once all have run."""
         for callback in self.all:
-            if id(callback) in self._apart:
-                if callable(getattr(callback, "close", None)):
-                    self._process.call(self._apart[id(callback)], "close")
-            elif callable(getattr(callback, "close", None)):
-                self._submit(callback, callback.close)
+            if callable(getattr(callback, "close", None)):
+                self._dispatch(callback, "close")
         if self._process is not None:
             self._process.close(CALLBACK_PATIENCE_SECONDS)
         if self._thread is None:
@@ -273,12 +264,22 @@ class Callbacks:
             self._thread.join()
         self._thread = None
 
-    def _apart_failed(self, apart: Sequence[Any]) -> Callable[[int, str, str], None]:
-        def failed(index: int, error: str, first_line: str) -> None:
-            self.failures[id(apart[index])] = self.failures.get(id(apart[index]), 0) + 1
+    def _dispatch(self, callback: Any, method: str, *args: Any) -> None:
+        """Queue ``callback.<method>(study, *args)`` (``close()`` without the study) where the callback runs."""
+        if id(callback) in self._apart:
+            self._process.call(self._apart[id(callback)], method, *args)
+        elif method == "close":
+            self._submit(callback, callback.close)
+        else:
+            self._submit(callback, getattr(callback, method), self.study, *args)
+
+    def _failed(self, callback: Any, error: str, line: str) -> None:
+        """Count a callback's failure; the first one is logged, with its error's first line."""
+        seen = self.failures.get(id(callback), 0)
+        self.failures[id(callback)] = seen + 1
+        if not seen:
             log.warning("study callback %s raised %s: %s; the study goes on (its later failures are not shown)",
-                        _name(apart[index]), error, first_line)
-        return failed
+                        _name(callback), error, line)
 
     def _submit(self, callback: Any, call: Callable[..., Any], *args: Any) -> None:
         if self._thread is None:
@@ -296,12 +297,7 @@ class Callbacks:
         try:
             call(*args)
         except Exception as exc:  # a tracker that is down must not cost the study its trials
-            seen = self.failures.get(id(callback), 0)
-            self.failures[id(callback)] = seen + 1
-            if not seen:
-                first_line = (str(exc).strip().splitlines() or [""])[0]
-                log.warning("study callback %s raised %s: %s; the study goes on (its later failures are not shown)",
-                            _name(callback), type(exc).__name__, first_line)
+            self._failed(callback, type(exc).__name__, first_line(exc))
 
 
 def _travels(callback: Any) -> bool:

@@ -9,9 +9,9 @@ runs its calls in order; the driver's side only queues each call, and a feeder
 thread pickles it down the child's stdin.
 
 The child loads the study from the store's URL (the loggers are given a real
-``optuna.Study``), runs at a lower priority (``nice 10``), ignores Ctrl-C (the driver ends the session and closes it),
-and exits once its stdin ends, after every queued call has run: a driver that
-dies leaves no process behind. The first failure of each logger comes back on
+``optuna.Study``), runs at a lower priority (``nice 10``), ignores Ctrl-C (the
+driver ends the session and closes it), and exits once its stdin ends, after
+every queued call has run: a driver that dies leaves no process behind. The first failure of each logger comes back on
 a pipe of its own and the driver logs it; the child's stdout and stderr are
 the driver's.
 
@@ -180,8 +180,13 @@ def _serve(calls: BinaryIO, failures: BinaryIO) -> None:
         except Exception as exc:  # a tracker that is down must not cost the study its trials
             if index not in failed:
                 failed.add(index)
-                pickle.dump((index, type(exc).__name__, (str(exc).strip().splitlines() or [""])[0]), failures)
+                pickle.dump((index, type(exc).__name__, first_line(exc)), failures)
                 failures.flush()
+
+
+def first_line(exc: BaseException) -> str:
+    """What a callback's failure is shown as: its message's first line."""
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _load(study_name: str, storage_url: str) -> Any:
