@@ -5,9 +5,10 @@ Two runs per side: one writer reporting ``--values`` steps into one trial, then
 trial of one study on one SQLite file. A write that fails with ``database is
 locked`` is counted and the run goes on.
 
-The sides ``tuner+tensorboard`` and ``tuner+mlflow`` write the same rows through
-the same path with a per-epoch logger attached (``log: {tensorboard: DIR}``,
-``log: {mlflow: file:...}``): ``values_per_s`` is the epoch path's rate, and
+The sides ``tuner+tensorboard``, ``tuner+mlflow`` and ``tuner+mlflow-sqlite``
+write the same rows through the same path with a per-epoch logger attached
+(``log: {tensorboard: DIR}``, ``log: {mlflow: file:...}``, ``log: {mlflow:
+sqlite:///...}``, MLflow 3's default store): ``values_per_s`` is the epoch path's rate, and
 ``started_s`` how long the loggers' process took to start (the driver starts it
 with the study, while its first trials start; the rate is measured once it is
 up), ``drained_s`` how long it took after the last write to log everything
@@ -31,7 +32,7 @@ import peers
 
 FULL = {"values": 2000, "threads": 4, "repeats": 3}
 QUICK = {"values": 200, "threads": 4, "repeats": 1}
-SIDES = ("optuna", "tuner", "tuner+tensorboard", "tuner+mlflow")
+SIDES = ("optuna", "tuner", "tuner+tensorboard", "tuner+mlflow", "tuner+mlflow-sqlite")
 COLUMNS = ("values_per_s", "values_committed", "values_recorded", "locked_errors", "wall_s", "started_s", "drained_s",
            "peak_rss_mib")
 
@@ -49,7 +50,7 @@ def run_tuner(n_values: int, workdir: Path, threads: int = 1, logger: str | None
     the trial's Optuna intermediate value. Writers run in threads, each with its
     own Store (engine and connections) on the one SQLite file.
 
-    With ``logger`` (``tensorboard`` or ``mlflow``), each committed batch is
+    With ``logger`` (``tensorboard``, ``mlflow`` or ``mlflow-sqlite``), each committed batch is
     also handed to that per-epoch logger, as the recorder hands it on
     (:class:`tuner.recorder.Callbacks`: queued for the loggers' own process).
     """
@@ -124,6 +125,8 @@ def _logger(name: str, workdir: Path) -> Any:
         return TensorBoardCallback(workdir / "tb")
     from tuner.integrations.mlflow import MLflowCallback
 
+    if name == "mlflow-sqlite":
+        return MLflowCallback(f"sqlite:///{(workdir / 'mlflow.db').resolve()}")
     return MLflowCallback((workdir / "mlruns").resolve().as_uri())
 # ==============================================================================
 
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     n_values, threads = args.values or preset["values"], args.threads or preset["threads"]
     run = {"optuna": peers.optuna_report_rate, "tuner": run_tuner,
            "tuner+tensorboard": functools.partial(run_tuner, logger="tensorboard"),
-           "tuner+mlflow": functools.partial(run_tuner, logger="mlflow")}
+           "tuner+mlflow": functools.partial(run_tuner, logger="mlflow"),
+           "tuner+mlflow-sqlite": functools.partial(run_tuner, logger="mlflow-sqlite")}
 
     # Sides interleaved, ``--repeats`` rounds; each side's median-rate run is the one shown (noise on a shared
     # machine moves single runs by tens of percent).

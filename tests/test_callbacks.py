@@ -261,3 +261,50 @@ def test_a_loggers_process_that_dies_costs_the_study_nothing_but_its_logs(tmp_pa
     notes, warned = launch_with_a_failing_logger(tmp_path, caplog, dies=True)
     assert len(notes) == 1  # its first call, then it was gone
     assert len(warned) == 1 and "exit code 3" in warned[0] and "the study goes on" in warned[0], warned
+
+
+def test_calls_queued_for_a_loggers_process_merge_each_trials_epochs_and_keep_every_other_call_in_place():
+    from tuner.integrations._process import merged
+
+    shared = [{"epoch": 1}]  # one batch handed to two loggers: merging one logger's must not change the other's
+    calls = [(0, "on_epochs", (5, {"x": 1}, shared)), (1, "on_epochs", (5, {"x": 1}, shared)),
+             (0, "on_epochs", (6, {"x": 2}, [{"epoch": 1}])), (0, "on_epochs", (5, {"x": 1}, [{"epoch": 2}])),
+             (0, "__call__", ("trial 5 ended",)), (0, "on_epochs", (5, {"x": 1}, [{"epoch": 3}])), (0, "close", ())]
+    assert merged(calls) == [
+        (0, "on_epochs", (5, {"x": 1}, [{"epoch": 1}, {"epoch": 2}])), (1, "on_epochs", (5, {"x": 1}, [{"epoch": 1}])),
+        (0, "on_epochs", (6, {"x": 2}, [{"epoch": 1}])), (0, "__call__", ("trial 5 ended",)),
+        (0, "on_epochs", (5, {"x": 1}, [{"epoch": 3}])), (0, "close", ())]
+    assert shared == [{"epoch": 1}]
+
+
+class SlowLogger(PidLogger):
+    """A PidLogger whose first batch takes a second, as a tracker's first round trip may."""
+
+    def on_epochs(self, study, number, params, rows):
+        if not os.path.exists(self.path):
+            import time
+
+            time.sleep(1.0)
+        super().on_epochs(study, number, params, rows)
+
+
+def test_a_loggers_process_that_falls_behind_gets_the_queued_batches_merged_with_every_row_once(tmp_path):
+    from tuner.integrations._process import LoggerProcess
+    from tuner.store import Store
+
+    storage, notes = f"sqlite:///{tmp_path / 's.db'}", tmp_path / "notes"
+    Store(storage).create_study("behind", "minimize")
+    failures = []
+    process = LoggerProcess([SlowLogger(notes)], "behind", storage, lambda *failure: failures.append(failure))
+    assert process.wait_ready(60)
+    padding = "x" * 20_000  # rows large enough that the pipe to the child fills while its first call sleeps
+    for epoch in range(1, 101):
+        process.call(0, "on_epochs", epoch % 2, {}, [{"epoch": epoch, "note": padding}])
+    process.call(0, "close")
+    process.close(patience=60)
+    calls = [line.split(" ")[1:] for line in notes.read_text().splitlines()]
+    assert calls[-1] == ["closed"] and not failures
+    batches = [(int(number), [int(e) for e in epochs.split(",")]) for _, number, epochs in calls[:-1]]
+    for number in (0, 1):
+        assert [e for n, epochs in batches if n == number for e in epochs] == list(range(2 - number, 101, 2))
+    assert len(batches) < 20, batches  # 100 calls queued behind a 1 s sleep reached it as a few

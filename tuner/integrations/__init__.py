@@ -18,7 +18,9 @@ attributes are written (so ``optuna_integration.MLflowCallback`` and
 
 - ``on_epochs(study, trial_number, params, rows)`` is given each batch of epoch
   rows as the driver records it (``rows``: dicts with ``epoch`` and the numbers
-  reported; other keys such as ``trial_id`` or ``device`` are ignored);
+  reported; other keys such as ``trial_id`` or ``device`` are ignored); a
+  logger in a process of its own that has fallen behind is given the batches
+  queued meanwhile as one, each trial's rows in order;
 - ``close()`` is called once the study's session ends, for trials that never
   ended under it.
 

@@ -6,7 +6,9 @@ epoch path needs: with either attached, the store benchmark's epoch rate fell
 to half. A logger whose class sets ``separate_process = True`` (tuner's
 TensorBoard and MLflow loggers do) is pickled instead to a child Python that
 runs its calls in order; the driver's side only queues each call, and a feeder
-thread pickles it down the child's stdin.
+thread pickles it down the child's stdin. Whatever queued up while the child
+was busy goes down as one batch of rows a trial (:func:`merged`), so a logger
+that falls behind catches up in fewer, larger calls.
 
 The child loads the study from the store's URL (the loggers are given a real
 ``optuna.Study``), runs at a lower priority (``nice 10``), ignores Ctrl-C (the
@@ -33,6 +35,7 @@ from typing import Any, BinaryIO
 
 log = logging.getLogger("tuner")
 READY = -1  # the child's first message: the loggers are imported, the study loaded
+MAX_MERGED = 1000  # calls queued for the child that the feeder takes at once, and merges (see merged())
 
 
 class LoggerProcess:
@@ -120,15 +123,20 @@ class LoggerProcess:
             pickle.dump(list(sys.path), pipe)  # first, so that the loggers' classes import as they do here
             pickle.dump(self._init, pipe)
             pipe.flush()
-            while (item := self._calls.get()) is not None:
-                try:
-                    message = pickle.dumps(item)
-                except Exception as exc:  # an argument pickle cannot take: that call only is lost
-                    self._failed(item[0], type(exc).__name__, f"cannot be sent to the loggers' process: {exc}")
-                    continue
-                pipe.write(message)
-                if self._calls.empty():
-                    pipe.flush()
+            ended = False
+            while not ended:
+                queued = [self._calls.get()]  # waits for the next call, then takes what else is queued
+                while queued[-1] is not None and len(queued) < MAX_MERGED and not self._calls.empty():
+                    queued.append(self._calls.get())
+                ended = queued[-1] is None
+                for item in merged(queued[:-1] if ended else queued):
+                    try:
+                        message = pickle.dumps(item)
+                    except Exception as exc:  # an argument pickle cannot take: that call only is lost
+                        self._failed(item[0], type(exc).__name__, f"cannot be sent to the loggers' process: {exc}")
+                        continue
+                    pipe.write(message)
+                pipe.flush()
         except OSError:  # the child is gone: its logging stops, the study goes on
             self._warn_gone()
         finally:
@@ -149,6 +157,30 @@ class LoggerProcess:
                     self._ready.set()
                 else:
                     self._failed(index, error, first_line)
+
+
+def merged(calls: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[tuple[int, str, tuple[Any, ...]]]:
+    """``calls`` with the ``on_epochs`` calls of one trial to one logger between two other calls made one.
+
+    The rows of a logger that has fallen behind then reach it as a few large
+    batches instead of many small ones (one MLflow ``log_batch`` for a hundred
+    of the driver's). Every row is kept, a trial's in the order it came, and
+    any other call keeps its place: a trial's end still follows its epochs.
+    """
+    out: list[tuple[int, str, tuple[Any, ...]]] = []
+    pending: dict[tuple[int, int], tuple[int, str, tuple[Any, ...]]] = {}
+    for index, method, args in calls:
+        if method != "on_epochs":
+            out += pending.values()
+            pending.clear()
+            out.append((index, method, args))
+            continue
+        number, params, rows = args
+        if (index, number) in pending:
+            pending[index, number][2][2].extend(rows)
+        else:  # a list of its own: one batch of rows is handed to every logger
+            pending[index, number] = (index, method, (number, params, list(rows)))
+    return out + list(pending.values())
 
 
 def _serve(calls: BinaryIO, failures: BinaryIO) -> None:
