@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import optuna
+import pytest
+import torch
 from optuna.artifacts import get_all_artifact_meta
 
 import tuner
+from tuner import checkpoints
 from tuner.trial.messages import TrialJob
 from tuner.trial.worker import run_trial
 
@@ -62,7 +67,8 @@ def test_the_report_scores_the_best_trials_saved_model_on_test_without_retrainin
     study = tuner.launch({"workload": "mlp", "data": "iris", "params": space}, trials=2, epochs=3,
                          executor="inline", storage=storage, pruner="none", seed=0, strategy="random")
     best = study.optuna.best_trial
-    assert best.user_attrs["checkpoint"]["epoch"] == 3
+    at_best = min(study.epochs(best.number), key=lambda e: e["val_loss"])["epoch"]  # where its value was read
+    assert best.user_attrs["best_checkpoint"]["epoch"] == at_best and best.user_attrs["checkpoint"]["epoch"] == 3
 
     trained, scored = [], []  # the training passes run, and the labels of each split evaluated
     train_epoch, evaluate = training.train_epoch, training.evaluate
@@ -73,14 +79,57 @@ def test_the_report_scores_the_best_trials_saved_model_on_test_without_retrainin
     assert trained == []  # not retrained
     iris = data.load("iris", 0)
     assert len(scored) == 1 and np.array_equal(scored[0].numpy(), iris.y_test)
-    assert score["checkpoint"] is True and score["epochs"] == 3
-    assert f"Trial {best.number}'s saved model (its checkpoint of epoch 3)" in how and "not retrained" in how
+    assert score["checkpoint"] is True and score["epochs"] == at_best
+    assert f"Trial {best.number}'s saved model (its checkpoint of epoch {at_best})" in how and "not retrained" in how
 
-    # The model scored is the one the trial trained: on the validation split it gives the loss the trial reported.
+    # The model scored is the one the trial's value describes: on the validation split it gives that value.
     state = torch.load(study.best_checkpoint(tmp_path / "best.pt"), weights_only=False)
     cfg = Config.from_params({"seed": 0, "data": "iris", **best.params, "epochs": 3})
     run = training.Run.start(cfg, training.dataset(cfg), mlp.build)
     run.model.load_state_dict(state["model"])
     on_val, _ = evaluate(run.model, run.val)
-    reported = [e["val_loss"] for e in study.epochs(best.number) if e["epoch"] == 3]
-    assert reported == [pytest.approx(on_val, rel=1e-6)]
+    assert best.value == pytest.approx(on_val, rel=1e-6)
+
+
+SAVED_AT: list[int] = []  # the epochs whose checkpoint function was called, across the trials of a test
+
+
+def dips_then_overfits(params, report):
+    """val_loss is lowest at epoch 2, then rises: the trial's model is epoch 2's, its last checkpoint epoch 4's."""
+    def state(epoch):
+        SAVED_AT.append(epoch)
+        return {"epoch": epoch, "x": params["x"]}
+
+    for epoch in range(1, params["epochs"] + 1):
+        saved = functools.partial(state, epoch) if params.get("lazy") else state(epoch)
+        report(epoch, val_loss=(params["x"] - 2) ** 2 + 1 + 0.1 * (epoch - 2) ** 2, checkpoint=saved)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["state", "function"])
+def test_a_trial_keeps_its_best_epochs_checkpoint_as_its_model_and_its_last_to_resume_from(tmp_path, lazy):
+    SAVED_AT.clear()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 4}}, objective=dips_then_overfits,
+                         trials=4, epochs=4, executor="inline", storage=storage, pruner="none", seed=0,
+                         strategy="random", checkpoints={"keep": 2}, fixed={"lazy": lazy})
+    trials = optuna.load_study(study_name=study.name, storage=storage).trials
+    for t in trials:
+        assert t.value == pytest.approx((t.params["x"] - 2) ** 2 + 1)  # read at epoch 2
+        best, last = t.user_attrs["best_checkpoint"], t.user_attrs["checkpoint"]
+        assert (best["epoch"], last["epoch"]) == (2, 4) and best["artifact_id"] != last["artifact_id"]
+        # Two artifacts a trial, each written over as epochs go by: epoch 3's went where epoch 1's was.
+        ids = {m.artifact_id for m in get_all_artifact_meta(t, storage=study.optuna._storage)}
+        assert ids == {best["artifact_id"], last["artifact_id"]}
+
+    kept = sorted(trials, key=lambda t: t.value)[:2]
+    removed = [t for t in trials if t not in kept]
+    assert all("removed" in t.user_attrs[a] for t in removed for a in ("checkpoint", "best_checkpoint"))
+    files = {p.name for p in (tmp_path / "study-artifacts").iterdir()}
+    assert files == {t.user_attrs[a]["artifact_id"] for t in kept for a in ("checkpoint", "best_checkpoint")}
+
+    model = torch.load(study.best_checkpoint(tmp_path / "best.pt"), weights_only=False)
+    assert model == {"epoch": 2, "x": kept[0].params["x"]}
+    last = checkpoints.read(study.artifacts, kept[0].user_attrs["checkpoint"], "")
+    assert last.load() == {"epoch": 4, "x": kept[0].params["x"]}
+    if lazy:  # a function is called at an epoch that beats the best and at the last, not at epoch 3
+        assert SAVED_AT == [1, 2, 4] * len(trials)

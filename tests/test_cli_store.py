@@ -133,3 +133,37 @@ def test_delete_and_copy_name_what_is_wrong(tmp_path):
             "or delete that study first (`tuner delete a`).") in one_line(onto.stderr)
     no_target = tuner("copy", "a", cwd=tmp_path)
     assert no_target.returncode == 2 and "the following arguments are required: --to" in no_target.stderr
+
+
+CHECKPOINTING = '''
+def train(params, report):
+    """Saves its "model" (bytes) every epoch; validation is best at epoch 2, then it overfits."""
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=params["x"] ** 2 + 1 + 0.1 * (epoch - 2) ** 2,
+               checkpoint=f"x={params['x']} epoch={epoch}".encode())
+'''
+
+
+def test_tuner_checkpoint_writes_the_best_trials_model_from_its_best_epoch(tmp_path):
+    (tmp_path / "mywork.py").write_text(CHECKPOINTING)
+    (tmp_path / "saves.yaml").write_text("name: saves\nworkload: mywork:train\nstrategy: random\ntrials: 3\n"
+                                         "epochs: 4\nseed: 1\npruner: {type: none}\n"
+                                         "params:\n  x: {type: float, low: -1, high: 1}\n")
+    done = tuner("launch", "saves.yaml", "--executor", "inline", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="saves", storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
+    best = min(trials, key=lambda t: t.value)
+
+    done = tuner("checkpoint", "saves", "-o", "best.bin", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "best.bin"
+    assert (tmp_path / "best.bin").read_bytes() == f"x={best.params['x']} epoch=2".encode()
+    other = next(t for t in trials if t.number != best.number)
+    done = tuner("checkpoint", "saves", "--trial", str(other.number), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert Path(tmp_path, done.stdout.strip()).read_bytes() == f"x={other.params['x']} epoch=2".encode()
+
+    refused = tuner("checkpoint", "saves", "-o", "best.bin", cwd=tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "-o: best.bin exists already, and tuner does not overwrite it. Fix: remove it or name another file." \
+        in one_line(refused.stderr)

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 import tuner
 from tests import workloads
+from tuner import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,6 +117,13 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_on_ray(ray_l
     assert ran[-(6 - saved):] == list(range(saved + 1, 7))
     assert [r["epoch"] for r in study.epochs(rerun.number)] == list(range(1, 7))
     assert rerun.user_attrs["checkpoint"]["epoch"] == 6
+    # Its model is still its best epoch's, saved by the worker that died, and its value is read there.
+    assert died.user_attrs["best_checkpoint"]["epoch"] == rerun.user_attrs["best_checkpoint"]["epoch"] == 2
+    model = rerun.user_attrs["best_checkpoint"]
+    assert checkpoints.read(study.artifacts, model, "").load() == {"epoch": 2}
+    downloaded = study.checkpoint(rerun.number, tmp_path / "model")
+    assert downloaded.read_bytes() == (study.artifacts / model["artifact_id"]).read_bytes()
+    assert rerun.value == pytest.approx((rerun.params["x"] - 0.5) ** 2 + 1)
 
 
 def _launch_cli(spec: Path, cwd: Path, *args: str) -> subprocess.Popen:

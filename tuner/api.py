@@ -137,7 +137,8 @@ class Study:
         return min(reached, key=lambda t: t.datetime_complete or t.datetime_start, default=None)
 
     def best_checkpoint(self, to: str | Path | None = None) -> Path:
-        """The best trial's last checkpoint, downloaded to ``to`` (default ``./<study>-trial<N>-<file>``); its path.
+        """The best trial's model (its best epoch's checkpoint), downloaded to ``to`` (default
+        ``./<study>-trial<N>-<file>``); its path.
 
         A TunerError says why there is none: no completed trial, several
         objectives (pick a trial: :meth:`checkpoint`), or a workload that
@@ -154,7 +155,7 @@ class Study:
         return self.checkpoint(best.number, to)
 
     def checkpoint(self, trial: int, to: str | Path | None = None) -> Path:
-        """Trial ``trial``'s last checkpoint, downloaded from the study's artifact store to ``to``; its path."""
+        """Trial ``trial``'s model (its best epoch's checkpoint), from the study's artifact store to ``to``; its path."""
         from tuner import checkpoints
 
         found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == trial]

@@ -1,10 +1,14 @@
 """A study's checkpoints in Optuna's artifact store: kept as trials report them, handed back, cut to the best K.
 
-Each trial that reports a checkpoint gets one artifact (``optuna.artifacts.
-upload_artifact`` on its first checkpoint, so optuna-dashboard lists it on the
-trial's page), overwritten with each later one: the store holds a trial's
-last checkpoint, never a pile of stale ones. The trial's user attribute
-``checkpoint`` says which artifact, which epoch, its size, digest and path.
+A trial keeps two checkpoints: its last one, that a retry resumes from (the
+user attribute ``checkpoint``), and the one of its best epoch by the
+objective, the model its value describes (``best_checkpoint``; the same one
+while every epoch improves, and the last one for an objective read at the
+last epoch). Each is written once, into one of the trial's two artifacts
+(``optuna.artifacts.upload_artifact`` on first use, so optuna-dashboard lists
+them on the trial's page) that holds neither: the store never piles up stale
+ones. The attributes say which artifact, which epoch, its size, digest and
+path.
 
 The artifact store is a directory (Optuna's ``FileSystemArtifactStore``):
 ``$TUNER_ARTIFACTS``, else ``<db>-artifacts/`` next to a SQLite file (where
@@ -31,11 +35,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.store import Store, internals
-from tuner.trial import record
+from tuner.trial import metrics, record
 from tuner.trial.checkpoint import Checkpoint
 
 ENV = "TUNER_ARTIFACTS"
 ATTR = "checkpoint"  # the trial's user attribute: {artifact_id, epoch, bytes, sha256, format, filename, path}
+BEST_ATTR = "best_checkpoint"  # the same, for the checkpoint of the trial's best epoch
 ROW_KEY = "checkpoint"  # where a Checkpoint rides on the epoch row it was reported with
 
 log = logging.getLogger("tuner")
@@ -52,25 +57,37 @@ def location(store: Store, given: str | Path | None = None) -> Path:
     return Path("tuner-artifacts")
 
 
-def take(rows: Sequence[dict[str, Any]]) -> dict[int, Checkpoint]:
-    """Remove the checkpoints from a batch of rows: the last one of each trial, by trial id."""
-    found: dict[int, Checkpoint] = {}
+def take(rows: Sequence[dict[str, Any]]) -> dict[int, list[tuple[dict[str, Any], Checkpoint]]]:
+    """Remove the checkpoints from a batch of rows: each trial's (by trial id), in order, with its row."""
+    found: dict[int, list[tuple[dict[str, Any], Checkpoint]]] = {}
     for row in rows:
         checkpoint = row.pop(ROW_KEY, None)
         if checkpoint is not None:
-            found[row["trial_id"]] = checkpoint
+            found.setdefault(row["trial_id"], []).append((row, checkpoint))
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """Which of a running trial's artifacts holds its last checkpoint and which its best, and the best's score."""
+
+    last: str | None = None
+    best: str | None = None
+    score: float | None = None
 
 
 class Checkpoints:
     """One study's checkpoints: save them as they arrive, restore one for a retry, keep the best ``keep``."""
 
-    def __init__(self, store: Store, study: optuna.Study, keep: int, directory: str | Path | None = None) -> None:
+    def __init__(self, store: Store, study: optuna.Study, keep: int, objective: Any = None,
+                 directory: str | Path | None = None) -> None:
         self.store = store
         self.study = study
         self.keep = keep
+        self.objective = objective  # spec.Objective: which epoch is a trial's best (None: its last)
         self.directory = location(store, directory)
-        self.ids: dict[int, str] = {}  # trial id -> its artifact id, for the trials of this session
+        self.ids: dict[int, list[str]] = {}  # trial id -> its artifacts (two at most), for the trials of this session
+        self._held: dict[int, _Held] = {}
         self._artifacts: FileSystemArtifactStore | None = None
 
     @property
@@ -81,15 +98,55 @@ class Checkpoints:
             self._artifacts = FileSystemArtifactStore(self.directory)
         return self._artifacts
 
-    def save(self, trial_id: int, checkpoint: Checkpoint) -> None:
-        """Keep a running trial's latest checkpoint in its artifact, and say so on the trial."""
-        artifact_id = self.ids.get(trial_id)
-        if artifact_id is None:
-            artifact_id = self._upload(trial_id, checkpoint)
-            self.ids[trial_id] = artifact_id
+    def save(self, trial_id: int, taken: Sequence[tuple[Mapping[str, Any], Checkpoint]]) -> None:
+        """Keep a running trial's latest checkpoint and its best epoch's, of those so far and ``taken`` (the
+        checkpoints of its new rows, in order, with their rows), and say so on the trial.
+
+        Safe to run again after a failure part way (the database's outage):
+        what is held changes only once the attributes are written.
+        """
+        held = self._held.get(trial_id, _Held())
+        best, score = None, held.score
+        for row, checkpoint in taken:
+            found = self._score(row)
+            if found is not None and (score is None or metrics.better(found, score, self.objective.resolved_direction)):
+                best, score = checkpoint, found
+        last = taken[-1][1]
+        if best is last or self._by_last:  # the latest is the best too: one artifact holds both
+            slot = self._write(trial_id, last, avoid=None)
+            now = _Held(slot, slot, score)
+        elif best is not None:
+            slot = self._write(trial_id, best, avoid=None)
+            now = _Held(self._write(trial_id, last, avoid=slot), slot, score)
         else:
-            self.artifacts.write(artifact_id, io.BytesIO(checkpoint.data))
-        self.store.set_trial_attrs(trial_id, {ATTR: self._describe(artifact_id, checkpoint)})
+            now = _Held(self._write(trial_id, last, avoid=held.best), held.best, score)
+        attrs = {ATTR: self._describe(now.last, last)}
+        if now.best == now.last:
+            attrs[BEST_ATTR] = attrs[ATTR]
+        elif best is not None:
+            attrs[BEST_ATTR] = self._describe(now.best, best)
+        self.store.set_trial_attrs(trial_id, attrs)
+        self._held[trial_id] = now
+
+    @property
+    def _by_last(self) -> bool:
+        """Whether a trial's value is read at its last epoch, so that its last checkpoint is its model."""
+        return self.objective is not None and self.objective.mode == "last"
+
+    def _score(self, row: Mapping[str, Any]) -> float | None:
+        found = metrics.score(row, self.objective) if self.objective is not None else None
+        return found if metrics.finite(found) else None
+
+    def _write(self, trial_id: int, checkpoint: Checkpoint, avoid: str | None) -> str:
+        """Write ``checkpoint`` into an artifact of the trial's other than ``avoid`` (made on first use); its id."""
+        slots = self.ids.setdefault(trial_id, [])
+        free = [artifact_id for artifact_id in slots if artifact_id != avoid]
+        if free:
+            self.artifacts.write(free[0], io.BytesIO(checkpoint.data))
+            return free[0]
+        artifact_id = self._upload(trial_id, checkpoint)
+        slots.append(artifact_id)
+        return artifact_id
 
     def _upload(self, trial_id: int, checkpoint: Checkpoint) -> str:
         with tempfile.TemporaryDirectory(prefix="tuner-upload-") as folder:
@@ -105,8 +162,9 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ a retried trial resumes
 
-    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]]] | None:
-        """For a trial that runs another's params again, that trial's last checkpoint and its rows up to it.
+    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]], list[Any]] | None:
+        """For a trial that runs another's params again, that trial's last checkpoint, its rows up to it, and
+        its checkpoints for :meth:`save` (its best epoch's, when another, then the last one).
 
         None when the trial is no retry, or the one it retries kept no usable
         checkpoint (then it starts from its first epoch, as without one).
@@ -122,7 +180,15 @@ class Checkpoints:
         if found is None:
             return None
         rows = [r for r in self.store.epochs(self.study, [source.number]) if r["epoch"] <= meta["epoch"]]
-        return dataclasses.replace(found, reported=len(rows)), rows
+        found = dataclasses.replace(found, reported=len(rows))
+        by_epoch = {r["epoch"]: r for r in rows}
+        taken = [(by_epoch.get(found.epoch, {}), found)]
+        best = source.user_attrs.get(BEST_ATTR)
+        if best and not best.get("removed") and best["artifact_id"] != meta["artifact_id"]:
+            earlier = read(self.directory, best, "its best epoch's model is the one it trains from there")
+            if earlier is not None and earlier.epoch in by_epoch:
+                taken.insert(0, (by_epoch[earlier.epoch], earlier))
+        return found, rows, taken
 
     def _trial(self, number: int) -> FrozenTrial | None:
         return next((t for t in _fresh_trials(self.store, self.study) if t.number == number), None)
@@ -151,13 +217,15 @@ class Checkpoints:
         return [t.number for t in gone]
 
     def _remove(self, trial: FrozenTrial) -> None:
-        meta = dict(trial.user_attrs[ATTR])
-        try:
-            self.artifacts.remove(meta["artifact_id"])
-        except ArtifactNotFound:
-            pass  # removed by hand, or another store
-        meta["removed"] = f"not among the best {self.keep} trials (checkpoints.keep)"
-        self.store.set_trial_attrs(internals.trial_id(trial), {ATTR: meta})
+        metas = {name: dict(trial.user_attrs[name]) for name in (ATTR, BEST_ATTR) if trial.user_attrs.get(name)}
+        for artifact_id in {meta["artifact_id"] for meta in metas.values()}:
+            try:
+                self.artifacts.remove(artifact_id)
+            except ArtifactNotFound:
+                pass  # removed by hand, or another store
+        for meta in metas.values():
+            meta["removed"] = f"not among the best {self.keep} trials (checkpoints.keep)"
+        self.store.set_trial_attrs(internals.trial_id(trial), metas)
 
 
 def _fresh_trials(store: Store, study: optuna.Study) -> list[FrozenTrial]:
@@ -196,17 +264,24 @@ def read(directory: str | Path, meta: Mapping[str, Any], otherwise: str) -> Chec
     return checkpoint
 
 
+def model(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Of a trial's user attributes, the checkpoint that is its model: its best epoch's (a study of an earlier
+    tuner has its last one only)."""
+    return attrs.get(BEST_ATTR) or attrs.get(ATTR)
+
+
 def kept(trial: FrozenTrial) -> Mapping[str, Any] | None:
-    """A trial's ``checkpoint`` attribute, when its checkpoint is still kept."""
-    meta = trial.user_attrs.get(ATTR)
+    """The attribute of a trial's model checkpoint (:func:`model`), when it is still kept."""
+    meta = model(trial.user_attrs)
     return meta if meta and not meta.get("removed") else None
 
 
 
 def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Path | None = None,
              directory: str | Path | None = None) -> Path:
-    """Trial ``trial``'s checkpoint written to ``to`` (default: ``<study>-trial<N>-<filename>`` here); its path."""
-    meta = store.storage.get_trial(internals.trial_id(trial)).user_attrs.get(ATTR)
+    """Trial ``trial``'s model (its best epoch's checkpoint) written to ``to`` (default:
+    ``<study>-trial<N>-<filename>`` here); its path."""
+    meta = model(store.storage.get_trial(internals.trial_id(trial)).user_attrs)
     name = study.study_name
     if not meta:
         raise TunerError(f"trial {trial.number} of study {name!r} has no checkpoint: its workload never passed "

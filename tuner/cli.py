@@ -924,7 +924,8 @@ def _parser() -> argparse.ArgumentParser:
     epochs.add_argument("--parquet", metavar="FILE", help="write Parquet to FILE instead of printing (pandas, pyarrow)")
     _storage_option(epochs)
 
-    ckpt = add("checkpoint", cmd_checkpoint, "write a trial's last checkpoint to a file (default: the best trial's)")
+    ckpt = add("checkpoint", cmd_checkpoint,
+               "write a trial's model (its best epoch's checkpoint) to a file (default: the best trial's)")
     ckpt.add_argument("study")
     ckpt.add_argument("--trial", type=int, help="this trial's instead of the best one's")
     ckpt.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: ./STUDY-trialN-FILENAME)")

@@ -71,7 +71,7 @@ class Recorder:
         self.store = store
         self.study = study
         self.callbacks = Callbacks(study, callbacks, store.url)
-        self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep)
+        self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep, spec.objective)
         self._in_db = False
 
     # ------------------------------------------------------------------ writes
@@ -82,8 +82,8 @@ class Recorder:
         if rows:
             saved = checkpoints.take(rows)
             self.db(self.store.record_epochs, list(rows), lambda r: metrics.score(r, self.spec.objective))
-            for trial_id, checkpoint in saved.items():
-                self.db(self.checkpoints.save, trial_id, checkpoint)
+            for trial_id, taken in saved.items():
+                self.db(self.checkpoints.save, trial_id, taken)
             self.callbacks.epochs(rows, runs or {})
 
     def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]]] | None:
@@ -93,12 +93,12 @@ class Recorder:
         found = self.db(self.checkpoints.resume_point, trial)
         if found is None:
             return None
-        checkpoint, rows = found
+        checkpoint, rows, taken = found
         trial_id = internals.trial_id(trial)
         rows = [{**{k: v for k, v in r.items() if k != "trial" and v is not None}, "trial_id": trial_id}
                 for r in rows]
         self.epochs(rows)
-        self.db(self.checkpoints.save, trial_id, checkpoint)
+        self.db(self.checkpoints.save, trial_id, taken)
         return checkpoint, rows
 
     def end(self, number: int, trial_id: int, ending: Ending) -> None:

@@ -284,7 +284,7 @@ class Probe(_Model):
 class Checkpoints(_Model):
     """What is kept of the checkpoints trials report (tuner/checkpoints.py)."""
 
-    # The best trials whose last checkpoint stays in the artifact store; the others' are removed as trials end.
+    # The best trials whose checkpoints stay in the artifact store; the others' are removed as trials end.
     keep: int = Field(default=3, gt=0)
 
 

@@ -266,7 +266,7 @@ def test_score(facts: Facts) -> tuple[dict[str, float] | None, str]:
 
 
 def _saved_model(facts: Facts, best: FrozenTrial) -> Checkpoint | None:
-    """The best trial's kept checkpoint, when the study has one that a built-in workload wrote."""
+    """The best trial's kept model (its best epoch's checkpoint), when a built-in workload wrote one."""
     meta = checkpoints.kept(best)
     if meta is None or facts.artifacts is None or meta.get("format") != TORCH:
         return None

@@ -39,6 +39,8 @@ class TrialJob:
     wait_from: int | None = None  # and at every epoch from this one on
     # The last checkpoint of the trial this one runs again (its worker died): the workload resumes after it.
     restore: Checkpoint | None = None
+    # The objective the trial's value is read from (spec.Objective): the checkpoint of its best epoch travels too.
+    objective: Any = None
 
     @property
     def workload_params(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import optuna
 
+from tuner.trial import metrics
 from tuner.trial.checkpoint import Checkpoint, pack
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
@@ -48,10 +49,12 @@ class Reporter:
 
     ``checkpoint`` (a file path, bytes, or a state dict) is kept with the
     trial: of those reported between two deliveries of rows only the last one
-    travels. A function that returns one costs less: it is called only when
-    its epoch's rows are delivered (at most every ``flush_seconds``) or at the
-    last epoch, inside that epoch's ``report`` call, so the epochs in between
-    save nothing. ``restored`` is the checkpoint a trial run again after a
+    travels, and the one of the epoch that best meets the job's objective so
+    far (the model the trial's value describes). A function that returns one
+    costs less: it is called only at an epoch that beats the trial's best,
+    when its epoch's rows are delivered (at most every ``flush_seconds``) or
+    at the last epoch, inside that epoch's ``report`` call, so the epochs in
+    between save nothing. ``restored`` is the checkpoint a trial run again after a
     worker death starts from (None otherwise): its workload goes on at
     ``restored.epoch + 1``.
     """
@@ -65,6 +68,8 @@ class Reporter:
         self.restored: Checkpoint | None = job.restore
         self.epochs = job.restore.reported if job.restore is not None else 0
         self._kept: dict[str, Any] | None = None  # the pending row that holds the latest checkpoint
+        self._best: dict[str, Any] | None = None  # the pending row that holds the best epoch's checkpoint
+        self._best_score: float | None = None  # the objective at the best epoch with a checkpoint
         self._later: tuple[dict[str, Any], Callable[[], Any]] | None = None  # a checkpoint function of this epoch
         self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
@@ -100,28 +105,46 @@ class Reporter:
 
     def _checkpoint(self, row: dict[str, Any], given: Any) -> None:
         # A function not called in its own epoch never is: by the next, the state it returns has moved on.
-        self._later = (row, given) if callable(given) else None
+        best = given is not None and self._improves(row)
+        self._later = (row, given) if callable(given) and not best else None
         if given is not None and self._later is None:
-            self._keep(row, pack(given, row["epoch"]))
+            self._keep(row, pack(given() if callable(given) else given, row["epoch"]), best)
+
+    def _improves(self, row: dict[str, Any]) -> bool:
+        """Whether the row beats the best epoch with a checkpoint so far (an objective read at the last epoch:
+        never; the latest checkpoint is then the trial's model)."""
+        objective = self.job.objective
+        if objective is None or objective.mode == "last":
+            return False
+        score = metrics.score(row, objective)
+        if not metrics.finite(score) or (self._best_score is not None and not metrics.better(
+                score, self._best_score, objective.resolved_direction)):
+            return False
+        self._best_score = score
+        return True
 
     def _call_later(self) -> None:
         if self._later is not None:
             row, function = self._later
             self._later = None
-            self._keep(row, pack(function(), row["epoch"]))
+            self._keep(row, pack(function(), row["epoch"]), False)
 
-    def _keep(self, row: dict[str, Any], checkpoint: Checkpoint) -> None:
-        """Put the checkpoint on its row, in place of an older one not delivered yet."""
-        if self._kept is not None:
-            self._kept.pop("checkpoint", None)
+    def _keep(self, row: dict[str, Any], checkpoint: Checkpoint, best: bool) -> None:
+        """Put the checkpoint on its row, in place of older ones not delivered yet: the latest's, and the best's
+        when this one is the best."""
+        for older in {id(r): r for r in (self._kept, self._best if best else None) if r is not None}.values():
+            if older is not self._best or best:
+                older.pop("checkpoint", None)
         row["checkpoint"] = dataclasses.replace(checkpoint, reported=self.epochs)
         self._kept = row
+        if best:
+            self._best = row
 
     def flush(self, wait: bool = False) -> None:
         if not self.pending or self.deliver is None:
             return
         self._call_later()
-        rows, self.pending, self._kept = self.pending, [], None
+        rows, self.pending, self._kept, self._best = self.pending, [], None, None
         self._last_flush = start = time.perf_counter()
         stop = self.deliver(rows, wait)
         if wait:
