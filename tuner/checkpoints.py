@@ -20,6 +20,7 @@ epoch rows.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import logging
 import os
@@ -84,7 +85,7 @@ class Checkpoints:
         self.store = store
         self.study = study
         self.keep = keep
-        self.objective = objective  # spec.Objective: which epoch is a trial's best (None: its last)
+        self.objective = objective  # spec.Objective: which epoch is a trial's best (None: the last is its model)
         self.directory = location(store, directory)
         self.ids: dict[int, list[str]] = {}  # trial id -> its artifacts (two at most), for the trials of this session
         self._held: dict[int, _Held] = {}
@@ -103,7 +104,10 @@ class Checkpoints:
         checkpoints of its new rows, in order, with their rows), and say so on the trial.
 
         Safe to run again after a failure part way (the database's outage):
-        what is held changes only once the attributes are written.
+        what is held changes only once the attributes are written. A save cut
+        short for good leaves at worst an artifact whose bytes its attribute's
+        digest does not match (never the best one, when only the last moved),
+        and every reader checks the digest.
         """
         held = self._held.get(trial_id, _Held())
         best, score = None, held.score
@@ -112,11 +116,11 @@ class Checkpoints:
             if found is not None and (score is None or metrics.better(found, score, self.objective.resolved_direction)):
                 best, score = checkpoint, found
         last = taken[-1][1]
-        if best is last or self._by_last:  # the latest is the best too: one artifact holds both
-            slot = self._write(trial_id, last, avoid=None)
+        if best is last:  # the latest is the best too: one artifact holds both
+            slot = self._write(trial_id, last, avoid=held.best)
             now = _Held(slot, slot, score)
         elif best is not None:
-            slot = self._write(trial_id, best, avoid=None)
+            slot = self._write(trial_id, best, avoid=held.best)
             now = _Held(self._write(trial_id, last, avoid=slot), slot, score)
         else:
             now = _Held(self._write(trial_id, last, avoid=held.best), held.best, score)
@@ -128,10 +132,20 @@ class Checkpoints:
         self.store.set_trial_attrs(trial_id, attrs)
         self._held[trial_id] = now
 
-    @property
-    def _by_last(self) -> bool:
-        """Whether a trial's value is read at its last epoch, so that its last checkpoint is its model."""
-        return self.objective is not None and self.objective.mode == "last"
+    def best_score(self, trial_id: int) -> float | None:
+        """The objective at the best epoch a running trial kept a checkpoint of (None: none yet)."""
+        held = self._held.get(trial_id)
+        return held.score if held is not None else None
+
+    def model_is_last(self, trial_id: int) -> None:
+        """A trial whose value was read at its last epoch after all (not stopped early, ``mode: last``): its
+        last checkpoint is its model."""
+        held = self._held.get(trial_id)
+        if held is None or held.best == held.last:
+            return
+        meta = self.store.storage.get_trial(trial_id).user_attrs.get(ATTR)
+        self.store.set_trial_attrs(trial_id, {BEST_ATTR: meta})
+        self._held[trial_id] = dataclasses.replace(held, best=held.last)
 
     def _score(self, row: Mapping[str, Any]) -> float | None:
         found = metrics.score(row, self.objective) if self.objective is not None else None
@@ -301,4 +315,9 @@ def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Pa
         raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint {meta['artifact_id']} is not in "
                          f"{location(store, directory)}. Fix: point ${ENV} (or --artifacts) at the directory the "
                          f"study wrote, {Path(meta['path']).parent}.") from None
+    if hashlib.sha256(target.read_bytes()).hexdigest() != meta.get("sha256"):
+        target.unlink()
+        raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint {meta['artifact_id']} does not "
+                         f"match its digest (its save was cut short: the driver stopped, or the database stayed "
+                         f"out), so it is not the epoch {meta['epoch']} model. Fix: pick another trial (--trial N).")
     return target

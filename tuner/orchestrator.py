@@ -172,12 +172,12 @@ class Orchestrator:
         found = self.recorder.resume_point(trial)
         if found is None:
             return job
-        checkpoint, rows = found
+        checkpoint, rows, best_score = found
         run.rows.extend(rows)
         run.judged_epoch = checkpoint.epoch
         log.info("trial %d resumes from trial %s's checkpoint at epoch %d", run.number,
                  trial.user_attrs[record.RETRY_OF], checkpoint.epoch)
-        return dataclasses.replace(job, restore=checkpoint)
+        return dataclasses.replace(job, restore=checkpoint, best_score=best_score)
 
     def _ask_next(self) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """The next trial and its params, or None when the budget is used up.

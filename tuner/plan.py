@@ -81,7 +81,8 @@ class Plan:
             flush_seconds=0.0 if self.judging else FLUSH_SECONDS,
             watch=spec.diagnostics.model_dump() if spec.pruner.diagnostics else None,
             timeout=spec.trial_timeout, wait_at=self.wait_at if self.judging else (),
-            wait_from=self.wait_from if self.judging else None, objective=spec.objective,
+            wait_from=self.wait_from if self.judging else None,
+            objective=spec.objective if spec.value_at_best else None,
         )
 
 

@@ -32,7 +32,7 @@ from tuner.trial.checkpoint import Checkpoint
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.store.lock import study_mutex
-from tuner.trial.record import Ending
+from tuner.trial.record import EarlyStop, Ending
 from tuner.store import internals
 
 # How long the study waits out a database outage (a PostgreSQL restart) before giving up.
@@ -71,7 +71,8 @@ class Recorder:
         self.store = store
         self.study = study
         self.callbacks = Callbacks(study, callbacks, store.url)
-        self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep, spec.objective)
+        self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep,
+                                       spec.objective if spec.value_at_best else None)
         self._in_db = False
 
     # ------------------------------------------------------------------ writes
@@ -86,10 +87,11 @@ class Recorder:
                 self.db(self.checkpoints.save, trial_id, taken)
             self.callbacks.epochs(rows, runs or {})
 
-    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]]] | None:
-        """For a trial that runs a dead worker's params again: the last checkpoint it resumes from, and the
-        epochs before it, now recorded as the trial's own (with the checkpoint), so that its curve, its
-        pruner and its budget count them. None: it starts from its first epoch."""
+    def resume_point(self, trial: optuna.Trial) -> tuple[Checkpoint, list[dict[str, Any]], float | None] | None:
+        """For a trial that runs a dead worker's params again: the last checkpoint it resumes from, the
+        epochs before it, now recorded as the trial's own (with the checkpoints), so that its curve, its
+        pruner and its budget count them, and the objective at the best of them its model is from (for its
+        worker to beat). None: it starts from its first epoch."""
         found = self.db(self.checkpoints.resume_point, trial)
         if found is None:
             return None
@@ -99,12 +101,14 @@ class Recorder:
                 for r in rows]
         self.epochs(rows)
         self.db(self.checkpoints.save, trial_id, taken)
-        return checkpoint, rows
+        return checkpoint, rows, self.checkpoints.best_score(trial_id)
 
     def end(self, number: int, trial_id: int, ending: Ending) -> None:
         """Write how a trial ended: its attributes, its constraint, then its Optuna state; then tell the callbacks."""
         self.db(self._end, number, trial_id, ending)
         if trial_id in self.checkpoints.ids:  # a study without checkpoints never pays for the look
+            if self.spec.objective.mode == "last" and not isinstance(ending.why, EarlyStop):
+                self.db(self.checkpoints.model_is_last, trial_id)  # its value is its last epoch's
             self.db(self.checkpoints.retain, self.spec.direction)
         if self.callbacks:
             self.callbacks.ended(self.frozen(trial_id))

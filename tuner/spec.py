@@ -456,6 +456,12 @@ class StudySpec(_Model):
         return bool(self.objectives)
 
     @property
+    def value_at_best(self) -> bool:
+        """Whether a trial's value may be read at its best epoch: the objective's ``mode: best``, or early
+        stopping, which reads it there whatever the mode."""
+        return self.objective.mode == "best" or self.early_stopping is not None
+
+    @property
     def directions(self) -> list[str]:
         """Optuna's ``directions``: one per objective, in order (one for a single objective)."""
         return [o.resolved_direction for o in self.objectives or (self.objective,)]

@@ -39,8 +39,10 @@ class TrialJob:
     wait_from: int | None = None  # and at every epoch from this one on
     # The last checkpoint of the trial this one runs again (its worker died): the workload resumes after it.
     restore: Checkpoint | None = None
-    # The objective the trial's value is read from (spec.Objective): the checkpoint of its best epoch travels too.
+    # The objective (spec.Objective) whose best epoch a trial's value may be read at: that epoch's checkpoint
+    # travels too. None: the value is the last epoch's, and so is the model.
     objective: Any = None
+    best_score: float | None = None  # the objective at the best epoch ``restore``'s trial kept a checkpoint of
 
     @property
     def workload_params(self) -> dict[str, Any]:

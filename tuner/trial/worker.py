@@ -69,7 +69,7 @@ class Reporter:
         self.epochs = job.restore.reported if job.restore is not None else 0
         self._kept: dict[str, Any] | None = None  # the pending row that holds the latest checkpoint
         self._best: dict[str, Any] | None = None  # the pending row that holds the best epoch's checkpoint
-        self._best_score: float | None = None  # the objective at the best epoch with a checkpoint
+        self._best_score: float | None = job.best_score  # the objective at the best epoch with a checkpoint
         self._later: tuple[dict[str, Any], Callable[[], Any]] | None = None  # a checkpoint function of this epoch
         self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
@@ -111,10 +111,10 @@ class Reporter:
             self._keep(row, pack(given() if callable(given) else given, row["epoch"]), best)
 
     def _improves(self, row: dict[str, Any]) -> bool:
-        """Whether the row beats the best epoch with a checkpoint so far (an objective read at the last epoch:
-        never; the latest checkpoint is then the trial's model)."""
+        """Whether the row beats the best epoch with a checkpoint so far (never without an objective: the
+        latest checkpoint is then the trial's model)."""
         objective = self.job.objective
-        if objective is None or objective.mode == "last":
+        if objective is None:
             return False
         score = metrics.score(row, objective)
         if not metrics.finite(score) or (self._best_score is not None and not metrics.better(
