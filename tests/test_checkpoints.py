@@ -211,3 +211,28 @@ def test_a_retried_trials_worker_saves_only_where_it_beats_the_best_it_resumed_w
                    restore=restore, best_score=1.0)
     run_trial(job, None)
     assert called == [5]  # epochs 3 and 4 beat nothing it had; epoch 5 is a new best (and its last)
+
+
+def test_an_upload_the_database_does_not_record_leaves_no_file_behind(tmp_path, monkeypatch):
+    from tuner.spec import Objective
+    from tuner.store import Store, internals
+    from tuner.trial.checkpoint import BYTES, Checkpoint
+
+    store = Store(f"sqlite:///{tmp_path / 'study.db'}")
+    study = store.create_study("uploads", "minimize")
+    trial_id = internals.trial_id(study.ask())
+    kept = checkpoints.Checkpoints(store, study, keep=3, objective=Objective(metric="val_loss"))
+    taken = [({"epoch": 1, "val_loss": 1.0}, Checkpoint(1, b"epoch 1", BYTES, "model.bin"))]
+    record = store.storage.set_trial_system_attr
+
+    def out(*args, **kwargs):
+        raise RuntimeError("database is out")
+
+    monkeypatch.setattr(store.storage, "set_trial_system_attr", out)
+    with pytest.raises(RuntimeError):
+        kept.save(trial_id, taken)
+    assert list(kept.directory.iterdir()) == []  # the file the database has no record of is gone again
+    monkeypatch.setattr(store.storage, "set_trial_system_attr", record)
+    kept.save(trial_id, taken)  # the retry, as Recorder.db makes it
+    (artifact,) = kept.directory.iterdir()
+    assert artifact.name == store.storage.get_trial(trial_id).user_attrs["checkpoint"]["artifact_id"]

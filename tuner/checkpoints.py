@@ -19,6 +19,7 @@ epoch rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -27,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
@@ -66,6 +67,24 @@ def take(rows: Sequence[dict[str, Any]]) -> dict[int, list[tuple[dict[str, Any],
         if checkpoint is not None:
             found.setdefault(row["trial_id"], []).append((row, checkpoint))
     return found
+
+
+class _Written:
+    """An artifact store that notes the ids written through it (Optuna's ``ArtifactStore`` protocol)."""
+
+    def __init__(self, store: FileSystemArtifactStore) -> None:
+        self.store = store
+        self.ids: list[str] = []
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(artifact_id, content_body)
+        self.ids.append(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +182,20 @@ class Checkpoints:
         return artifact_id
 
     def _upload(self, trial_id: int, checkpoint: Checkpoint) -> str:
+        """A new artifact of the trial's holding ``checkpoint``; one whose record the database did not take is
+        removed again (a retry uploads anew, and nothing would ever remove the first)."""
+        written = _Written(self.artifacts)
         with tempfile.TemporaryDirectory(prefix="tuner-upload-") as folder:
             path = Path(folder, checkpoint.filename)
             path.write_bytes(checkpoint.data)
-            return upload_artifact(artifact_store=self.artifacts, file_path=str(path),
-                                   study_or_trial=optuna.Trial(self.study, trial_id))
+            try:
+                return upload_artifact(artifact_store=written, file_path=str(path),
+                                       study_or_trial=optuna.Trial(self.study, trial_id))
+            except BaseException:
+                for artifact_id in written.ids:
+                    with contextlib.suppress(ArtifactNotFound, OSError):  # the first error is the one to see
+                        self.artifacts.remove(artifact_id)
+                raise
 
     def _describe(self, artifact_id: str, checkpoint: Checkpoint) -> dict[str, Any]:
         return {"artifact_id": artifact_id, "epoch": checkpoint.epoch, "bytes": checkpoint.size,
