@@ -196,8 +196,8 @@ def test_with_mode_last_the_model_is_the_epoch_the_value_was_read_at(tmp_path, e
 
 
 def test_a_retried_trials_worker_saves_only_where_it_beats_the_best_it_resumed_with():
-    from tuner.spec import Objective
     from tuner.trial.checkpoint import BYTES, Checkpoint
+    from tuner.trial.messages import Scoring
 
     called = []
 
@@ -207,7 +207,7 @@ def test_a_retried_trials_worker_saves_only_where_it_beats_the_best_it_resumed_w
                    checkpoint=functools.partial(called.append, epoch))
 
     restore = Checkpoint(2, b"epoch 2", BYTES, "model.bin", reported=2)  # its dead worker's best was epoch 2 (1.0)
-    job = TrialJob(1, 2, {}, {"epochs": 5}, resumed, flush_seconds=60.0, objective=Objective(metric="val_loss"),
+    job = TrialJob(1, 2, {}, {"epochs": 5}, resumed, flush_seconds=60.0, objective=Scoring("val_loss", "minimize"),
                    restore=restore, best_score=1.0)
     run_trial(job, None)
     assert called == [5]  # epochs 3 and 4 beat nothing it had; epoch 5 is a new best (and its last)

@@ -13,7 +13,7 @@ import optuna
 
 from tuner import strategies
 from tuner.spec import StudySpec
-from tuner.trial.messages import FLUSH_SECONDS, TrialJob
+from tuner.trial.messages import FLUSH_SECONDS, Scoring, TrialJob
 from tuner.store import internals
 
 
@@ -82,7 +82,7 @@ class Plan:
             watch=spec.diagnostics.model_dump() if spec.pruner.diagnostics else None,
             timeout=spec.trial_timeout, wait_at=self.wait_at if self.judging else (),
             wait_from=self.wait_from if self.judging else None,
-            objective=spec.objective if spec.value_at_best else None,
+            objective=Scoring.of(spec.objective) if spec.value_at_best else None,
         )
 
 

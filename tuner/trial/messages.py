@@ -19,6 +19,20 @@ FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
+class Scoring:
+    """How an epoch is scored against the objective (what :func:`tuner.trial.metrics.score` reads): the
+    spec's objective without the spec, so that a worker never imports it."""
+
+    metric: str
+    resolved_direction: str
+    gap_penalty: float = 0.0
+
+    @classmethod
+    def of(cls, objective: Any) -> Scoring:
+        return cls(objective.metric, objective.resolved_direction, objective.gap_penalty)
+
+
+@dataclass(frozen=True)
 class TrialJob:
     """What a worker needs to run one trial."""
 
@@ -39,9 +53,9 @@ class TrialJob:
     wait_from: int | None = None  # and at every epoch from this one on
     # The last checkpoint of the trial this one runs again (its worker died): the workload resumes after it.
     restore: Checkpoint | None = None
-    # The objective (spec.Objective) whose best epoch a trial's value may be read at: that epoch's checkpoint
-    # travels too. None: the value is the last epoch's, and so is the model.
-    objective: Any = None
+    # The objective whose best epoch a trial's value may be read at: that epoch's checkpoint travels too.
+    # None: the value is the last epoch's, and so is the model.
+    objective: Scoring | None = None
     best_score: float | None = None  # the objective at the best epoch ``restore``'s trial kept a checkpoint of
 
     @property
