@@ -131,8 +131,8 @@ class Checkpoints:
         held = self._held.get(trial_id, _Held())
         best, score = None, held.score
         for row, checkpoint in taken:
-            found = self._score(row)
-            if found is not None and (score is None or metrics.better(found, score, self.objective.resolved_direction)):
+            found = metrics.improves(row, self.objective, score) if self.objective is not None else None
+            if found is not None:
                 best, score = checkpoint, found
         last = taken[-1][1]
         if best is last:  # the latest is the best too: one artifact holds both
@@ -165,10 +165,6 @@ class Checkpoints:
         meta = self.store.storage.get_trial(trial_id).user_attrs.get(ATTR)
         self.store.set_trial_attrs(trial_id, {BEST_ATTR: meta})
         self._held[trial_id] = dataclasses.replace(held, best=held.last)
-
-    def _score(self, row: Mapping[str, Any]) -> float | None:
-        found = metrics.score(row, self.objective) if self.objective is not None else None
-        return found if metrics.finite(found) else None
 
     def _write(self, trial_id: int, checkpoint: Checkpoint, avoid: str | None) -> str:
         """Write ``checkpoint`` into an artifact of the trial's other than ``avoid`` (made on first use); its id."""

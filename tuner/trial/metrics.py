@@ -44,6 +44,15 @@ def score(row: Row, objective: Any) -> float | None:
     return value
 
 
+def improves(row: Row, objective: Any, best: float | None) -> float | None:
+    """The row's score when it is finite and beats ``best`` (None: nothing to beat yet) under the objective's
+    direction; else None."""
+    found = score(row, objective)
+    if not finite(found) or (best is not None and not better(found, best, objective.resolved_direction)):
+        return None
+    return found
+
+
 def best_row(
     rows: Sequence[Row], key: str | Callable[[Row], float | None], direction: str, min_delta: float = 0.0
 ) -> Row | None:

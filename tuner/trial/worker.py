@@ -113,14 +113,10 @@ class Reporter:
     def _improves(self, row: dict[str, Any]) -> bool:
         """Whether the row beats the best epoch with a checkpoint so far (never without an objective: the
         latest checkpoint is then the trial's model)."""
-        objective = self.job.objective
-        if objective is None:
+        found = metrics.improves(row, self.job.objective, self._best_score) if self.job.objective else None
+        if found is None:
             return False
-        score = metrics.score(row, objective)
-        if not metrics.finite(score) or (self._best_score is not None and not metrics.better(
-                score, self._best_score, objective.resolved_direction)):
-            return False
-        self._best_score = score
+        self._best_score = found
         return True
 
     def _call_later(self) -> None:
@@ -132,9 +128,10 @@ class Reporter:
     def _keep(self, row: dict[str, Any], checkpoint: Checkpoint, best: bool) -> None:
         """Put the checkpoint on its row, in place of older ones not delivered yet: the latest's, and the best's
         when this one is the best."""
-        for older in {id(r): r for r in (self._kept, self._best if best else None) if r is not None}.values():
-            if older is not self._best or best:
-                older.pop("checkpoint", None)
+        if self._kept is not None and (best or self._kept is not self._best):  # the latest stays as the best
+            self._kept.pop("checkpoint", None)
+        if best and self._best is not None:
+            self._best.pop("checkpoint", None)
         row["checkpoint"] = dataclasses.replace(checkpoint, reported=self.epochs)
         self._kept = row
         if best:
