@@ -263,3 +263,43 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- Hostile inputs and faults: how many each run tried, said at the end of the run ---
+
+_TRIED: dict[str, dict[str, int]] = {}  # kind -> test node id -> cases tried
+_FAILED: set[str] = set()
+
+
+class Tally:
+    """Counts the hostile inputs or injected faults one test tries; the run's summary adds them up."""
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+    def __call__(self, kind: str, n: int = 1) -> None:
+        per_test = _TRIED.setdefault(kind, {})
+        per_test[self.nodeid] = per_test.get(self.nodeid, 0) + n
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest) -> Tally:
+    """``tally("hostile input")`` per case a test tries (``tally("fault", 3)`` for several)."""
+    return Tally(request.node.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _FAILED.add(item.nodeid)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    for kind in sorted(_TRIED):
+        per_test = _TRIED[kind]
+        failed = sorted(set(per_test) & _FAILED)
+        verdict = "all passed" if not failed else f"{len(failed)} test(s) failed: {', '.join(failed)}"
+        terminalreporter.write_line(
+            f"{kind}s tried: {sum(per_test.values())} in {len(per_test)} tests; {verdict}")
