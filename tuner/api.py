@@ -126,6 +126,44 @@ class Study:
         sign = -1.0 if self.optuna.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
         return sorted(self.best_trials, key=lambda t: (sign * t.values[0], t.number))
 
+    def why_no_result(self) -> str | None:
+        """Why the study has no result (no COMPLETE, feasible trial), in a sentence; None when it has one.
+
+        A study without a result has nothing to report or warm-start from, however its trials ended
+        (all failed, all pruned, none run before a timeout): the CLI exits 1 on it, and a scheduled
+        run is recorded failed.
+        """
+        trials = self.optuna.get_trials(deepcopy=False)
+        states = [t.state for t in trials]
+        complete = states.count(optuna.trial.TrialState.COMPLETE)
+        if complete and self.optuna.best_trials:
+            return None
+        if complete:
+            return (f"none of its {complete} completed trials is feasible (objective.max_gap). Fix: raise max_gap "
+                    "or drop it, and `tuner resume` for more trials.")
+        if not trials:
+            timeout = (self.plan.spec.timeout if self.plan is not None else None) or self.spec.get("timeout")
+            when = f" before its timeout ({timeout:g} s) passed" if timeout else ""
+            return f"no trial ran{when}. Fix: a longer timeout (--timeout, timeout=), then `tuner resume {self.name}`."
+        pruned = states.count(optuna.trial.TrialState.PRUNED)
+        failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        counts = ", ".join(f"{n} {what}" for n, what in ((len(failed), "failed"), (pruned, "pruned")) if n)
+        if failed:
+            first = failed[0]
+            reason = first.user_attrs.get(record.FAIL_REASON) or "no reason recorded"
+            every = "all " if len(failed) == len(trials) else ""
+            return f"{every}{counts}. Trial {first.number} failed with: {reason}."
+        if pruned == len(trials):
+            rules = sorted({str(t.user_attrs.get(record.PRUNE_RULE, "the pruner")) for t in trials})
+            if all(rule.startswith("diagnostics:") for rule in rules):
+                fix = (f"see why in `tuner show {self.name}` and narrow the space where trials go wrong, or set "
+                       "`diagnostics: false`")
+            else:
+                fix = ("`pruner: none`, or a later first rung (e.g. pruner: {type: successive_halving, "
+                       "min_resource: EPOCHS/2})")
+            return f"all {pruned} were pruned ({', '.join(rules)}), so none ran to its end. Fix: {fix}."
+        return f"its {len(trials)} trials are {counts or 'still waiting or running'}."
+
     @property
     def target_reached(self) -> FrozenTrial | None:
         """The first trial that reached the spec's `objective.target` (the study stopped there), or None."""

@@ -658,18 +658,12 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     """The best trial and what to run next; status 1 when no trial completed (the study has no result)."""
     from tuner.errors import StudyFailedError
 
-    try:
-        best = study.pareto_front()[0] if study.multi_objective else study.best_trial
-    except (ValueError, IndexError):
-        failed = [t for t in study.trials if t.state.name == "FAIL" and t.user_attrs.get("fail_reason")]
-        if not failed:
-            console.print(f"study {study.name}: no trial completed.")
-            return 0
-        raise StudyFailedError(
-            f"study {study.name}: no trial completed: all {len(failed)} failed. Trial {failed[0].number} failed "
-            f"with: {failed[0].user_attrs['fail_reason']}.", study=study.name,
-            workload_traceback=failed[0].user_attrs.get("fail_traceback"),
-        ) from None
+    why = study.why_no_result()
+    if why is not None:
+        failed = [t for t in study.trials if t.state.name == "FAIL" and t.user_attrs.get("fail_traceback")]
+        raise StudyFailedError(f"study {study.name}: no trial completed: {why}", study=study.name,
+                               workload_traceback=failed[0].user_attrs["fail_traceback"] if failed else None)
+    best = study.pareto_front()[0] if study.multi_objective else study.best_trial
     if study.multi_objective:
         return _front_result(study)
     direction = study.optuna.direction.name.lower()

@@ -48,6 +48,11 @@ def execute(book: Schedules, run_id: int) -> int:
         traceback.print_exc()
         book.finish(run_id, "failed", reason=f"{type(exc).__name__}: {exc}")
         return 1
+    why = study.why_no_result()
+    if why is not None:  # a night with no result is a failed run, not a quiet success
+        book.finish(run_id, "failed", warm_started=warm, reason=f"no trial completed: {why}",
+                    **_outcome(book, run, study))
+        return 1
     book.finish(run_id, "succeeded", warm_started=warm, **_outcome(book, run, study))
     return 0
 
