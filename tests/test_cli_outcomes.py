@@ -77,3 +77,82 @@ def test_a_study_with_no_completed_trial_exits_1_with_the_reason_pruned_or_timed
     assert ("error: study t: no trial completed: no trial ran before its timeout (1e-09 s) passed. Fix: a longer "
             "timeout (--timeout, timeout=), then `tuner resume t`.") in one_line(nothing.stderr)
     assert optuna.load_study(study_name="t", storage=f"sqlite:///{user / 'tuner.db'}").trials == []
+
+
+# ---------------------------------------------------------------------- study names
+
+CHECKPOINTING = '''
+def train(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=params["x"] + 1.0 / epoch, checkpoint=f"x={params['x']} epoch={epoch}".encode())
+'''
+
+
+def test_a_study_name_from_a_flag_keeps_the_rule_of_the_specs_name(user: Path, tally) -> None:
+    for flag_value in ("../../../pwn", "x" * 1000, "-rf", "a b"):
+        refused = tuner(user, "launch", "s.yaml", f"--study={flag_value}", "--executor", "inline", "--quiet")
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert one_line(refused.stderr).startswith(
+            "error: --study: a study name must start with a letter or digit and hold only letters, digits, '.', "
+            "'_' and '-' (at most 128), but got "), refused.stderr
+        assert not (user / "tuner.db").exists()  # refused before the store was opened: nothing written
+        tally("hostile input")
+    import tuner as api
+
+    with pytest.raises(api.SpecError, match=r"^study=: a study name must start"):
+        api.launch(str(user / "s.yaml"), study="../pwn", storage=f"sqlite:///{user / 'api.db'}", executor="inline")
+    assert not (user / "api.db").exists()
+    tally("hostile input")
+
+    launched(user)
+    copy = tuner(user, "copy", "s", "--to", f"sqlite:///{user / 'tuner.db'}", "--name", "../../up")
+    assert copy.returncode == 2 and "Traceback" not in copy.stderr, copy.stderr
+    assert one_line(copy.stderr).startswith("error: --name: a study name must start with a letter or digit")
+    assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{user / 'tuner.db'}")] == ["s"]
+    tally("hostile input")
+
+
+def test_a_study_optuna_named_badly_never_leads_tuner_out_of_the_directory_and_hints_are_quoted(user: Path,
+                                                                                                 tally) -> None:
+    (user / "work.py").write_text(CHECKPOINTING)
+    launched(user)
+    url = f"sqlite:///{user / 'tuner.db'}"
+    # Optuna itself takes any name: a study copied (with its checkpoint records) to a path-like one.
+    for name in ("../../../pwn", "my study"):
+        optuna.copy_study(from_study_name="s", from_storage=url, to_storage=url, to_study_name=name)
+    inside = user / "inside"
+    inside.mkdir()
+    done = tuner(inside, "checkpoint", "../../../pwn", "--storage", url)
+    assert done.returncode == 0, done.stderr
+    written = (inside / done.stdout.strip()).resolve()
+    assert written.parent == inside and written.read_bytes().startswith(b"x="), written
+    assert sorted(p.name for p in user.parent.parent.iterdir() if p.name.startswith("pwn")) == []
+    tally("hostile input")
+
+    resumed = tuner(user, "resume", "my study", "--trials", "3", "--executor", "inline", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"next: tuner show 'my study' · tuner report 'my study' -o report.html · tuner dashboard --storage {url}" \
+        in one_line(resumed.stdout)
+    tally("hostile input")
+
+
+def test_no_lock_file_is_left_beside_the_store_and_a_held_one_still_refuses(user: Path, tally) -> None:
+    launched(user)
+    (user / "s2.yaml").write_text(spec("s2"))
+    again = tuner(user, "launch", "s2.yaml", "--executor", "inline", "--quiet")
+    assert again.returncode == 0, again.stderr
+    resumed = tuner(user, "resume", "s", "--trials", "3", "--executor", "inline", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in user.iterdir() if "lock" in p.name) == []
+    # The lock still works while it is held, and a file left by a holder killed with -9 is taken over.
+    from tuner.store.lock import study_lock
+
+    url = f"sqlite:///{user / 'tuner.db'}"
+    (user / "tuner.db.s.lock").write_text("999999")  # a dead holder's leftover
+    with study_lock(url, "s"):
+        held = tuner(user, "resume", "s", "--trials", "4", "--executor", "inline", "--quiet")
+        assert held.returncode == 2, held.stderr
+        assert "is being run by another tuner process" in one_line(held.stderr)
+        tally("fault")
+    assert sorted(p.name for p in user.iterdir() if "lock" in p.name) == []

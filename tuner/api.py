@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shlex
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, load_spec, point_problems
+from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, check_study_name, load_spec, point_problems
 from tuner.store import Store
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
@@ -144,7 +145,8 @@ class Study:
         if not trials:
             timeout = (self.plan.spec.timeout if self.plan is not None else None) or self.spec.get("timeout")
             when = f" before its timeout ({timeout:g} s) passed" if timeout else ""
-            return f"no trial ran{when}. Fix: a longer timeout (--timeout, timeout=), then `tuner resume {self.name}`."
+            return (f"no trial ran{when}. Fix: a longer timeout (--timeout, timeout=), then "
+                    f"`tuner resume {shlex.quote(self.name)}`.")
         pruned = states.count(optuna.trial.TrialState.PRUNED)
         failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
         counts = ", ".join(f"{n} {what}" for n, what in ((len(failed), "failed"), (pruned, "pruned")) if n)
@@ -156,7 +158,8 @@ class Study:
         if pruned == len(trials):
             rules = sorted({str(t.user_attrs.get(record.PRUNE_RULE, "the pruner")) for t in trials})
             if all(rule.startswith("diagnostics:") for rule in rules):
-                fix = (f"see why in `tuner show {self.name}` and narrow the space where trials go wrong, or set "
+                fix = (f"see why in `tuner show {shlex.quote(self.name)}` and narrow the space where trials go "
+                       "wrong, or set "
                        "`diagnostics: false`")
             else:
                 fix = ("`pruner: none`, or a later first rung (e.g. pruner: {type: successive_halving, "
@@ -199,7 +202,7 @@ class Study:
         found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == trial]
         if not found:
             raise TunerError(f"trial: study {self.name!r} has no trial {trial} (its trials are 0 to "
-                             f"{len(self.trials) - 1}). Fix: pick one that `tuner show {self.name}` lists.")
+                             f"{len(self.trials) - 1}). Fix: pick one that `tuner show {shlex.quote(self.name)}` lists.")
         return checkpoints.download(self.store, self.optuna, found[0], to)
 
     @property
@@ -263,10 +266,14 @@ def launch_with(
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     callbacks: Sequence[Callable[..., Any]] = (),
+    given_as: str = "keyword",
 ) -> Study:
     """:func:`launch` with ``overrides`` as spec keys (an :class:`~tuner.spec.Overrides` names
-    the flag or keyword a bad value came from, e.g. ``--trials`` from the CLI)."""
+    the flag or keyword a bad value came from, e.g. ``--trials`` from the CLI); ``given_as``
+    ("keyword" or "flag") says how the other arguments were spelled, for the same purpose."""
     _check_objective(objective)
+    if study is not None:
+        check_study_name(study, "--study" if given_as == "flag" else "study=")
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     callbacks = _callbacks(spec, callbacks)
     workload = objective if objective is not None else spec.workload_target

@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -328,7 +329,9 @@ def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Pa
     if meta.get("removed"):
         raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint was removed, as "
                          f"{meta['removed']}. Fix: pick one of the best trials, or raise checkpoints.keep.")
-    target = Path(to) if to is not None else Path(f"{name}-trial{trial.number}-{meta['filename']}")
+    # The default lands here, whatever the stored names hold (a study Optuna made may be named "../x").
+    default = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{name}-trial{trial.number}-{Path(meta['filename']).name}")
+    target = Path(to) if to is not None else Path(default.lstrip(".")[-200:] or "checkpoint")
     if target.exists():
         raise TunerError(f"-o: {target} exists already, and tuner does not overwrite it. Fix: remove it or "
                          "name another file.")

@@ -106,6 +106,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         study = launch_with(
             args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
             ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, warm_start=warm,
+            given_as="flag",
         )
     return _print_result(study, args)
 
@@ -166,7 +167,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             on_start(spec, study)
 
         study = launch_with(args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
-                            ray_address=args.ray_address, on_progress=on_progress, on_start=started)
+                            ray_address=args.ray_address, on_progress=on_progress, on_start=started, given_as="flag")
     return _print_result(study, args)
 
 
@@ -357,8 +358,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_copy(args: argparse.Namespace) -> int:
     from tuner.store import Store
 
-    source, target = Store(args.storage), Store(args.to)
+    from tuner.spec import check_study_name
+
     name = args.name or args.study
+    check_study_name(name, "--name" if args.name else "study")  # before either store is opened
+    source, target = Store(args.storage), Store(args.to)
     trials, rows = source.copy_study(args.study, target, name)
     console.print(f"copied study {args.study} to {name} in {target.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
@@ -375,9 +379,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     trials = study.optuna.get_trials(deepcopy=False)
     done, planned = sum(map(counts_toward_budget, trials)), study.plan.trials
     queued = sum(t.state.name == "WAITING" for t in trials)
-    when = (f"they run first at `tuner resume {study.name}` (or at the next trial of a run that goes)"
+    when = (f"they run first at `tuner resume {_quoted(study.name)}` (or at the next trial of a run that goes)"
             if planned - done >= queued else
-            f"its budget has room for {max(planned - done, 0)} of the {queued} queued: `tuner resume {study.name} "
+            f"its budget has room for {max(planned - done, 0)} of the {queued} queued: "
+            f"`tuner resume {_quoted(study.name)} "
             f"--trials {done + queued}` runs them all")
     console.print(f"queued {_count(len(points), 'configuration')} in study {study.name} ({done}/{planned} "
                   f"trials done); {when}.", highlight=False)
@@ -685,7 +690,7 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
 
 def _print_next(study: Any) -> None:
     console.print(
-        f"next: tuner show {study.name} · tuner report {study.name} -o report.html · "
+        f"next: tuner show {_quoted(study.name)} · tuner report {_quoted(study.name)} -o report.html · "
         f"tuner dashboard --storage {_storage_hint(study.store)}", highlight=False,
     )
 
@@ -779,7 +784,7 @@ def _duration(trials: Any) -> str:
 
 def _storage_hint(store: Any) -> str:
     """The URL to type again; one with a password is shown masked, which cannot be typed."""
-    return store.url if store.url == store.safe_url else f"'{store.safe_url}' (with your password)"
+    return _quoted(store.url) if store.url == store.safe_url else f"{_quoted(store.safe_url)} (with your password)"
 
 
 def _params(params: dict[str, Any]) -> str:

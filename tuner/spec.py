@@ -62,6 +62,8 @@ CALLABLE_PREFIX = "callable:"
 RESERVED_PARAMS = ("epochs", "data", "seed")
 # Study names (and the schedules that launch studies): safe in URLs, file names and shells.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+# ... and short enough for a file name (a schedule's name of 100 plus its firing time fits).
+MAX_NAME_LENGTH = 128
 # Every grid point is queued in the store before the first trial: a grid larger than this
 # is a mistake (an int range left whole), not a study anyone means to run.
 MAX_GRID_POINTS = 100_000
@@ -356,11 +358,8 @@ class StudySpec(_Model):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not re.fullmatch(NAME_PATTERN, name):
-            raise ValueError(
-                f"`name` must start with a letter or digit and hold only letters, digits, "
-                f"'.', '_' and '-', but got {_shown(name)}. Fix: e.g. name: mnist1d-mlp."
-            )
+        if not name_fits(name):
+            raise ValueError(f"`name` {NAME_RULE}, but got {_shown(name)}. Fix: e.g. name: mnist1d-mlp.")
         return name
 
     @field_validator("strategy")
@@ -955,6 +954,21 @@ def _in_range(param: Any, value: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+NAME_RULE = (f"must start with a letter or digit and hold only letters, digits, '.', '_' and '-' "
+             f"(at most {MAX_NAME_LENGTH})")
+
+
+def name_fits(name: object) -> bool:
+    """Whether ``name`` keeps the rule of a study's name (the spec's `name:`)."""
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and re.fullmatch(NAME_PATTERN, name) is not None
+
+
+def check_study_name(name: object, given_as: str) -> None:
+    """Refuse a study name given outside a spec (``--study``, ``study=``, ``--name``) by the spec's rule."""
+    if not name_fits(name):
+        raise SpecError(given_as, [f"a study name {NAME_RULE}, but got {_shown(name)}. Fix: e.g. mnist1d-mlp-2."])
 
 
 class Overrides(dict[str, Any]):

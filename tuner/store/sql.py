@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -177,13 +178,16 @@ class Store:
         if self.has_study(name):
             raise StorageError(
                 f"study {name!r} already exists in {self.safe_url}. Fix: pass --study NEW_NAME "
-                f"for a new study, or run `tuner resume {name}` to continue it."
+                f"for a new study, or run `tuner resume {shlex.quote(name)}` to continue it."
             )
 
     def create_study(
         self, name: str, direction: str | Sequence[str], sampler: optuna.samplers.BaseSampler | None = None
     ) -> optuna.Study:
         """A new study; ``direction`` a list of several makes it multi-objective (Optuna's ``directions``)."""
+        from tuner.spec import check_study_name
+
+        check_study_name(name, "study name")
         self.check_new(name)
         several = not isinstance(direction, str) and len(direction) > 1
         return optuna.create_study(
@@ -213,11 +217,14 @@ class Store:
         study; the epoch rows follow, remapped to the new trial ids. A copy that
         fails halfway is deleted.
         """
+        from tuner.spec import check_study_name
+
         new_name = new_name or name
+        check_study_name(new_name, "study name")
         source = self.load_study(name)
         taken = StorageError(
             f"study {new_name!r} already exists in {to.safe_url}. Fix: pass --name NEW_NAME to copy it under "
-            f"another name, or delete that study first (`tuner delete {new_name}`)."
+            f"another name, or delete that study first (`tuner delete {shlex.quote(new_name)}`)."
         )
         if to.has_study(new_name):
             raise taken
