@@ -376,9 +376,11 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     """Queue configurations to run first in a study (Optuna's ``enqueue_trial``), each checked against its space.
 
     A running study takes them at its next trial; otherwise the next
-    ``resume`` does, within the study's budget. Nothing is queued unless every
-    point fits: a problem names the point, the param, its range and the fix
-    (``source`` names where the points came from, e.g. the JSON file).
+    ``resume`` does, within the study's budget. A point may leave params out:
+    they are sampled, as with Optuna's ``enqueue_trial``. Nothing is queued
+    unless every point fits, and all are queued in one transaction (an
+    interrupt queues none): a problem names the point, the param, its range
+    and the fix (``source`` names where the points came from, e.g. the JSON file).
     """
     store = Store(storage)
     optuna_study = store.load_study(name)
@@ -387,16 +389,23 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
         raise StorageError(f"study {name!r} was not launched by tuner (it has no {SPEC_ATTR!r}); "
                            "use optuna's study.enqueue_trial for it.")
     spec = load_spec({**saved, "name": saved.get("name", name)})
-    problems = []
+    problems: list[str] = []
     for i, params in enumerate(points):
-        found = [] if strategies.fits(spec, params) else point_problems(spec, params) or ["does not fit the space"]
+        found = point_problems(spec, params, partial=True)
         problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
+        if len(problems) >= _MAX_POINT_PROBLEMS:
+            problems = problems[:_MAX_POINT_PROBLEMS] + [f"(checking stopped at point {i + 1} of {len(points)})"]
+            break
     if problems:
         raise SpecError(source, problems)
-    for params in points:
-        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params[k], FloatParam)}
-        optuna_study.enqueue_trial({**params, **floats}, user_attrs={ENQUEUED_ATTR: True})
+    floats = [k for k, p in spec.params.items() if isinstance(p, FloatParam)]
+    queued = [{**params, **{k: float(params[k]) for k in floats if k in params}} for params in points]
+    store.enqueue_trials(optuna_study, queued, {ENQUEUED_ATTR: True})
     return Study(optuna_study, store, Plan.of(spec))
+
+
+# A list of many points with a systematic mistake names this many problems, not one per point.
+_MAX_POINT_PROBLEMS = 20
 
 
 # ---------------------------------------------------------------------- helpers

@@ -374,11 +374,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from tuner.api import enqueue
     from tuner.trial.record import counts_toward_budget
 
+    from optuna.trial import TrialState
+
+    from tuner.store import internals
+
     points = _read_points(args.params)
     study = enqueue(args.study, points, args.storage, source=args.params)
-    trials = study.optuna.get_trials(deepcopy=False)
+    # The queued trials are counted, not read: a list of 200,000 points would take minutes to load.
+    others = [s for s in TrialState if s != TrialState.WAITING]
+    trials = study.store.storage.get_all_trials(internals.study_id(study.optuna), deepcopy=False, states=others)
     done, planned = sum(map(counts_toward_budget, trials)), study.plan.trials
-    queued = sum(t.state.name == "WAITING" for t in trials)
+    queued = study.store.count_trials(study.optuna, [TrialState.WAITING])
     when = (f"they run first at `tuner resume {_quoted(study.name)}` (or at the next trial of a run that goes)"
             if planned - done >= queued else
             f"its budget has room for {max(planned - done, 0)} of the {queued} queued: "
@@ -394,7 +400,7 @@ def _read_points(path: str) -> list[dict[str, Any]]:
 
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data = json.load(fh, object_pairs_hook=_unique_keys, parse_int=_short_int)
     except FileNotFoundError:
         raise SpecError(path, ["no such file. Fix: check the path."]) from None
     except OSError as exc:
@@ -402,6 +408,11 @@ def _read_points(path: str) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise SpecError(path, [f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
                                "Fix: correct the JSON there."]) from None
+    except _BadPoints as exc:
+        raise SpecError(path, [str(exc)]) from None
+    except RecursionError:
+        raise SpecError(path, ["is nested too deeply to be points (a point is one object of param values). "
+                               'Fix: e.g. [{"lr": 0.01, "depth": 2}].']) from None
     except UnicodeDecodeError:
         raise SpecError(path, ["must be UTF-8 JSON text, but is not. Fix: name the JSON file of params."]) from None
     points = [data] if isinstance(data, dict) else data
@@ -409,6 +420,29 @@ def _read_points(path: str) -> list[dict[str, Any]]:
         raise SpecError(path, [f"must hold a JSON object of param values, or a non-empty list of them, but got "
                                f"{json.dumps(data)[:80]}. Fix: e.g. {{\"lr\": 0.01, \"depth\": 2}}."])
     return points
+
+
+class _BadPoints(ValueError):
+    """A points file that parses as JSON but cannot be points (said in the message)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused where a key repeats (json keeps the last one silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _BadPoints(f"the key {key[:80]!r} appears twice in one object, so which value is meant is unclear. "
+                             "Fix: keep one of them.")
+        seen[key] = value
+    return seen
+
+
+def _short_int(text: str) -> int:
+    """A JSON integer of at most 100 digits: no param takes more, and Python refuses to read 4,300."""
+    if len(text.lstrip("-")) > 100:
+        raise _BadPoints(f"holds an integer of {len(text.lstrip('-'))} digits ({text[:20]}…), which is no param "
+                         "value. Fix: give the value in the param's range.")
+    return int(text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -902,23 +902,26 @@ def _grid_problems(spec: StudySpec) -> list[str]:
     return []
 
 
-def point_problems(spec: StudySpec, params: Mapping[str, Any]) -> list[str]:
+def point_problems(spec: StudySpec, params: Mapping[str, Any], partial: bool = False) -> list[str]:
     """Why ``params`` is no configuration of the space, one line a param (none: it is one, as strategies.fits says).
 
     For points given by hand (``tuner enqueue``): every param that is active
     must be there and in its range; one inactive (its `when` unmet) or unknown
-    must not.
+    must not. ``partial`` lets params be left out (Optuna's ``enqueue_trial``
+    samples them); a `when` on a param left out may then hold.
     """
     problems, chosen = [], {}
     for name, param in spec.params.items():
-        unmet = {k: v for k, v in (param.when or {}).items() if chosen.get(k, _UNSET) != v}
+        unmet = {k: v for k, v in (param.when or {}).items()
+                 if (k in params or not partial) and chosen.get(k, _UNSET) != v}
         if unmet:
             if name in params:
                 problems.append(f"{_cut(name)}: is only used when {_when(unmet)}, but got {_cut(name)}="
                                 f"{_shown(params[name])} without it. Fix: remove {_cut(name)}.")
             continue
         if name not in params:
-            problems.append(f"{_cut(name)}: is missing. Fix: give it a value ({_range(param)}).")
+            if not partial:
+                problems.append(f"{_cut(name)}: is missing. Fix: give it a value ({_range(param)}).")
             continue
         chosen[name] = params[name]
         if not _in_range(param, params[name]):

@@ -27,6 +27,10 @@ TrialModel = models.TrialModel
 TRIALS = models.TrialModel.__table__
 INTERMEDIATE_VALUES = models.TrialIntermediateValueModel
 USER_ATTRIBUTES = models.TrialUserAttributeModel
+SYSTEM_ATTRIBUTES = models.TrialSystemAttributeModel
+STUDIES = models.StudyModel.__table__
+# The trial system attribute in which Optuna keeps a queued trial's params (Study.enqueue_trial).
+FIXED_PARAMS = "fixed_params"
 
 
 def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
