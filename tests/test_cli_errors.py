@@ -256,7 +256,7 @@ def test_api_launch_onto_an_existing_study(tmp_path: Path) -> None:
         trials=1, epochs=1, executor="inline", storage=db_url(tmp_path), study="taken",
     )
     tuner.launch(**kwargs)
-    pattern = r"study 'taken' already exists .*--study NEW_NAME .*`tuner resume taken`"
+    pattern = r"study 'taken' already exists .*if_exists='replace' .*study='NAME' .*tuner\.resume\('taken'\)"
     with pytest.raises(tuner.StorageError, match=pattern):
         tuner.launch(**kwargs)
     assert len(tuner.load("taken", db_url(tmp_path)).trials) == 1

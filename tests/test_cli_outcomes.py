@@ -156,3 +156,123 @@ def test_no_lock_file_is_left_beside_the_store_and_a_held_one_still_refuses(user
         assert "is being run by another tuner process" in one_line(held.stderr)
         tally("fault")
     assert sorted(p.name for p in user.iterdir() if "lock" in p.name) == []
+
+
+# ---------------------------------------------------------------------- commands that read create nothing
+
+
+@pytest.mark.parametrize("command", [
+    ["studies"], ["show", "s"], ["show", "s", "--json"], ["best", "s"], ["epochs", "s"], ["report", "s"],
+    ["delete", "s", "--yes"], ["schedule", "list"], ["schedule", "show", "nightly"], ["checkpoint", "s"],
+    ["enqueue", "s", "p.json"], ["resume", "s", "--executor", "inline"], ["copy", "s", "--to", "sqlite:///b.db"],
+    ["launch", "s.yaml", "--warm-start-from", "nope", "--executor", "inline"],
+    ["launch", "s.yaml", "--ray-address", "127.0.0.1:1"],  # refused: no cluster answers there
+], ids=lambda c: " ".join(c[:3]))
+def test_a_command_on_a_mistyped_store_creates_no_file(user: Path, command: list[str], tally) -> None:
+    (user / "p.json").write_text('{"x": 0.5}')
+    done = tuner(user, *command, "--storage", "sqlite:///tunr.db")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    if command[0] != "launch":
+        assert (f"error: no tuner store at sqlite:///tunr.db (from --storage / storage=): the file 'tunr.db' does "
+                "not exist. Fix: check the URL") in one_line(done.stderr)
+    assert sorted(p.name for p in user.iterdir()) == ["p.json", "s.yaml", "work.py"]
+    tally("hostile input")
+
+
+def test_a_database_without_optunas_tables_gets_none_from_a_read(user: Path) -> None:
+    sqlite3.connect(user / "empty.db").close()  # a 0-byte file, as `touch` or a mistyped open makes
+    done = tuner(user, "studies", "--storage", "sqlite:///empty.db")
+    assert done.returncode == 2, done.stderr
+    assert "it holds no studies (no Optuna tables)" in one_line(done.stderr)
+    assert (user / "empty.db").stat().st_size == 0
+
+
+# ---------------------------------------------------------------------- launching again, deleting
+
+
+def test_launching_onto_an_existing_study_offers_replace_and_a_new_name_and_both_work(user: Path) -> None:
+    url = f"sqlite:///{user / 'tuner.db'}"
+    launched(user)
+    refused = tuner(user, "launch", "s.yaml", "--executor", "inline", "--quiet")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert one_line(refused.stderr) == (
+        f"error: study 's' already exists in {url}. Fix: --replace to delete it and launch anew, --new-name to "
+        "launch as 's-2', --study NAME for a name of your own, or `tuner resume s` to continue it.")
+
+    renamed = launched(user, "s", "--new-name")
+    assert "next: tuner show s-2 " in one_line(renamed.stdout)
+    assert tuner(user, "launch", "s.yaml", "--new-name", "--executor", "inline", "--quiet").returncode == 0
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(url))
+    assert names == ["s", "s-2", "s-3"]
+
+    old = optuna.load_study(study_name="s", storage=url).trials
+    (user / "s.yaml").write_text(spec("s", trials=3))  # the edited spec
+    replaced = launched(user, "s", "--replace")
+    assert "next: tuner show s " in one_line(replaced.stdout)
+    new = optuna.load_study(study_name="s", storage=url)
+    assert len(old) == 2 and len(new.trials) == 3
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == names
+    with sqlite3.connect(user / "tuner.db") as conn:  # the replaced study's epochs went with it
+        rows = conn.execute("SELECT count(*) FROM tuner_epochs").fetchone()[0]
+    assert rows == 3 * (3 + 2 + 2)
+    both = tuner(user, "launch", "s.yaml", "--replace", "--new-name")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_the_python_api_names_its_keywords_when_a_study_exists(user: Path) -> None:
+    import tuner as api
+
+    url = f"sqlite:///{user / 'api.db'}"
+
+    def one_epoch(params, report):
+        report(1, val_loss=params["x"])
+
+    kwargs = dict(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=one_epoch, trials=1, epochs=1,
+                  executor="inline", storage=url, study="taken")
+    api.launch(**kwargs)
+    with pytest.raises(api.StorageError) as refused:
+        api.launch(**kwargs)
+    assert str(refused.value) == (
+        f"study 'taken' already exists in {url}. Fix: if_exists='replace' to delete it and launch anew, "
+        "if_exists='new_name' to launch as 'taken-2', study='NAME' for a name of your own, or "
+        "tuner.resume('taken') to continue it.")
+    assert "--" not in str(refused.value)
+    assert api.launch(**kwargs, if_exists="new_name").name == "taken-2"
+    assert len(api.launch(**kwargs, if_exists="replace").trials) == 1
+    with pytest.raises(api.TunerError, match="if_exists=: must be one of 'error', 'replace', 'new_name'"):
+        api.launch(**kwargs, if_exists="overwrite")
+
+
+def test_delete_asks_on_a_terminal_and_refuses_without_one(user: Path, tally) -> None:
+    import os
+    import pty
+
+    launched(user)
+    url = f"sqlite:///{user / 'tuner.db'}"
+    piped = tuner(user, "delete", "s", stdin="y\n")  # stdin is a pipe: no one to ask
+    assert piped.returncode == 2 and "Traceback" not in piped.stderr
+    assert one_line(piped.stderr) == (
+        f"error: delete: would delete study s from {url}: 2 trials, 6 epoch rows, and there is no terminal to "
+        "confirm it on. Fix: add --yes to delete without asking (`tuner delete s --yes`).")
+    tally("hostile input")
+
+    def on_a_terminal(answer: bytes) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        env = user_env(TUNER_STORAGE=url, COLUMNS="200")
+        proc = subprocess.Popen([shutil.which("tuner"), "delete", "s"], cwd=user, env=env, stdin=follower,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(follower)
+        os.write(leader, answer)
+        out, err = proc.communicate(timeout=60)
+        os.close(leader)
+        return proc.returncode, one_line(err + out)
+
+    code, said = on_a_terminal(b"n\n")
+    assert code == 1 and said.endswith("[y/N] not confirmed: study s is kept."), said
+    assert f"delete study s from {url}: 2 trials, 6 epoch rows? This cannot be undone." in said
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
+    code, said = on_a_terminal(b"y\n")
+    assert code == 0 and said.endswith(f"[y/N] deleted study s from {url}: 2 trials, 6 epoch rows"), said
+    assert optuna.get_all_study_summaries(url) == []
+    assert tuner(user, "delete", "s", "--yes").returncode == 2  # gone

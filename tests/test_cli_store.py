@@ -89,7 +89,7 @@ def test_copy_and_delete_keep_every_studys_epochs_its_own(tmp_path):
 
     renamed = tuner("copy", "a", "--to", url, "--name", "b", cwd=tmp_path)  # a rename: copy, then delete
     assert renamed.returncode == 0, renamed.stderr
-    deleted = tuner("delete", "a", cwd=tmp_path)
+    deleted = tuner("delete", "a", "--yes", cwd=tmp_path)
     assert deleted.returncode == 0, deleted.stderr
     assert one_line(deleted.stdout) == f"deleted study a from {url}: 3 trials, 9 epoch rows"
     assert tuner("epochs", "b", "--csv", "b.csv", cwd=tmp_path).returncode == 0

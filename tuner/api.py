@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import shlex
 import warnings
@@ -24,8 +25,10 @@ from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, check_study_name, load_spec, point_problems
-from tuner.store import Store
+from tuner.spec import (
+    CALLABLE_PREFIX, MAX_NAME_LENGTH, FloatParam, StudySpec, check_study_name, load_spec, point_problems,
+)
+from tuner.store import Store, resolve_url
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
 
@@ -160,7 +163,7 @@ class Study:
             if all(rule.startswith("diagnostics:") for rule in rules):
                 fix = (f"see why in `tuner show {shlex.quote(self.name)}` and narrow the space where trials go "
                        "wrong, or set "
-                       "`diagnostics: false`")
+                       "`pruner: {diagnostics: false}`")
             else:
                 fix = ("`pruner: none`, or a later first rung (e.g. pruner: {type: successive_halving, "
                        "min_resource: EPOCHS/2})")
@@ -233,9 +236,15 @@ def launch(
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     callbacks: Sequence[Callable[..., Any]] = (),
+    if_exists: str = "error",
     **overrides: Any,
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
+
+    ``if_exists`` says what to do when a study of that name is in the store:
+    ``"error"`` (the default) refuses, ``"replace"`` deletes it (its trials and
+    epochs) and launches anew, ``"new_name"`` launches under the first free
+    name ``NAME-2``, ``NAME-3``, ... (``study.name`` says which).
 
     ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
     ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
@@ -248,7 +257,7 @@ def launch(
     return launch_with(
         spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
         storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
-        warm_start=warm_start, callbacks=callbacks,
+        warm_start=warm_start, callbacks=callbacks, if_exists=if_exists,
     )
 
 
@@ -266,6 +275,7 @@ def launch_with(
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     callbacks: Sequence[Callable[..., Any]] = (),
+    if_exists: str = "error",
     given_as: str = "keyword",
 ) -> Study:
     """:func:`launch` with ``overrides`` as spec keys (an :class:`~tuner.spec.Overrides` names
@@ -277,16 +287,28 @@ def launch_with(
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     callbacks = _callbacks(spec, callbacks)
     workload = objective if objective is not None else spec.workload_target
-    store = Store(storage)
+    if if_exists not in IF_EXISTS:
+        option = "--replace / --new-name" if given_as == "flag" else "if_exists="
+        raise TunerError(f"{option}: must be one of {', '.join(map(repr, IF_EXISTS))}, but got {if_exists!r}. "
+                         "Fix: e.g. if_exists='new_name'.")
+    # Nothing is created until the launch is sure to go: a refused one leaves no store behind.
+    existing = Store.existing(storage)
     name = study or spec.name
-    store.check_new(name)
+    if existing is not None and existing.has_study(name):
+        if if_exists == "error":
+            raise StorageError(_taken(existing, name, given_as))
+        if if_exists == "new_name":
+            name = _free_name(existing, name)
     runner = make_executor(executor, ray_address)
     runner.check_workload(workload)
     spec, probed = probe.before_study(spec, workload)  # the spec's lr range test; with narrow: its bounds
     plan = Plan.of(spec)
-    with study_lock(store.url, name):
+    with study_lock(resolve_url(storage), name):
         runner.start(spec.resources.model_dump(), spec.parallel)
         try:
+            store = existing or Store(storage)
+            if if_exists == "replace" and store.has_study(name):
+                store.delete_study(name)  # under the study's lock: no orchestrator runs it meanwhile
             optuna_study = _create(store, name, plan, warm_start)
             if probed is not None:
                 optuna_study.set_user_attr(probe.ATTR, probed.evidence())
@@ -335,7 +357,7 @@ def resume_with(
     callbacks: Sequence[Callable[..., Any]] = (),
 ) -> Study:
     """:func:`resume` with ``overrides`` as spec keys (see :func:`launch_with`)."""
-    store = Store(storage)
+    store = Store(storage, create=False)
     optuna_study = store.load_study(name)
     saved = optuna_study.user_attrs.get(SPEC_ATTR)
     if not saved:
@@ -366,8 +388,8 @@ def resume_with(
 
 
 def load(name: str, storage: str | None = None) -> Study:
-    """Open an existing study (read it, or look at its epochs)."""
-    store = Store(storage)
+    """Open an existing study (read it, or look at its epochs); a store that does not exist is not created."""
+    store = Store(storage, create=False)
     return Study(store.load_study(name), store)
 
 
@@ -382,7 +404,7 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     interrupt queues none): a problem names the point, the param, its range
     and the fix (``source`` names where the points came from, e.g. the JSON file).
     """
-    store = Store(storage)
+    store = Store(storage, create=False)
     optuna_study = store.load_study(name)
     saved = optuna_study.user_attrs.get(SPEC_ATTR)
     if not saved:
@@ -409,6 +431,31 @@ _MAX_POINT_PROBLEMS = 20
 
 
 # ---------------------------------------------------------------------- helpers
+
+# What launch does when the study's name is taken (the CLI's --replace and --new-name).
+IF_EXISTS = ("error", "replace", "new_name")
+
+
+def _free_name(store: Store, name: str) -> str:
+    """The first of NAME-2, NAME-3, ... that no study in the store has (cut to the name rule's length)."""
+    for n in itertools.count(2):
+        suffix = f"-{n}"
+        candidate = name[: MAX_NAME_LENGTH - len(suffix)] + suffix
+        if not store.has_study(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _taken(store: Store, name: str, given_as: str) -> str:
+    """Why a launch onto an existing study is refused, and every way on, spelled as the user calls tuner."""
+    free = _free_name(store, name)
+    if given_as == "flag":
+        ways = (f"--replace to delete it and launch anew, --new-name to launch as {free!r}, --study NAME for a "
+                f"name of your own, or `tuner resume {shlex.quote(name)}` to continue it")
+    else:
+        ways = (f"if_exists='replace' to delete it and launch anew, if_exists='new_name' to launch as {free!r}, "
+                f"study='NAME' for a name of your own, or tuner.resume({name!r}) to continue it")
+    return f"study {name!r} already exists in {store.safe_url}. Fix: {ways}."
 
 
 def _check_objective(objective: Callable[..., Any] | None) -> None:

@@ -106,9 +106,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
         study = launch_with(
             args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
             ray_address=args.ray_address, on_progress=on_progress, on_start=on_start, warm_start=warm,
-            given_as="flag",
+            if_exists=_if_exists(args), given_as="flag",
         )
     return _print_result(study, args)
+
+
+def _if_exists(args: argparse.Namespace) -> str:
+    """--replace and --new-name as the API's if_exists."""
+    return "replace" if args.replace else "new_name" if args.new_name else "error"
 
 
 def _warm_start_points(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -167,7 +172,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
             on_start(spec, study)
 
         study = launch_with(args.spec, overrides, study=args.study, storage=args.storage, executor=args.executor,
-                            ray_address=args.ray_address, on_progress=on_progress, on_start=started, given_as="flag")
+                            ray_address=args.ray_address, on_progress=on_progress, on_start=started,
+                            if_exists=_if_exists(args), given_as="flag")
     return _print_result(study, args)
 
 
@@ -176,7 +182,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
     from tuner.store import Store, internals
 
-    store = Store(args.storage)
+    store = Store(args.storage, create=False)
     records = []
     for s in store.storage.get_all_studies():
         trials = store.storage.get_all_trials(internals.study_id(s), deepcopy=False)
@@ -348,11 +354,34 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from tuner.store import Store
 
-    store = Store(args.storage)
+    store = Store(args.storage, create=False)
+    if not args.yes and not _confirmed_delete(store, args.study):
+        err.print(f"not confirmed: study {args.study} is kept.", highlight=False)
+        return 1
     trials, rows = store.delete_study(args.study)
     console.print(f"deleted study {args.study} from {store.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
     return 0
+
+
+def _confirmed_delete(store: Any, name: str) -> bool:
+    """Ask on a terminal before a study is deleted; with no one to ask (a script, a pipe), refuse with the fix."""
+    from optuna.trial import TrialState
+
+    from tuner.errors import TunerError
+
+    study = store.load_study(name)
+    what = (f"study {name} from {store.safe_url}: {_count(store.count_trials(study, list(TrialState)), 'trial')}, "
+            f"{_count(store.count_epochs(study), 'epoch row')}")
+    if not sys.stdin.isatty():
+        raise TunerError(f"delete: would delete {what}, and there is no terminal to confirm it on. Fix: add --yes "
+                         f"to delete without asking (`tuner delete {_quoted(name)} --yes`).")
+    err.print(f"delete {what}? This cannot be undone. [y/N] ", end="", highlight=False, markup=False)
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -362,7 +391,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     name = args.name or args.study
     check_study_name(name, "--name" if args.name else "study")  # before either store is opened
-    source, target = Store(args.storage), Store(args.to)
+    source, target = Store(args.storage, create=False), Store(args.to)
     trials, rows = source.copy_study(args.study, target, name)
     console.print(f"copied study {args.study} to {name} in {target.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
@@ -482,7 +511,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from tuner import dashboard
     from tuner.store import Store
 
-    store = Store(args.storage)
+    store = Store(args.storage, create=False)
 
     def ready(url: str, artifacts: Any) -> None:
         err.print(f"optuna-dashboard on {url} · store {store.safe_url} · learning curves in {artifacts} · "
@@ -519,7 +548,7 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
     from tuner.schedule import Schedules
     from tuner.store import Store
 
-    book = Schedules(Store(args.storage))
+    book = Schedules(Store(args.storage, create=False))
     last = {}
     for run in reversed(book.runs()):
         last[run.schedule_id] = run
@@ -539,7 +568,7 @@ def cmd_schedule_show(args: argparse.Namespace) -> int:
     from tuner.schedule import Schedules
     from tuner.store import Store, safe_url
 
-    book = Schedules(Store(args.storage))
+    book = Schedules(Store(args.storage, create=False))
     sched = book.get(args.name)
     where = safe_url(sched.storage) if sched.storage else book.store.safe_url
     console.print(
@@ -571,7 +600,7 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     from tuner.schedule import Schedules
     from tuner.store import Store
 
-    record = Schedules(Store(args.storage)).set_enabled(args.name, enabled)
+    record = Schedules(Store(args.storage, create=False)).set_enabled(args.name, enabled)
     state = f"resumed; next firing {_when(record.next_fire_at)}" if enabled else "paused"
     console.print(f"schedule {record.name} {state}", highlight=False)
     return 0
@@ -581,7 +610,7 @@ def cmd_schedule_remove(args: argparse.Namespace) -> int:
     from tuner.schedule import Schedules
     from tuner.store import Store
 
-    Schedules(Store(args.storage)).remove(args.name)
+    Schedules(Store(args.storage, create=False)).remove(args.name)
     console.print(f"schedule {args.name} removed (its studies stay in the store)", highlight=False)
     return 0
 
@@ -590,7 +619,7 @@ def cmd_schedule_run_now(args: argparse.Namespace) -> int:
     from tuner.schedule import Scheduler
     from tuner.store import Store
 
-    scheduler = Scheduler(Store(args.storage))
+    scheduler = Scheduler(Store(args.storage, create=False))
     run = scheduler.run_now(args.name)
     console.print(f"run {run.id} of {args.name}: {run.status}, study {run.study}, best {fmt(run.best_value)}"
                   + (f" — {run.reason}" if run.reason else ""), highlight=False)
@@ -910,6 +939,7 @@ def _parser() -> argparse.ArgumentParser:
     launch = add("launch", cmd_launch, "launch a study from a search-space YAML file")
     launch.add_argument("spec", help="search-space file, e.g. search_spaces/mnist1d_mlp.yaml")
     launch.add_argument("--study", help="study name (default: the spec's name)")
+    _exists_options(launch)
     launch.add_argument("--strategy", help="auto (default; picks grid, gp or tpe), grid, random, tpe, gp, cmaes or qmc")
     launch.add_argument("--trials", type=int, help="number of trials")
     launch.add_argument("--parallel", type=int, help="trials running at once")
@@ -932,6 +962,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="then launch the study with params.lr cut to the range found (as probe: {narrow: true})")
     probe.add_argument("-o", "--output", metavar="FILE", help="the plot, a PNG (default: NAME-probe.png)")
     probe.add_argument("--study", help="with --narrow: study name (default: the spec's name)")
+    _exists_options(probe)
     probe.add_argument("--trials", type=int, help="with --narrow: number of trials")
     _run_options(probe)
 
@@ -966,6 +997,8 @@ def _parser() -> argparse.ArgumentParser:
 
     delete = add("delete", cmd_delete, "delete a study: its trials and their epoch records")
     delete.add_argument("study")
+    delete.add_argument("-y", "--yes", action="store_true",
+                        help="delete without asking (needed where stdin is not a terminal: scripts, pipes)")
     _storage_option(delete)
 
     copy = add("copy", cmd_copy, "copy a study, its trials and their epoch records to a store")
@@ -1046,6 +1079,14 @@ def _schedule_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
     action("resume", cmd_schedule_resume, "fire a paused schedule again (from its next time on)")
     action("remove", cmd_schedule_remove, "remove a schedule and its run records (not its studies)")
     action("run-now", cmd_schedule_run_now, "run a schedule once now, and wait for it")
+
+
+def _exists_options(cmd: argparse.ArgumentParser) -> None:
+    taken = cmd.add_mutually_exclusive_group()
+    taken.add_argument("--replace", action="store_true",
+                       help="if the study exists: delete it (its trials and epochs) and launch anew")
+    taken.add_argument("--new-name", action="store_true",
+                       help="if the study exists: launch under the first free name NAME-2, NAME-3, ...")
 
 
 def _output_options(cmd: argparse.ArgumentParser) -> None:

@@ -124,17 +124,58 @@ def check_url(url: str) -> None:
     _parse(url, url_source(url))
 
 
+class NoStore(StorageError):
+    """There is no store at the URL (a missing SQLite file, a database without Optuna's tables)."""
+
+
 class Store:
     """Optuna's storage and tuner's tables on one SQLAlchemy engine."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, create: bool = True) -> None:
+        """Open the store at ``url``; with ``create=False`` (a command that reads) only one that exists.
+
+        A store that exists is one with Optuna's tables: an SQLite file that is missing, or a
+        database without them (a mistyped path or name), is refused with a StorageError, and
+        nothing is created there.
+        """
         self.source = url_source(url)
         self.url = resolve_url(url)
         self.safe_url = safe_url(self.url)
         parsed = _parse(self.url, self.source)
         self.backend = parsed.get_backend_name()
+        if not create:
+            self._check_exists(parsed)
         self.storage = self._open(parsed)
         self.engine: Engine = self.storage.engine
+
+    @classmethod
+    def existing(cls, url: str | None = None) -> Store | None:
+        """The store at ``url`` if there is one; None where there is none yet (nothing is created)."""
+        try:
+            return cls(url, create=False)
+        except NoStore:
+            return None
+
+    def _check_exists(self, parsed: URL) -> None:
+        def missing(why: str) -> StorageError:
+            return NoStore(f"no tuner store at {self.safe_url} (from {self.source}): {why}. Fix: check the URL "
+                                "(a store is made by `tuner launch`), or launch a study there first.")
+
+        if self.backend == "sqlite":
+            file = Path(parsed.database or "").expanduser()
+            if not file.exists():  # connecting would create the file
+                raise missing(f"the file {str(file)!r} does not exist")
+        engine = sa.create_engine(self.url, **_engine_kwargs(parsed))
+        try:
+            with engine.connect() as conn:
+                tables = sa.inspect(conn)
+                made = tables.has_table(internals.STUDIES.name) and tables.has_table(_TRIALS.name)
+        except Exception as exc:
+            raise StorageError(_unreachable(self.url, exc, self.source)) from None
+        finally:
+            engine.dispose()
+        if not made:
+            raise missing("it holds no studies (no Optuna tables)")
 
     def _open(self, parsed: URL) -> optuna.storages.RDBStorage:
         """Optuna's storage on a new engine, with tuner's tables created next to Optuna's."""
