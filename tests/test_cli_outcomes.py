@@ -24,6 +24,12 @@ def train(params, report):
         report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch, train_loss=0.1)
 
 
+def infinite(params, report):
+    """A loss that is infinite from the first epoch: the trial is pruned as diverged, its value inf."""
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=float("inf"), train_loss=float("inf"))
+
+
 def explode(params, report):
     """Gradients that explode at once: the diagnostics pruner stops every trial at epoch 1."""
     for epoch in range(1, params["epochs"] + 1):
@@ -276,3 +282,64 @@ def test_delete_asks_on_a_terminal_and_refuses_without_one(user: Path, tally) ->
     assert code == 0 and said.endswith(f"[y/N] deleted study s from {url}: 2 trials, 6 epoch rows"), said
     assert optuna.get_all_study_summaries(url) == []
     assert tuner(user, "delete", "s", "--yes").returncode == 2  # gone
+
+
+# ---------------------------------------------------------------------- JSON and flags
+
+
+def strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_and_a_pruned_trials_value_is_no_best_value(user: Path, tally) -> None:
+    (user / "inf.yaml").write_text(spec("inf", "infinite").replace("pruner: none\n", ""))
+    done = tuner(user, "launch", "inf.yaml", "--executor", "inline", "--quiet")
+    assert done.returncode == 1 and "all 2 were pruned (diagnostics:diverged)" in one_line(done.stderr)
+    shown = strict_json(tuner(user, "show", "inf", "--json").stdout)
+    assert [(t["state"], t["value"]) for t in shown] == [("PRUNED", None), ("PRUNED", None)]
+    listed = strict_json(tuner(user, "studies", "--json").stdout)
+    assert [(s["study"], s["complete"], s["best value"]) for s in listed] == [("inf", 0, None)]
+    rows = strict_json(tuner(user, "epochs", "inf", "--json").stdout)
+    assert [(r["trial"], r["epoch"], r["val_loss"]) for r in rows] == [(0, 1, None), (1, 1, None)]
+    tally("hostile input")
+
+
+def test_a_trial_number_flag_refuses_what_is_no_trial_number(user: Path, tally) -> None:
+    launched(user)
+    for command in ("epochs", "show", "checkpoint"):
+        for value in ("1e20", "100000000000000000000", "-1"):
+            refused = tuner(user, command, "s", f"--trial={value}")
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+            assert (f"error: argument --trial: must be a trial number (0, 1, 2, ...: `tuner show STUDY` lists them), "
+                    f"but got '{value}'") in one_line(refused.stderr)
+            tally("hostile input")
+    missing = tuner(user, "epochs", "s", "--trial", "7")
+    assert missing.returncode == 2 and "error: --trial: study 's' has no trial 7 (it has 0..1)." in missing.stderr
+    import tuner as api
+
+    assert api.load("s", f"sqlite:///{user / 'tuner.db'}").epochs(10**20) == []  # no trial has it
+    unknown = tuner(user, "epochs", "s", "--jsn")
+    assert "--jsn: did you mean --json?" in unknown.stderr
+    wrong = tuner(user, "best", "s", "--csv", "x.csv")
+    assert "--csv: that command has no such option (-h lists its options)" in wrong.stderr
+    assert "did you mean --csv" not in wrong.stderr
+
+
+def test_a_missing_database_driver_is_named_with_the_fix_not_a_server_check(user: Path, tally) -> None:
+    # psycopg2 as where it is not installed (tuner's postgres extra installs psycopg 3), whether or not it is here:
+    # the user's directory, first on the path, holds a package that is missing it.
+    (user / "psycopg2").mkdir()
+    (user / "psycopg2" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'psycopg2'\", name='psycopg2')\n")
+    for command in (["studies"], ["launch", "s.yaml", "--executor", "inline"]):
+        done = tuner(user, *command, "--storage", "postgresql+psycopg2://u:secret@127.0.0.1:1/x")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert one_line(done.stderr) == (
+            "error: storage postgresql+psycopg2://u:***@127.0.0.1:1/x: its database driver 'psycopg2' is not "
+            "installed, so nothing was connected to. Fix: use postgresql+psycopg://... (psycopg 3, which "
+            '`pip install "tuner[postgres]"` installs), or pip install psycopg2-binary.')
+        assert "server" not in done.stderr and "secret" not in done.stderr
+        tally("hostile input")

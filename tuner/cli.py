@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print(shown.rstrip(), highlight=False, markup=False, soft_wrap=True)
         elif args.debug:
             raise
-        err.print(f"[bold red]error:[/] {exc}{_debug_hint(args, exc)}", highlight=False, markup=True,
+        from rich.markup import escape
+
+        # The message is plain text: brackets in it ("[y/N]", "tuner[postgres]") are not rich markup.
+        err.print(f"[bold red]error:[/] {escape(f'{exc}{_debug_hint(args, exc)}')}", highlight=False, markup=True,
                   soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
@@ -246,7 +249,7 @@ WRAPPED_COLUMNS = ("params", "stopped because", "study")
 def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list[str], title: str) -> int:
     """Records as JSON (--json), a CSV file (--csv FILE), or a table that fits the terminal."""
     if args.json:
-        console.out(json.dumps(records, indent=2, default=str), highlight=False)
+        console.out(_json(records), highlight=False)
         return 0
     if args.csv:
         _write_csv(args.csv, records, columns)
@@ -270,6 +273,22 @@ def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list
         table.add_row(*[row[c] for c in shown])
     console.print(table)
     return 0
+
+
+def _json(value: Any) -> str:
+    """Strict JSON: a value that is not a finite number (a diverged loss) is null, never NaN or Infinity,
+    which JSON has no words for and strict parsers (jq, JavaScript's JSON.parse) refuse."""
+    return json.dumps(_finite(value), indent=2, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _count(n: int, noun: str) -> str:
@@ -304,7 +323,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     record = {"study": study.name, "trial": best.number, "value": best.value, "params": best.params,
               **{k: v for k, v in best.user_attrs.items() if k in ("best_epoch", "final_gap", "epochs")}}
     if args.json:
-        print(json.dumps(record, indent=2))
+        print(_json(record))
     else:
         console.print(f"best trial {best.number}: {study.spec.get('objective', {}).get('metric', 'value')} = {fmt(best.value)}")
         for key, value in best.params.items():
@@ -321,7 +340,12 @@ def cmd_epochs(args: argparse.Namespace) -> int:
 
         err.print(f"wrote {to_parquet(epochs_dataframe(study, args.trial), args.parquet)} epoch rows to {args.parquet}")
         return 0
+    if args.trial is not None and args.trial not in {t.number for t in study.trials}:
+        return _show_epochs(study, args.trial)  # says which trials there are
     rows = study.epochs(args.trial)
+    if args.json:
+        console.out(_json(rows), highlight=False)
+        return 0
     columns = _columns(rows)
     if args.csv:
         try:
@@ -818,7 +842,7 @@ def _best_front(study: Any, args: argparse.Namespace) -> int:
         raise TunerError(f"study {args.study!r} has no completed trial yet.")
     if args.json:
         objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(study.metric_names, study.optuna.directions)]
-        print(json.dumps({"study": study.name, "objectives": objectives, "pareto_front": [
+        print(_json({"study": study.name, "objectives": objectives, "pareto_front": [
             {"trial": r["trial"], "values": {m: r[m] for m in study.metric_names}, "params": r["params"]}
             for r in records]}, indent=2))
         return 0
@@ -861,7 +885,8 @@ def _rank(trial: Any, direction: str) -> tuple[int, float, int]:
 
 
 def _best_value(trials: Any, direction: str) -> float | None:
-    values = [t.value for t in trials if t.value is not None]
+    """The best value of the COMPLETE trials (a pruned trial's last value is no result); None if none."""
+    values = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
     if not values:
         return None
     return min(values) if direction == "minimize" else max(values)
@@ -908,10 +933,24 @@ class _Parser(argparse.ArgumentParser):
             hints = []
             for arg in unknown.group(1).split():
                 close = difflib.get_close_matches(arg.split("=")[0], _option_strings(self), n=1, cutoff=0.7)
-                if arg.startswith("-") and close:
+                if arg.startswith("-") and close and close[0] != arg.split("=")[0]:
                     hints.append(f"{arg}: did you mean {close[0]}?")
+                elif arg.startswith("-") and close:  # an option of another command
+                    hints.append(f"{arg}: that command has no such option (-h lists its options)")
             message = "; ".join([message, *hints])
         super().error(message)
+
+
+def _trial_number(text: str) -> int:
+    """A trial number as a flag's value: a whole number from 0 (a store keeps it in 64 bits)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a trial number (0, 1, 2, ...: `tuner show STUDY` lists them), "
+                                         f"but got {text[:40]!r}")
+    return number
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
@@ -972,7 +1011,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = add("show", cmd_show, "a table of a study's trials, best first")
     show.add_argument("study")
-    show.add_argument("--trial", type=int, help="show this trial's per-epoch records instead")
+    show.add_argument("--trial", type=_trial_number, help="show this trial's per-epoch records instead")
     _output_options(show)
     _storage_option(show)
 
@@ -983,15 +1022,17 @@ def _parser() -> argparse.ArgumentParser:
 
     epochs = add("epochs", cmd_epochs, "every recorded epoch of a study")
     epochs.add_argument("study")
-    epochs.add_argument("--trial", type=int, help="only this trial")
-    epochs.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
-    epochs.add_argument("--parquet", metavar="FILE", help="write Parquet to FILE instead of printing (pandas, pyarrow)")
+    epochs.add_argument("--trial", type=_trial_number, help="only this trial")
+    out = epochs.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    out.add_argument("--csv", metavar="FILE", help="write CSV to FILE instead of printing")
+    out.add_argument("--parquet", metavar="FILE", help="write Parquet to FILE instead of printing (pandas, pyarrow)")
     _storage_option(epochs)
 
     ckpt = add("checkpoint", cmd_checkpoint,
                "write a trial's model (its best epoch's checkpoint) to a file (default: the best trial's)")
     ckpt.add_argument("study")
-    ckpt.add_argument("--trial", type=int, help="this trial's instead of the best one's")
+    ckpt.add_argument("--trial", type=_trial_number, help="this trial's instead of the best one's")
     ckpt.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: ./STUDY-trialN-FILENAME)")
     _storage_option(ckpt)
 

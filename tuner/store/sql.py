@@ -51,6 +51,12 @@ _OPEN_FIXES = (
     ("", "check that the database server is running and reachable at that host and port, and the user, "
      "password and database name in {source}"),
 )
+# What to do where a URL names a driver that is not installed.
+_DRIVER_FIXES = {
+    "psycopg2": "use postgresql+psycopg://... (psycopg 3, which `pip install \"tuner[postgres]\"` installs), or "
+                "pip install psycopg2-binary",
+    "psycopg": 'pip install "tuner[postgres]" (or pip install "psycopg[binary]")',
+}
 # Where a URL may come from, first found wins (Optuna's own CLI reads OPTUNA_STORAGE).
 URL_VARIABLES = ("TUNER_STORAGE", "OPTUNA_STORAGE")
 _JOURNAL_PEEK = 1 << 20  # bytes of a suspected JournalStorage file read to name its studies
@@ -165,15 +171,17 @@ class Store:
             file = Path(parsed.database or "").expanduser()
             if not file.exists():  # connecting would create the file
                 raise missing(f"the file {str(file)!r} does not exist")
-        engine = sa.create_engine(self.url, **_engine_kwargs(parsed))
+        engine = None
         try:
+            engine = sa.create_engine(self.url, **_engine_kwargs(parsed))
             with engine.connect() as conn:
                 tables = sa.inspect(conn)
                 made = tables.has_table(internals.STUDIES.name) and tables.has_table(_TRIALS.name)
         except Exception as exc:
             raise StorageError(_unreachable(self.url, exc, self.source)) from None
         finally:
-            engine.dispose()
+            if engine is not None:
+                engine.dispose()
         if not made:
             raise missing("it holds no studies (no Optuna tables)")
 
@@ -398,8 +406,8 @@ class Store:
             .where(trials.c.study_id == study_id)
             .order_by(trials.c.number, ep.c.epoch)
         )
-        if numbers is not None:
-            query = query.where(trials.c.number.in_(list(numbers)))
+        if numbers is not None:  # a number past 64 bits is no trial's (and the driver cannot bind it)
+            query = query.where(trials.c.number.in_([n for n in numbers if -2**63 <= n < 2**63]))
         with self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
@@ -553,6 +561,10 @@ def _journal_message(url: str, file: Path) -> str:
 
 def _unreachable(url: str, exc: BaseException, source: str) -> str:
     """Why the store at ``url`` cannot be opened, what to check, and no password."""
+    if isinstance(exc, ImportError):  # the URL's driver is not installed: no server was asked anything
+        driver = exc.name or "its driver"
+        return (f"storage {safe_url(url)}: its database driver {driver!r} is not installed, so nothing was "
+                f"connected to. Fix: {_DRIVER_FIXES.get(driver, f'pip install {driver}')}.")
     text = str(getattr(exc, "orig", None) or exc).strip()
     reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, url)
     if url.startswith("sqlite"):
