@@ -30,6 +30,13 @@ def infinite(params, report):
         report(epoch, val_loss=float("inf"), train_loss=float("inf"))
 
 
+def formulas(params, report):
+    """Metric names and text a spreadsheet would run as formulas, beside a negative loss that must stay a number."""
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=-0.5, **{'=HYPERLINK("http://evil.example","x")': 1.0, "@SUM(A1)": 2.0,
+                                        "+cmd|' /C calc'!A0": 3.0}, sign=float("-inf"))
+
+
 def explode(params, report):
     """Gradients that explode at once: the diagnostics pruner stops every trial at epoch 1."""
     for epoch in range(1, params["epochs"] + 1):
@@ -343,3 +350,33 @@ def test_a_missing_database_driver_is_named_with_the_fix_not_a_server_check(user
             '`pip install "tuner[postgres]"` installs), or pip install psycopg2-binary.')
         assert "server" not in done.stderr and "secret" not in done.stderr
         tally("hostile input")
+
+
+# ---------------------------------------------------------------------- CSV
+
+
+def test_csv_cells_and_headers_a_spreadsheet_would_run_are_neutralized(user: Path, tally) -> None:
+    import csv
+
+    (user / "f.yaml").write_text(spec("f", "formulas").replace("trials: 2", "trials: 1"))
+    assert tuner(user, "launch", "f.yaml", "--executor", "inline", "--quiet").returncode == 0
+    assert tuner(user, "epochs", "f", "--csv", "e.csv").returncode == 0
+    with (user / "e.csv").open(newline="") as fh:
+        header, *rows = list(csv.reader(fh))
+    assert header[-4:] == ["'=HYPERLINK(\"http://evil.example\",\"x\")", "'@SUM(A1)", "'+cmd|' /C calc'!A0", "sign"]
+    first = dict(zip(header, rows[0]))
+    assert first["val_loss"] == "-0.5" and first["sign"] == "-inf"  # numbers stay numbers (-inf: a non-finite one)
+    assert not [cell for row in [header, *rows] for cell in row if cell[:1] in ("=", "+", "@")]
+    tally("hostile input", 3)
+
+    assert tuner(user, "show", "f", "--csv", "t.csv").returncode == 0
+    with (user / "t.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert table[0]["value"] == "-0.5"
+    # A study Optuna was given any name for: `tuner studies --csv` writes it as text.
+    url = f"sqlite:///{user / 'tuner.db'}"
+    optuna.copy_study(from_study_name="f", from_storage=url, to_storage=url, to_study_name="=cmd|'/C calc'!A0")
+    assert tuner(user, "studies", "--csv", "s.csv").returncode == 0
+    with (user / "s.csv").open(newline="") as fh:
+        assert sorted(r["study"] for r in csv.DictReader(fh)) == ["'=cmd|'/C calc'!A0", "f"]
+    tally("hostile input")

@@ -300,12 +300,33 @@ def _write_csv(path: str, records: list[dict[str, Any]], columns: list[str]) -> 
 
     try:
         with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows({c: json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for c in columns}
-                             for r in records)
+            _write_rows(fh, columns, ({c: json.dumps(r[c]) if isinstance(r[c], dict) else r[c] for c in columns}
+                                      for r in records))
     except OSError as exc:
         raise TunerError(f"--csv: cannot write {path!r}: {exc.strerror}. Fix: choose a writable path.") from None
+
+
+def _write_rows(fh: Any, columns: list[str], rows: Any) -> None:
+    """CSV rows under a header, each text cell and header made safe to open in a spreadsheet."""
+    writer = csv.writer(fh)
+    writer.writerow([_csv_safe(c) for c in columns])
+    writer.writerows([_csv_safe(row.get(c)) for c in columns] for row in rows)
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), +cmd|...).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(value: Any) -> Any:
+    """``value`` for a CSV cell: text a spreadsheet would run as a formula gets a leading ' (OWASP's
+    neutralization), so that it shows as the text it is; numbers, and text that reads as one (-inf), stay."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -350,9 +371,7 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     if args.csv:
         try:
             with open(args.csv, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=_csv_columns(rows))
-                writer.writeheader()
-                writer.writerows(rows)
+                _write_rows(fh, _csv_columns(rows), rows)
         except OSError as exc:
             from tuner.errors import TunerError
 
