@@ -599,3 +599,41 @@ def test_an_optuna_whose_schema_tuner_was_not_made_for_is_refused(store_url, mon
     with pytest.raises(StorageError, match=r"has table schema v3\.2\.0\.a, which this tuner was not made for .* "
                                            r"Fix: install an optuna release with that schema"):
         Store(store_url)
+
+
+# ---------------------------------------------------------------------- queued points; stores that exist
+
+
+def test_queued_points_go_in_at_once_numbered_after_the_trials_there_and_optuna_runs_them_first(store):
+    study = store.create_study("q", "minimize")
+    study.ask()  # trial 0, RUNNING
+    assert store.enqueue_trials(study, [{"x": 1.5}, {"x": -2.0}, {}], {"enqueued": True}) == 3
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert [(t.number, t.system_attrs["fixed_params"], t.user_attrs) for t in queued] == [
+        (1, {"x": 1.5}, {"enqueued": True}), (2, {"x": -2.0}, {"enqueued": True}), (3, {}, {"enqueued": True})]
+    assert store.count_trials(study, [TrialState.WAITING]) == 3
+    dist = optuna.distributions.FloatDistribution(-5.0, 5.0)
+    asked = [study.ask({"x": dist}) for _ in range(3)]
+    assert [(t.number, t.params["x"]) for t in asked[:2]] == [(1, 1.5), (2, -2.0)]
+    assert asked[2].number == 3 and -5.0 <= asked[2].params["x"] <= 5.0  # a point without x: x is sampled
+    assert study.ask().number == 4
+
+
+def test_a_store_that_is_not_there_is_not_made_by_a_read(store_url, tmp_path):
+    from tuner.store.sql import NoStore
+
+    missing = f"sqlite:///{tmp_path / 'nothing.db'}" if store_url.startswith("sqlite") else store_url
+    with pytest.raises(NoStore, match="no tuner store at"):
+        Store(missing, create=False)
+    assert Store.existing(missing) is None
+    if missing.startswith("sqlite"):
+        assert not (tmp_path / "nothing.db").exists()
+    else:  # the database is there, and still holds no table
+        engine = sa.create_engine(missing)
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == []
+        engine.dispose()
+    Store(missing).close()  # a writer makes it
+    there = Store.existing(missing)
+    assert there is not None and there.study_names() == []
+    there.close()
