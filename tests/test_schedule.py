@@ -243,6 +243,17 @@ def test_a_spec_that_no_longer_validates_fails_its_run_and_the_schedule_goes_on(
     assert [s for _, s in statuses(book)] == ["failed", "succeeded"]
 
 
+def test_a_run_whose_study_completed_no_trial_is_failed_with_the_reason(env):
+    clock, book, daemon, spec, _ = env
+    spec.write_text(SPEC.format(seed=1) + "timeout: 1.0e-9\n")  # no trial starts before it passes
+    add(book, spec)
+    clock.at(T0 + timedelta(hours=2, seconds=1))
+    daemon.tick()
+    (run,) = book.runs("nightly")
+    assert (run.status, run.trials, run.best_value) == ("failed", 0, None)
+    assert run.reason.startswith("no trial completed: no trial ran before its timeout (1e-09 s) passed.")
+
+
 def test_an_unreachable_cluster_fails_the_run_and_the_next_firing_tries_again(env, monkeypatch):
     clock, book, _, spec, store = env
     with socket.socket() as s:
