@@ -236,3 +236,58 @@ def test_an_upload_the_database_does_not_record_leaves_no_file_behind(tmp_path, 
     kept.save(trial_id, taken)  # the retry, as Recorder.db makes it
     (artifact,) = kept.directory.iterdir()
     assert artifact.name == store.storage.get_trial(trial_id).user_attrs["checkpoint"]["artifact_id"]
+
+
+@pytest.mark.parametrize("workload", ["mlp", "cnn"])
+def test_best_model_is_the_best_trials_best_epoch_as_a_module_that_scores_its_value(tmp_path, workload):
+    import numpy as np
+
+    import workers
+
+    # 12 wine examples overfit: val_loss bottoms out at epochs 3-5 of 8, so the model is not the last epoch's.
+    spec = {"workload": workload, "data": "wine", "fixed": {"train_size": 12, "width": 64},
+            "params": {"lr": {"type": "float", "low": 0.01, "high": 0.03, "log": True}}}
+    study = tuner.launch(spec, trials=2, epochs=8, executor="inline", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                         pruner="none", seed=0, strategy="random")
+    best = study.optuna.best_trial
+    assert best.user_attrs["best_checkpoint"]["epoch"] < best.user_attrs["checkpoint"]["epoch"] == 8
+
+    model = study.best_model()
+    assert isinstance(model, torch.nn.Module) and not model.training
+    wine = workers.load("wine", 0)  # the data set as a user loads it: raw features
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.array(wine.x_val)))
+    y = torch.from_numpy(np.array(wine.y_val))
+    at_best = next(e for e in study.epochs(best.number) if e["epoch"] == best.user_attrs["best_checkpoint"]["epoch"])
+    assert torch.nn.functional.cross_entropy(logits, y).item() == pytest.approx(best.value, rel=1e-5)
+    assert (logits.argmax(1) == y).float().mean().item() == pytest.approx(at_best["val_acc"])
+    again = tuner.load(study.name, storage=study.store.url).model(best.number).state_dict()  # a trial by number
+    assert again.keys() == model.state_dict().keys()
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+
+def own_net(params, report):
+    torch.manual_seed(0)
+    net = Net()
+    for epoch in range(1, params["epochs"] + 1):
+        with torch.no_grad():
+            net.layer.bias.fill_(epoch)
+        report(epoch, val_loss=abs(epoch - 2) + params["x"], checkpoint=net.state_dict)
+
+
+def test_best_model_of_a_users_own_workload_says_how_to_load_it_and_that_way_works(tmp_path):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=own_net, trials=1, epochs=3,
+                         executor="inline", storage=f"sqlite:///{tmp_path / 'study.db'}", pruner="none")
+    with pytest.raises(tuner.TunerError) as refused:
+        study.best_model()
+    message = str(refused.value)
+    assert "own_net" in message and "model.load_state_dict(torch.load(study.best_checkpoint()))" in message
+    model = Net()  # what the message says to do
+    model.load_state_dict(torch.load(study.best_checkpoint(tmp_path / "best.pt")))
+    assert model.layer.bias.item() == 2.0  # its best epoch's

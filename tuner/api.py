@@ -144,25 +144,70 @@ class Study:
         objectives (pick a trial: :meth:`checkpoint`), or a workload that
         never passed ``checkpoint=`` to ``report``.
         """
+        return self.checkpoint(self._best_number("checkpoint"), to)
+
+    def _best_number(self, what: str) -> int:
+        """The best trial's number; a TunerError for a study with several objectives or no completed trial."""
         if len(self.optuna.directions) > 1:
             raise TunerError(f"study {self.name!r} has several objectives, so no one best trial. Fix: pick a trial "
-                             "of its Pareto front (tuner best) and call study.checkpoint(N) (tuner checkpoint "
-                             "STUDY --trial N).")
+                             f"of its Pareto front (tuner best) and call study.{what}(N)"
+                             + (" (tuner checkpoint STUDY --trial N)." if what == "checkpoint" else "."))
         try:
-            best = self.optuna.best_trial
+            return self.optuna.best_trial.number
         except ValueError:
-            raise TunerError(f"study {self.name!r} has no completed trial yet, so no best checkpoint.") from None
-        return self.checkpoint(best.number, to)
+            raise TunerError(f"study {self.name!r} has no completed trial yet, so no best {what}.") from None
 
     def checkpoint(self, trial: int, to: str | Path | None = None) -> Path:
         """Trial ``trial``'s model (its best epoch's checkpoint), from the study's artifact store to ``to``; its path."""
         from tuner import checkpoints
 
-        found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == trial]
+        return checkpoints.download(self.store, self.optuna, self._trial(trial), to)
+
+    def best_model(self) -> Any:
+        """The best trial's model as a torch module, on the CPU in eval mode, with the weights of its best
+        epoch's checkpoint (that epoch's value is the trial's).
+
+        For the built-in workloads (``mlp``, ``cnn``); the module takes the
+        data set's features as ``workers.load(data, seed)`` gives them
+        (standardized inside, as the trial trained). For your own workload a
+        TunerError says how to load :meth:`best_checkpoint` into your model.
+        """
+        return self.model(self._best_number("model"))
+
+    def model(self, trial: int) -> Any:
+        """Trial ``trial``'s model as a torch module (see :meth:`best_model`)."""
+        import importlib
+
+        from tuner import checkpoints
+
+        spec = self._spec()
+        if not spec.is_builtin:
+            raise TunerError(
+                f"study {self.name!r} trains your own workload ({spec.workload.removeprefix(CALLABLE_PREFIX)}), "
+                "so only your code can build its model. Fix: load the checkpoint it passed to "
+                "report(..., checkpoint=...) into your model yourself: for a state dict, "
+                "model.load_state_dict(torch.load(study.best_checkpoint())); model.eval() "
+                "(README.md, Checkpoints: Lightning and Hugging Face too)."
+            )
+        frozen = self._trial(trial)
+        state = checkpoints.fetch(self.store, self.optuna, frozen).load()
+        workload = importlib.import_module(spec.workload_target.partition(":")[0])
+        return workload.model({**spec.context(), **frozen.params}, state)
+
+    def _trial(self, number: int) -> FrozenTrial:
+        found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == number]
         if not found:
-            raise TunerError(f"trial: study {self.name!r} has no trial {trial} (its trials are 0 to "
+            raise TunerError(f"trial: study {self.name!r} has no trial {number} (its trials are 0 to "
                              f"{len(self.trials) - 1}). Fix: pick one that `tuner show {self.name}` lists.")
-        return checkpoints.download(self.store, self.optuna, found[0], to)
+        return found[0]
+
+    def _spec(self) -> StudySpec:
+        saved = self.optuna.user_attrs.get(SPEC_ATTR)
+        if not saved:
+            raise StorageError(f"study {self.name!r} was not launched by tuner (it has no {SPEC_ATTR!r}), so "
+                               "tuner does not know its workload. Fix: load its checkpoint into your model "
+                               "yourself: model.load_state_dict(torch.load(study.best_checkpoint())).")
+        return load_spec({**saved, "name": saved.get("name", self.name)})
 
     @property
     def artifacts(self) -> Path:

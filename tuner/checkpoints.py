@@ -345,3 +345,13 @@ def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Pa
                          f"match its digest (its save was cut short: the driver stopped, or the database stayed "
                          f"out), so it is not the epoch {meta['epoch']} model. Fix: pick another trial (--trial N).")
     return target
+
+
+def fetch(store: Store, study: optuna.Study, trial: FrozenTrial, directory: str | Path | None = None) -> Checkpoint:
+    """Trial ``trial``'s model (its best epoch's checkpoint), read back as :func:`download` gives it (a
+    TunerError says why there is none)."""
+    meta = model(store.storage.get_trial(internals.trial_id(trial)).user_attrs) or {}
+    with tempfile.TemporaryDirectory(prefix="tuner-model-") as folder:
+        path = download(store, study, trial, Path(folder, "checkpoint"), directory)
+        data = path.read_bytes()
+    return Checkpoint(meta["epoch"], data, meta["format"], meta["filename"], meta.get("reported", 0))
