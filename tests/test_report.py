@@ -404,3 +404,43 @@ def test_the_shared_helpers_the_report_uses():
     assert why_stopped({"stop_reason": "s", "fail_reason": "f"}) == "f"
     assert why_stopped({"stop_reason": "s", "prune_reason": None}) == "s"
     assert why_stopped({"diagnosis": "healthy"}) == ""
+
+
+@pytest.mark.parametrize("dist, values", [
+    ("values", list(range(8, 520, 24))),  # an int param with `values:` (22 of them): a categorical of ints
+    ("range", list(range(0, 100_001, 5000))),  # an int range whose labels are six digits wide
+], ids=["values", "wide range"])
+def test_the_gap_plots_tick_labels_of_an_int_param_with_many_values_do_not_overlap(dist, values):
+    import itertools
+
+    import optuna
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from tuner.report import Facts
+    from tuner.report.figures import gap_figure
+
+    width = CategoricalDistribution(values) if dist == "values" else IntDistribution(0, 100_000, step=1000)
+    trials = [optuna.trial.create_trial(
+        value=0.5, params={"width": v, "lr": 0.01},
+        distributions={"width": width, "lr": FloatDistribution(1e-4, 1.0, log=True)},
+        user_attrs={"final_gap": 0.1 * (i % 5) - 0.1, "diagnosis": "healthy"}) for i, v in enumerate(values)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    fig = gap_figure(Facts("s", "minimize", "val_loss", {}, trials, {}, {}), ["width", "lr"])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    low, high = sorted(ax.get_xlim())
+    shown = [(tick, label) for tick, label in zip(ax.get_xticks(), ax.get_xticklabels())
+             if low <= tick <= high and label.get_visible() and label.get_text()]
+    texts = [label.get_text() for _, label in shown]
+    boxes = [label.get_window_extent(renderer) for _, label in shown]
+    print(f"\n{dist}: tick labels {texts}")
+    assert len(shown) >= 3
+    assert all(text.lstrip("−").isdigit() for text in texts)  # whole numbers
+    if dist == "values":
+        assert all(int(text) in values for text in texts)  # each label is the value at its tick
+    crowded = [(texts[i], texts[j]) for i, j in itertools.combinations(range(len(boxes)), 2)
+               if boxes[i].overlaps(boxes[j])]
+    assert crowded == []
