@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -348,7 +347,7 @@ def resume_with(
         )
     plan = Plan.of(spec)
     callbacks = _callbacks(spec, callbacks)
-    optuna_study = store.load_study(name, sampler=_resumed_sampler(plan, optuna_study))
+    optuna_study = store.load_study(name, sampler=plan.sampler())
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
         workload = objective if objective is not None else spec.workload_target
@@ -498,22 +497,6 @@ def _make_spec(
         qualname = getattr(target, "__qualname__", type(target).__qualname__)
         extra["workload"] = f"{CALLABLE_PREFIX}{getattr(target, '__module__', '?')}:{qualname}"
     return load_spec(source, extra)
-
-
-def _resumed_sampler(plan: Plan, study: optuna.Study) -> optuna.samplers.BaseSampler:
-    """The sampler of a resumed study, seeded apart from every earlier session of it.
-
-    Rebuilt with the spec's own seed, it would draw the first session's
-    configurations again. The seed is derived from the spec's and the number
-    of trials already made, so a resume is still reproducible, and a study
-    resumed before its first trial draws exactly what one launch would.
-    (QMC continues its own sequence from the study, so it keeps the seed.)
-    """
-    made = len(study.get_trials(deepcopy=False))
-    seed = plan.spec.seed
-    if seed is None or made == 0 or plan.strategy == "qmc":
-        return plan.sampler()
-    return plan.sampler(int(np.random.SeedSequence([seed, made]).generate_state(1)[0]))
 
 
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:

@@ -71,8 +71,9 @@ class Plan:
         """The grid's points in order (grid search only)."""
         return strategies.grid_points(self.spec) if self.is_grid else []
 
-    def sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
-        return strategies.make_sampler(self.spec, self.strategy, seed)
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The sampler of one session of the study (a launch, a resume): seeded apart from every other one."""
+        return strategies.session_sampler(self.spec, self.strategy)
 
     def job(self, trial: optuna.Trial, params: dict[str, Any], workload: Any) -> TrialJob:
         spec = self.spec
