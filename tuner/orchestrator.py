@@ -162,7 +162,6 @@ class Orchestrator:
                       attempt=int(trial.user_attrs.get(record.ATTEMPT, 1)))
             self.running[run.trial_id] = run
             self.executor.submit(self._resumed(trial, run, self.plan.job(trial, params, self.workload)))
-            self.recorder.heartbeat([run.trial_id])
         self.progress.running = len(self.running)
 
     def _resumed(self, trial: optuna.Trial, run: Run, job: TrialJob) -> TrialJob:
@@ -189,6 +188,9 @@ class Orchestrator:
             self._asked = self.recorder.ask(self._remaining)
             if self._asked is None:
                 return None
+        # Its first heartbeat at once: a trial that never had one is never stale, and one this orchestrator
+        # leaves RUNNING (killed, or stopped by an outage) must be, for a resume on PostgreSQL to run it again.
+        self.recorder.heartbeat([internals.trial_id(self._asked)])
         params = strategies.suggest(self._asked, self.spec)  # a retry gets the params already set
         trial, self._asked = self._asked, None
         return trial, params
@@ -296,8 +298,16 @@ class Orchestrator:
         )
 
     def _abort(self, reason: str) -> None:
-        """End every running trial as FAIL with ``reason``: nothing is left RUNNING."""
+        """End every running trial as FAIL with ``reason``: nothing is left RUNNING.
+
+        Except where the study stopped because its store stayed unreachable:
+        nothing can be written there, so the trials stay RUNNING, their
+        heartbeats stop, and a resume ends them as interrupted and runs them
+        again (as after kill -9).
+        """
         self.executor.cancel(list(self.running))
+        if self.recorder.lost is not None:
+            return
         if self._asked is not None:  # asked, stopped before it was submitted
             asked, self._asked = self._asked, None
             self.running[internals.trial_id(asked)] = Run(asked.number, internals.trial_id(asked), {}, time.monotonic())
