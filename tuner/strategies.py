@@ -406,5 +406,6 @@ def resolved(spec: StudySpec) -> str:
     return choose(spec).strategy if spec.strategy == "auto" else spec.strategy
 
 
-__all__ = ["make_sampler", "session_sampler", "session_seed", "SessionSampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
+__all__ = ["make_sampler", "session_sampler", "session_seed", "SessionSampler",
+           "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
            "planned_trials", "grid_cut", "count", "describe", "choose", "resolved", "profile", "Choice", "SpaceProfile"]
