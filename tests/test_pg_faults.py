@@ -219,3 +219,28 @@ def test_orchestrators_resumed_at_once_finish_the_budget_without_crash_or_repeat
     kept = [t for t in trials if not t.user_attrs["checkpoint"].get("removed")]
     assert len(kept) == 1  # retention by both still keeps exactly the best one
     tally("fault")
+
+
+def test_a_trial_left_running_before_its_first_heartbeat_is_recovered_on_postgres(postgres_url, monkeypatch, tally):
+    """Its orchestrator stopped between asking it and beating for it (gave up on an outage, kill -9)."""
+    from tuner import recovery
+    from tuner.executors import make_executor
+    from tuner.orchestrator import Orchestrator
+    from tuner.spec import load_spec
+
+    spec = load_spec({"name": "unbeaten", "workload": "tests.workloads:quadratic", "strategy": "random",
+                      "trials": 2, "pruner": "none", "params": {"x": {"type": "float", "low": 0, "high": 1}}})
+    store = Store(postgres_url)
+    study = store.create_study("unbeaten", spec.direction)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, no heartbeat ever
+    monkeypatch.setattr(recovery, "HEARTBEAT_GRACE", 1)
+    resumed = Orchestrator(spec, store, study, make_executor("inline"))
+    deadline = time.monotonic() + 20
+    while orphan.number in [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]:
+        assert time.monotonic() < deadline, "the trial that never had a heartbeat stays RUNNING"
+        resumed.recover(every_running=False)  # as a resume on PostgreSQL does while it waits
+        time.sleep(0.5)
+    (trial,) = study.get_trials()[:1]
+    store.close()
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_kind"] == "interrupted"
+    tally("fault")
