@@ -43,7 +43,7 @@ class Run:
     started: float  # time.monotonic() at submission
     attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
-    judged_epoch: int = 0
+    judged_epoch: int = -1  # none yet (an Optuna objective reports from step 0)
 
 
 @dataclass(frozen=True)
