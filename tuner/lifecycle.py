@@ -22,6 +22,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from tuner.plan import Plan
+from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX
 from tuner.trial import diagnosis, metrics, record
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, TimedOut
 from tuner.trial.record import EarlyStop, Ending, Failure, Pruning, Why
@@ -137,8 +138,14 @@ def past_deadline(run: Run, plan: Plan, now: float, grace: float) -> bool:
 
 
 def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
-    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune."""
+    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune.
+
+    Not for an Optuna objective(trial): reporting is its choice there, and one that never calls trial.report is
+    never pruned, as in Optuna.
+    """
     if plan.spec.pruner.type == "none" or not isinstance(ended.result, Completed):
+        return False
+    if plan.spec.workload.startswith(CALLABLE_PREFIX) and plan.spec.workload.endswith(TRIAL_SUFFIX):
         return False
     return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
 
