@@ -193,11 +193,19 @@ def test_a_space_or_a_grid_given_with_an_objective_of_trial_is_refused_before_an
     with pytest.raises(TunerError, match=r"strategy=: grid search lists every point"):
         tuner.launch(objective=picky, strategy="grid", storage=storage, executor="inline")
     tally("hostile input")
+    with pytest.raises(TunerError, match=r"got a TPESampler object\. Fix: strategy='tpe' and seed=N"):
+        tuner.launch(objective=picky, sampler=optuna.samplers.TPESampler(), storage=storage, executor="inline")
+    tally("hostile input")
+    with pytest.raises(TunerError, match=r"got a MedianPruner object\. Fix: pruner='median', or with options"):
+        tuner.launch(objective=picky, pruner=optuna.pruners.MedianPruner(), storage=storage, executor="inline")
+    tally("hostile input")
     assert optuna.get_all_study_names(storage) == []
 
 
 def test_a_study_of_an_objective_of_trial_resumes_with_it(storage):
-    tuner.launch(objective=picky, n_trials=2, executor="inline", storage=storage, pruner="none", seed=1)
+    first = tuner.launch(objective=picky, n_trials=2, executor="inline", storage=storage, pruner="none", seed=1,
+                         study_name="picky")  # optuna.create_study's keyword
+    assert first.name == "picky"
     with pytest.raises(TunerError, match=r"runs a Python function \(.*:picky\(trial\)\)"):
         tuner.resume("picky", storage=storage, executor="inline")
     study = tuner.resume("picky", objective=picky, trials=4, storage=storage, executor="inline")

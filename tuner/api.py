@@ -213,6 +213,7 @@ def launch(
     are Optuna's ``callback(study, frozen_trial)``, called as each trial ends
     (see :class:`tuner.recorder.Callbacks`).
     """
+    overrides = optuna_objective.create_study_keywords(overrides)  # study_name=, as optuna.create_study has
     return launch_with(
         spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
         storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,

@@ -22,7 +22,6 @@ from typing import Any
 from optuna.trial import TrialState
 
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX
 from tuner.trial import diagnosis, metrics, record
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, TimedOut
 from tuner.trial.record import EarlyStop, Ending, Failure, Pruning, Why
@@ -145,7 +144,7 @@ def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
     """
     if plan.spec.pruner.type == "none" or not isinstance(ended.result, Completed):
         return False
-    if plan.spec.workload.startswith(CALLABLE_PREFIX) and plan.spec.workload.endswith(TRIAL_SUFFIX):
+    if plan.define_by_run:
         return False
     return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
 

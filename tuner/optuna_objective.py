@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from tuner.errors import TunerError
 from tuner.recorder import outage_cause
 from tuner.trial.messages import Call
 from tuner.trial.optuna_trial import CALLS, SUGGESTS, OptunaObjective
@@ -74,3 +75,38 @@ def suggested(call: Call, reply: tuple[Any, ...]) -> tuple[str, Any] | None:
     if call.method in SUGGESTS and reply[0] == "value":
         return call.args[0], reply[1]
     return None
+
+
+# Optuna's samplers as tuner's strategies, for the fix a sampler object gets.
+_STRATEGY_OF = {"TPESampler": "tpe", "GPSampler": "gp", "RandomSampler": "random", "CmaEsSampler": "cmaes",
+                "QMCSampler": "qmc", "GridSampler": "grid"}
+
+
+def create_study_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``optuna.create_study``'s keywords as tuner's: ``study_name=`` names the study; a sampler or pruner object
+    is refused with the name that builds it (tuner saves a study's settings with it, to resume it)."""
+    out = dict(overrides)
+    if "study_name" in out and "name" not in out:
+        out["name"] = out.pop("study_name")
+    sampler = out.get("sampler")
+    if sampler is not None:
+        kind = type(sampler).__name__
+        strategy = _STRATEGY_OF.get(kind)
+        raise TunerError(
+            f"sampler=: tuner builds the study's sampler from strategy= and seed=, so that it can save and "
+            f"resume it, but got a {kind} object. Fix: "
+            + (f"strategy={strategy!r}" if strategy else "strategy='tpe' (or gp, random, cmaes, qmc)")
+            + " and seed=N in its place."
+        )
+    pruner = out.get("pruner")
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        kind = type(pruner).__name__
+        named = {"MedianPruner": "median", "PercentilePruner": "percentile", "SuccessiveHalvingPruner":
+                 "successive_halving", "HyperbandPruner": "hyperband", "ThresholdPruner": "threshold",
+                 "NopPruner": "none"}.get(kind, "median")
+        raise TunerError(
+            f"pruner=: tuner builds the study's pruner from its name and options, so that it can save and "
+            f"resume it, but got a {kind} object. Fix: pruner={named!r}, or with options "
+            f"pruner={{'type': {named!r}, ...}} (e.g. 'n_warmup_steps': 5: the object's own keywords)."
+        )
+    return out

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from tuner import strategies
-from tuner.spec import StudySpec
+from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX, StudySpec
 from tuner.trial.messages import FLUSH_SECONDS, Scoring, TrialJob
 from tuner.trial.optuna_trial import OptunaObjective
 from tuner.store import internals
@@ -58,6 +58,12 @@ class Plan:
         if self.wait_at:
             return f"pruner {kind} (rungs at epochs {', '.join(map(str, self.wait_at))})"
         return f"pruner {kind}"
+
+    @property
+    def define_by_run(self) -> bool:
+        """Whether the study runs an Optuna objective(trial), which asks for its params as it runs."""
+        workload = self.spec.workload
+        return workload.startswith(CALLABLE_PREFIX) and workload.endswith(TRIAL_SUFFIX)
 
     @property
     def is_grid(self) -> bool:
