@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 import tuner
+import tuner.api
 from tuner.errors import TunerError
 
 EPOCHS = 4
@@ -208,8 +209,10 @@ def test_a_study_of_an_objective_of_trial_resumes_with_it(storage):
     assert first.name == "picky"
     with pytest.raises(TunerError, match=r"runs a Python function \(.*:picky\(trial\)\)"):
         tuner.resume("picky", storage=storage, executor="inline")
+    tuner.api.enqueue("picky", [{"x": -0.5, "kind": "a"}], storage=storage)  # as Optuna's enqueue_trial takes it
     study = tuner.resume("picky", objective=picky, trials=4, storage=storage, executor="inline")
     assert len(study.trials) == 4 and all(t.params for t in study.trials)
+    assert study.trials[2].params == {"x": -0.5, "kind": "a"} and study.trials[2].value == 0.25
     assert len({t.params["x"] for t in study.trials}) == 4  # the resumed sampler draws anew
 
 

@@ -355,12 +355,14 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     spec = load_spec({**saved, "name": saved.get("name", name)})
     problems = []
     for i, params in enumerate(points):
-        found = [] if strategies.fits(spec, params) else point_problems(spec, params) or ["does not fit the space"]
+        # An Optuna objective(trial) makes its space as it runs: a point is queued as Optuna's enqueue_trial takes it.
+        fits = not spec.params or strategies.fits(spec, params)
+        found = [] if fits else point_problems(spec, params) or ["does not fit the space"]
         problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
     if problems:
         raise SpecError(source, problems)
     for params in points:
-        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params[k], FloatParam)}
+        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params.get(k), FloatParam)}
         optuna_study.enqueue_trial({**params, **floats}, user_attrs={ENQUEUED_ATTR: True})
     return Study(optuna_study, store, Plan.of(spec))
 
