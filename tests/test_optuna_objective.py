@@ -225,3 +225,29 @@ def test_an_objective_that_never_reports_runs_every_trial_under_the_default_prun
     assert study.spec["pruner"]["type"] == "successive_halving"  # tuner's default, which reads per-epoch values
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     assert all(t.value == pytest.approx((t.params["x"] - 1.0) ** 2) for t in study.trials)
+
+
+def dies_once(trial, marker: str):
+    """Its worker process dies (as kill -9 or an OOM would end it) the first time, after its suggestions."""
+    import os
+    from pathlib import Path
+
+    x = trial.suggest_float("x", -1.0, 1.0)
+    if trial.suggest_categorical("kind", ["a", "b"]) == "b":
+        trial.suggest_int("k", 1, 3)
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(1)
+    trial.report(x * x, 0)
+    return x * x
+
+
+def test_a_trial_whose_ray_worker_dies_runs_again_with_the_params_it_was_given(ray_local, storage, tmp_path, tally):
+    study = tuner.launch(objective=functools.partial(dies_once, marker=str(tmp_path / "died")), n_trials=1,
+                         storage=storage, pruner="none", retries=1, seed=5)
+    died, rerun = study.trials
+    assert died.state == TrialState.FAIL and died.user_attrs["fail_kind"] == "retried"
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs["retry_of"] == died.number
+    assert rerun.params == died.params and set(died.params) >= {"x", "kind"}  # what the sampler gave, again
+    assert rerun.value == pytest.approx(died.params["x"] ** 2)
+    tally("fault")
