@@ -17,12 +17,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import probe, strategies
+from tuner import optuna_objective, probe, strategies
 from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, load_spec, point_problems
+from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX, FloatParam, StudySpec, load_spec, point_problems
 from tuner.store import Store
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
@@ -240,6 +240,15 @@ def launch(
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
 
+    ``objective`` is tuner's ``train(params, report)`` (with ``space=``), or
+    Optuna's define-by-run ``objective(trial)`` as it is, with no space:
+    ``tuner.launch(objective=objective, n_trials=100, direction="maximize")``
+    runs each trial on a Ray worker, whose ``trial.suggest_*`` the study's
+    sampler answers, ``trial.report(value, step)`` records the step as an epoch
+    (tuner's metrics as keywords: ``trial.report(acc, step, val_loss=vl)``),
+    ``trial.should_prune()`` asks tuner's pruner, and the returned value is the
+    trial's (see tuner/optuna_objective.py).
+
     ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
     ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
     ``metric``/``direction`` set the objective. ``warm_start`` configurations
@@ -248,6 +257,7 @@ def launch(
     are Optuna's ``callback(study, frozen_trial)``, called as each trial ends
     (see :class:`tuner.recorder.Callbacks`).
     """
+    overrides = optuna_objective.create_study_keywords(overrides)  # study_name=, as optuna.create_study has
     return launch_with(
         spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
         storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
@@ -275,7 +285,7 @@ def launch_with(
     _check_objective(objective)
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     callbacks = _callbacks(spec, callbacks)
-    workload = objective if objective is not None else spec.workload_target
+    workload = _workload(objective, spec)
     store = Store(storage)
     name = study or spec.name
     store.check_new(name)
@@ -350,7 +360,8 @@ def resume_with(
     optuna_study = store.load_study(name, sampler=plan.sampler())
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
-        workload = objective if objective is not None else spec.workload_target
+        _check_objective(objective)
+        workload = _workload(objective, spec)
         runner.check_workload(workload)
         orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks)
         orchestrator.recover(every_running=exclusive)
@@ -388,12 +399,14 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     spec = load_spec({**saved, "name": saved.get("name", name)})
     problems = []
     for i, params in enumerate(points):
-        found = [] if strategies.fits(spec, params) else point_problems(spec, params) or ["does not fit the space"]
+        # An Optuna objective(trial) makes its space as it runs: a point is queued as Optuna's enqueue_trial takes it.
+        fits = not spec.params or strategies.fits(spec, params)
+        found = [] if fits else point_problems(spec, params) or ["does not fit the space"]
         problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
     if problems:
         raise SpecError(source, problems)
     for params in points:
-        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params[k], FloatParam)}
+        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params.get(k), FloatParam)}
         optuna_study.enqueue_trial({**params, **floats}, user_attrs={ENQUEUED_ATTR: True})
     return Study(optuna_study, store, Plan.of(spec))
 
@@ -401,13 +414,20 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_objective(objective: Callable[..., Any] | None) -> None:
-    """Refuse, before anything is created, an objective that cannot be called as ``train(params, report)``.
-
-    The commonest shape in the field is Optuna's ``objective(trial)``, which
-    asks for its params itself; tuner samples them from ``space=`` instead.
-    """
+def _workload(objective: Callable[..., Any] | None, spec: StudySpec) -> Any:
+    """What the workers run: the spec's workload, tuner's ``train(params, report)``, or an Optuna objective(trial)
+    wrapped so that its trial asks the driver's study."""
     if objective is None:
+        return spec.workload_target
+    if optuna_objective.takes_trial(objective):
+        return optuna_objective.wrap(objective, spec.objective.metric)
+    return objective
+
+
+def _check_objective(objective: Callable[..., Any] | None) -> None:
+    """Refuse, before anything is created, an objective that is neither ``train(params, report)`` nor Optuna's
+    ``objective(trial)``."""
+    if objective is None or optuna_objective.takes_trial(objective):
         return
     try:
         signature = inspect.signature(objective)
@@ -418,9 +438,9 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
     except TypeError:
         name = getattr(objective, "__qualname__", type(objective).__name__)
         raise TunerError(
-            f"objective: tuner calls it as train(params, report), but {name}{signature} cannot take those two "
-            "arguments (an Optuna-style objective(trial)?). Fix: take the sampled params and a report "
-            "callable, and move each trial.suggest_* into space=:\n"
+            f"objective: tuner calls it as Optuna's objective(trial) or as train(params, report), but "
+            f"{name}{signature} can take neither. Fix: take Optuna's trial (and call trial.suggest_*), or the "
+            "sampled params and a report callable, with the space in space=:\n"
             "    def train(params, report):              # params['lr'], params['epochs'], ...\n"
             "        for epoch in range(1, params['epochs'] + 1):\n"
             "            ...\n"
@@ -482,6 +502,11 @@ def _make_spec(
     overrides: Mapping[str, Any],
 ) -> StudySpec:
     extra = overrides.copy()
+    trial_shaped = objective is not None and optuna_objective.takes_trial(objective)
+    if trial_shaped:
+        _define_by_run(source, space, extra)
+        source = None
+        space = {}
     if source is None:
         if space is None or objective is None:
             raise TunerError(
@@ -496,7 +521,31 @@ def _make_spec(
         target = getattr(objective, "func", objective)
         qualname = getattr(target, "__qualname__", type(target).__qualname__)
         extra["workload"] = f"{CALLABLE_PREFIX}{getattr(target, '__module__', '?')}:{qualname}"
+        if trial_shaped:
+            extra["workload"] += TRIAL_SUFFIX
     return load_spec(source, extra)
+
+
+def _define_by_run(source: Any, space: Mapping[str, Any] | None, extra: dict[str, Any]) -> None:
+    """An Optuna objective(trial) asks for its own params: refuse a space or a spec given with it, and a grid
+    (which needs the space up front); ``trial.report``'s value is recorded as Optuna's ``value`` unless
+    ``metric=`` names it."""
+    if space is not None or source is not None:
+        given = "space=" if space is not None else "a spec"
+        raise TunerError(
+            f"objective: an Optuna objective(trial) asks for its params itself (trial.suggest_*), so {given} "
+            "cannot be given with it. Fix: leave it out: tuner.launch(objective=objective, n_trials=..., "
+            "direction=...), with other settings as keywords (epochs=, pruner=, parallel=, ...)."
+        )
+    if extra.get("strategy") == "grid":
+        raise TunerError(
+            "strategy=: grid search lists every point of the space before the first trial, but an Optuna "
+            "objective(trial) makes its space as it runs. Fix: leave strategy out (TPE), or pass a "
+            "train(params, report) function with space= to run a grid."
+        )
+    objective = extra.get("objective")
+    if not isinstance(objective, Mapping) or "metric" not in objective:
+        extra["objective"] = {"metric": optuna_objective.METRIC, **(objective or {})}
 
 
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
@@ -518,7 +567,8 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
         if warm_start:
             log.info("warm start: left out, as a grid runs every point of its space anyway")
         return study  # the grid is queued already; warm-start points would only repeat some
-    fitting = [params for params in warm_start if strategies.fits(spec, params)]
+    # An Optuna objective(trial) makes its space as it runs: its points are Optuna's enqueued trials, as they are.
+    fitting = [params for params in warm_start if not spec.params or strategies.fits(spec, params)]
     for params in fitting:
         study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
     if warm_start:

@@ -43,7 +43,7 @@ class Run:
     started: float  # time.monotonic() at submission
     attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
-    judged_epoch: int = 0
+    judged_epoch: int = -1  # none yet (an Optuna objective reports from step 0)
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,14 @@ def past_deadline(run: Run, plan: Plan, now: float, grace: float) -> bool:
 
 
 def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
-    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune."""
+    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune.
+
+    Not for an Optuna objective(trial): reporting is its choice there, and one that never calls trial.report is
+    never pruned, as in Optuna.
+    """
     if plan.spec.pruner.type == "none" or not isinstance(ended.result, Completed):
+        return False
+    if plan.define_by_run:
         return False
     return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
 

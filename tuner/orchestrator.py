@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner import lifecycle, recovery, strategies
+from tuner import lifecycle, optuna_objective, recovery, strategies
 from tuner.errors import StudyFailedError, Terminated
 from tuner.executors import Executor
 from tuner.lifecycle import Run, Step
@@ -29,7 +29,7 @@ from tuner.recorder import Recorder
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.trial import metrics, record
-from tuner.trial.messages import Ended, Epochs, Event, TrialJob
+from tuner.trial.messages import Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
@@ -114,6 +114,7 @@ class Orchestrator:
         self.on_progress = on_progress
         self.recorder = Recorder(spec, store, study, callbacks)
         self.running: dict[int, Run] = {}  # by trial id
+        self.asked: dict[int, optuna.Trial] = {}  # the Optuna trial of each running one, by trial id
         self.progress = recovery.count_existing(study, self.plan.trials)
         # (trial number, value) of the trial that reached `objective.target`: no new trial starts.
         self.reached: tuple[int, float] | None = None
@@ -161,6 +162,7 @@ class Orchestrator:
             run = Run(trial.number, internals.trial_id(trial), params, time.monotonic(),
                       attempt=int(trial.user_attrs.get(record.ATTEMPT, 1)))
             self.running[run.trial_id] = run
+            self.asked[run.trial_id] = trial
             self.executor.submit(self._resumed(trial, run, self.plan.job(trial, params, self.workload)))
         self.progress.running = len(self.running)
 
@@ -202,6 +204,9 @@ class Orchestrator:
         if isinstance(event, Epochs):
             self._on_epochs(event, now)
             return
+        if isinstance(event, Call):
+            self._on_call(event)
+            return
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
             return
@@ -222,11 +227,24 @@ class Orchestrator:
         for run in touched.values():
             self._apply(run, lifecycle.on_epochs(run, self.plan, lambda: self._pruner_verdict(run), now))
 
+    def _on_call(self, call: Call) -> None:
+        """An Optuna objective's trial asks its Optuna ``Trial`` (a suggest_*): the study's sampler answers."""
+        run, trial = self.running.get(call.trial_id), self.asked.get(call.trial_id)
+        if run is None or trial is None:  # ended meanwhile: its worker stops
+            self.executor.reply(call, ("stop", "the trial has ended"))
+            return
+        reply = self.recorder.db(optuna_objective.answer, trial, call)
+        param = optuna_objective.suggested(call, reply)
+        if param is not None:  # a retry of the trial runs these params again
+            run.params[param[0]] = param[1]
+        self.executor.reply(call, reply)
+
     def _apply(self, run: Run, step: Step) -> None:
         """Carry out a lifecycle step: stop the worker, queue a retry, write the end."""
         if step.end is None:
             return
         del self.running[run.trial_id]
+        self.asked.pop(run.trial_id, None)
         if step.stop:
             self.executor.stop([run.trial_id])
         if step.retry is not None:

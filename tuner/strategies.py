@@ -380,8 +380,12 @@ def profile(spec: StudySpec) -> SpaceProfile:
 
 def choose(spec: StudySpec) -> Choice:
     """The strategy ``auto`` runs for ``spec``: grid, TPE or GP, by the rule above."""
-    space = profile(spec)
     budget = spec.trials or DEFAULT_TRIALS
+    if not spec.params:  # an Optuna objective(trial): its space is known only as its trials ask
+        return Choice("tpe", f"{count(budget, 'trial')} of an objective(trial) that asks for its params as it "
+                             "runs: TPE (multivariate, grouped) models the params each trial asks for, "
+                             "conditional ones included")
+    space = profile(spec)
     over = f"{count(budget, 'trial')} over {space}"
     # A grid is queued whole before it runs, so not even a budget that covers it makes one past the cap.
     if space.grid_size is not None and space.grid_size <= min(budget, MAX_GRID_POINTS):

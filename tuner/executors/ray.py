@@ -27,7 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner.errors import TunerError
 from tuner.executors.base import Executor
-from tuner.trial.messages import FLUSH_SECONDS, Ended, Epochs, Event, Failed, TrialJob
+from tuner.trial.messages import FLUSH_SECONDS, Call, Ended, Epochs, Event, Failed, TrialJob
 from tuner.trial.worker import crashed, run_trial
 
 
@@ -37,17 +37,21 @@ WAITING_TRIALS = 128
 
 @ray.remote(num_cpus=0, concurrency_groups={"verdicts": WAITING_TRIALS})
 class EpochChannel:
-    """Rows pushed by workers until the driver drains them; the driver's answers on the way back.
+    """Rows and calls pushed by workers until the driver drains them; the driver's answers on the way back.
 
-    ``push``, ``drain`` and ``answer`` run one at a time, in order; ``verdict``
-    calls (a worker waiting at an epoch where it may be stopped) wait in
-    threads of their own until the driver has answered for that epoch.
+    ``push``, ``ask``, ``drain`` and ``answer`` run one at a time, in order;
+    ``verdict`` calls (a worker waiting at an epoch where it may be stopped)
+    and ``reply`` calls (a worker waiting for the driver's Optuna trial to
+    answer a ``suggest_*``) wait in threads of their own until the driver has
+    answered.
     """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.stopped: set[int] = set()  # trial ids the driver ended
         self.judged: dict[int, int] = {}  # trial id -> the last epoch whose rows the driver has handled
+        self.calls: list[Call] = []  # asked by workers, not drained yet
+        self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}  # (trial id, seq) -> the driver's reply
         self.changed = threading.Condition()
 
     def push(self, rows: list[dict[str, Any]]) -> set[int]:
@@ -55,26 +59,43 @@ class EpochChannel:
             self.rows.extend(rows)
             return set(self.stopped)
 
-    def drain(self) -> list[dict[str, Any]]:
+    def ask(self, call: Call) -> None:
+        with self.changed:
+            self.calls.append(call)
+
+    def drain(self) -> tuple[list[dict[str, Any]], list[Call]]:
         with self.changed:
             rows, self.rows = self.rows, []
-            return rows
+            calls, self.calls = self.calls, []
+            return rows, calls
 
-    def answer(self, judged: dict[int, int], stopped: list[int]) -> None:
+    def answer(self, judged: dict[int, int], stopped: list[int],
+               replies: dict[tuple[int, int], tuple[Any, ...]] | None = None) -> None:
         with self.changed:
             self.stopped.update(stopped)
+            self.replies.update(replies or {})
             for trial_id, epoch in judged.items():
-                self.judged[trial_id] = max(epoch, self.judged.get(trial_id, 0))
+                self.judged[trial_id] = max(epoch, self.judged.get(trial_id, -1))
             self.changed.notify_all()
 
     @ray.method(concurrency_group="verdicts")
     def verdict(self, trial_id: int, epoch: int, timeout: float) -> bool | None:
         """Whether the trial must stop once the driver has handled ``epoch`` (None: not yet, after ``timeout``)."""
         with self.changed:
-            self.changed.wait_for(lambda: trial_id in self.stopped or self.judged.get(trial_id, 0) >= epoch, timeout)
+            self.changed.wait_for(lambda: trial_id in self.stopped or self.judged.get(trial_id, -1) >= epoch, timeout)
             if trial_id in self.stopped:
                 return True
-            return False if self.judged.get(trial_id, 0) >= epoch else None
+            return False if self.judged.get(trial_id, -1) >= epoch else None
+
+    @ray.method(concurrency_group="verdicts")
+    def reply(self, trial_id: int, seq: int, timeout: float) -> tuple[Any, ...] | None:
+        """The driver's reply to the trial's call ``seq`` (None: not yet, after ``timeout``)."""
+        key = (trial_id, seq)
+        with self.changed:
+            self.changed.wait_for(lambda: key in self.replies or trial_id in self.stopped, timeout)
+            if key in self.replies:
+                return self.replies.pop(key)
+            return ("stop", "the trial was stopped") if trial_id in self.stopped else None
 
 
 class _Pusher:
@@ -88,13 +109,19 @@ class _Pusher:
         self.trial_id = trial_id
         self.last: Any = None
         self.stopped: set[int] = set()
+        self.epoch: int | None = None  # the last epoch pushed
+        self.calls = 0
 
     def __call__(self, rows: list[dict[str, Any]], wait: bool) -> bool:
+        if rows:
+            self.epoch = rows[-1]["epoch"]
         if wait:
             self.last = None
             if self.trial_id in ray.get(self.channel.push.remote(rows)):
                 return True
-            epoch = rows[-1]["epoch"]
+            epoch = self.epoch
+            if epoch is None:  # nothing pushed yet: there is nothing to judge
+                return False
             while True:
                 verdict = ray.get(self.channel.verdict.remote(self.trial_id, epoch, VERDICT_WAIT_SECONDS))
                 if verdict is not None:
@@ -105,6 +132,15 @@ class _Pusher:
                 self.stopped = ray.get(ready[0])
         self.last = self.channel.push.remote(rows)
         return self.trial_id in self.stopped
+
+    def ask(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The worker's ``ask``: the call goes with the rows (after those pushed before it); wait for its reply."""
+        self.calls += 1
+        self.channel.ask.remote(Call(self.trial_id, self.calls, method, args, kwargs))
+        while True:
+            reply = ray.get(self.channel.reply.remote(self.trial_id, self.calls, VERDICT_WAIT_SECONDS))
+            if reply is not None:
+                return reply
 
     def settle(self) -> None:
         # The driver drains the channel after it sees this task finish, so
@@ -117,7 +153,7 @@ class _Pusher:
 def _remote_trial(job: TrialJob, channel: Any) -> Ended:
     pusher = _Pusher(channel, job.trial_id)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    ended = run_trial(job, pusher, node=node, own_process=True)
+    ended = run_trial(job, pusher, node=node, own_process=True, ask=pusher.ask)
     pusher.settle()
     return ended
 
@@ -138,6 +174,7 @@ class RayExecutor(Executor):
         self.last_drain = 0.0
         self.seen: dict[int, int] = {}  # the last epoch of each trial returned by poll: handled by the next
         self.stops: list[int] = []
+        self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}
 
     @property
     def capacity(self) -> int:  # type: ignore[override]
@@ -197,11 +234,12 @@ class RayExecutor(Executor):
         events: list[Event] = []
         if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
             self.last_drain = now
-            rows = ray.get(self.channel.drain.remote())
+            rows, calls = ray.get(self.channel.drain.remote())
             if rows:
                 events.append(Epochs(rows))  # before the ends: a trial's rows precede its end
                 for row in rows:
-                    self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], 0))
+                    self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], -1))
+            events.extend(calls)
         return events + [self._outcome(ref) for ref in ready]
 
     def handled(self) -> None:
@@ -209,9 +247,12 @@ class RayExecutor(Executor):
 
     def _answer(self) -> None:
         """What the last poll returned is handled now: tell the waiting workers, with the stops, in one call."""
-        if self.seen or self.stops:
-            self.channel.answer.remote(self.seen, self.stops)
-            self.seen, self.stops = {}, []
+        if self.seen or self.stops or self.replies:
+            self.channel.answer.remote(self.seen, self.stops, self.replies)
+            self.seen, self.stops, self.replies = {}, [], {}
+
+    def reply(self, call: Call, reply: tuple[Any, ...]) -> None:
+        self.replies[(call.trial_id, call.seq)] = reply
 
     def stop(self, trial_ids: Iterable[int]) -> None:
         self.stops.extend(trial_ids)
