@@ -22,12 +22,17 @@ import time
 from pathlib import Path
 
 
+SECRETS = {"TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE", "PGPASSWORD", "PGPASSFILE",
+           "PGSERVICEFILE", "PGSERVICE", "PGSSLKEY", "MYSQL_PWD"}
+
+
 def probe(params, report):
-    """Reports 1.0 when the worker's own environment (as the kernel holds it) names the study store."""
+    """Fails, naming them, when the worker's own environment (as the kernel holds it) holds a database secret."""
     environ = Path("/proc/self/environ").read_bytes().split(b"\\0")
     names = {item.split(b"=", 1)[0].decode() for item in environ if item}
-    seen = names & {"TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE"}
-    report(1, val_loss=float(bool(seen)), leaked=float(len(seen)))
+    if names & SECRETS:
+        raise ValueError(f"the worker sees {sorted(names & SECRETS)}")
+    report(1, val_loss=0.0)
 
 
 def slow(params, report):
@@ -47,16 +52,21 @@ def setup(tmp_path: Path, spec: str) -> dict[str, str]:
                     OPTUNA_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}")
 
 
-def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path):
+def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path, tally):
     env = setup(tmp_path, "name: p\nworkload: work:probe\nstrategy: random\ntrials: 2\nparallel: 2\nepochs: 1\n"
-                          "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+                          "pruner: none\nmax_failed_trials: 2\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    # libpq's and MySQL's own password variables too, as a user's shell may hold them for psql or mysql.
+    (tmp_path / "pgpass").write_text("*:*:*:*:secret\n")
+    env.update(PGPASSWORD="secret", PGPASSFILE=str(tmp_path / "pgpass"), PGSERVICEFILE=str(tmp_path / "pgservice"),
+               PGSERVICE="tuner", PGSSLKEY=str(tmp_path / "client.key"), MYSQL_PWD="secret")
     result = subprocess.run([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="p", storage=env["TUNER_STORAGE"]).trials
-    print(f"\nstore variables seen by Ray workers: {[t.value for t in trials]} (0 = none)")
+    print(f"\ndatabase secrets seen by Ray workers: {[t.user_attrs.get('fail_reason', 'none') for t in trials]}")
+    assert [t.user_attrs.get("fail_reason") for t in trials] == [None, None]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert [t.value for t in trials] == [0.0, 0.0]
+    assert result.returncode == 0, result.stderr
+    tally("hostile input")
 
 
 def test_sigterm_stops_the_study_quietly_with_nothing_left_running(tmp_path):

@@ -339,15 +339,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Workers never touch the study store, so the processes of a local Ray (and the
-# user code its workers run) never see the database's URL or password.
-DRIVER_ONLY_VARIABLES = ("TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE")
-
-
 @contextlib.contextmanager
 def _worker_environment() -> Iterator[None]:
-    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's."""
-    saved = {k: os.environ.pop(k) for k in DRIVER_ONLY_VARIABLES if k in os.environ}
+    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's.
+
+    Workers never touch the study store, so the processes of a local Ray (and the
+    user code its workers run) never see the database's URL or password.
+    """
+    from tuner.store.sql import SECRET_VARIABLES  # the driver's: workers never import the store
+
+    saved = {k: os.environ.pop(k) for k in SECRET_VARIABLES if k in os.environ}
     try:
         yield
     finally:
