@@ -120,11 +120,12 @@ def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_ne
         (tmp_path / "s.yaml").write_text(spec.format(attempt))
         proc = subprocess.Popen([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}")
         deadline = time.monotonic() + 120
+        folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}-?")
         while time.monotonic() < deadline and not holders(folder):  # its Ray is up
             time.sleep(0.3)
-        assert list(folder.glob("session_*")), "the local Ray kept its session files elsewhere"
+            folder = next(Path(tempfile.gettempdir()).glob(f"tuner-ray-{proc.pid}-*"), folder)
+        assert list(folder.glob("*/session_*")), "the local Ray kept its session files elsewhere"
         time.sleep(3)  # its agents are up too
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -146,4 +147,4 @@ def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_ne
     assert survivors, "nothing outlived the kill -9: the sweep is not tested"
     assert holders(folder) == []
     for other in Path(tempfile.gettempdir()).glob("tuner-ray-*"):  # only live orchestrators' remain
-        os.kill(int(other.name.removeprefix("tuner-ray-")), 0)
+        os.kill(int(other.name.removeprefix("tuner-ray-").partition("-")[0]), 0)
