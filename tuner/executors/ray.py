@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -292,8 +293,10 @@ class RayExecutor(Executor):
             self.channel = None
         if self.started_ray:
             ray.shutdown()
+            _print_ray_messages(True)
             self.started_ray = False
-            shutil.rmtree(_temp_dir_of(os.getpid()), ignore_errors=True)
+            for folder in _temp_dirs(os.getpid()):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _connect(address: str | None) -> bool:
@@ -313,11 +316,10 @@ def _connect(address: str | None) -> bool:
             if address:
                 ray.init(address=address, **quiet)
             else:
-                # Token authentication stays on (Ray's default): Ray's ports listen
-                # on every interface even when the node address is loopback.
                 # address="local": a new instance of our own, never one that a
-                # `ray start` on this machine left recorded in /tmp/ray.
-                with _worker_environment():
+                # `ray start` on this machine left recorded in /tmp/ray. Token
+                # authentication stays on (Ray's default).
+                with _worker_environment(), _on_loopback():
                     ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=_own_temp_dir(), **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         if "No node info found" in str(exc):
@@ -328,7 +330,20 @@ def _connect(address: str | None) -> bool:
             "Fix: check --ray-address / RAY_ADDRESS (e.g. 127.0.0.1:6379) and that the cluster "
             "is up (`ray status`), or use --executor inline."
         ) from None
+    _print_ray_messages(False)
     return True
+
+
+def _print_ray_messages(on: bool) -> None:
+    """Whether a driver prints the messages Ray's raylets publish to it (on tuner's own stdout).
+
+    log_to_driver=False keeps the workers' output in Ray's log files, but a driver
+    still prints every "(raylet) A worker died or was killed ..." line it is sent,
+    amid tuner's output. They are in the raylet's log file too, and the trial's
+    record says why it ended; Ray's own switch for them is the one its debugger
+    turns off at a breakpoint.
+    """
+    ray._private.worker._worker_logs_enabled = on
 
 
 # A local Ray keeps its session files (logs, sockets, spilled objects) under a folder
@@ -337,19 +352,35 @@ def _connect(address: str | None) -> bool:
 TEMP_PREFIX = "tuner-ray-"
 
 
-def _temp_dir_of(pid: int) -> Path:
-    return Path(tempfile.gettempdir(), f"{TEMP_PREFIX}{pid}")
-
-
 def _own_temp_dir() -> str:
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        owner = folder.name.removeprefix(TEMP_PREFIX)
-        if owner.isdigit() and not _alive(int(owner)):
+    """Ray's temp folder for a local Ray: inside a new folder that this process made, which only it may enter.
+
+    Made anew, never taken as found: a folder, or a link to one, that another user
+    put in the shared temp folder under a name tuner would use would otherwise get
+    Ray's sockets and logs, and that user their contents. Ray makes its own folders
+    writable by everyone (0777), so they go one level down, behind the private one.
+    """
+    for folder in _temp_dirs():
+        owner = folder.name.removeprefix(TEMP_PREFIX).partition("-")[0]
+        if not _alive(int(owner)):
             _kill_holders(folder)
             shutil.rmtree(folder, ignore_errors=True)
-    path = _temp_dir_of(os.getpid())
-    path.mkdir(mode=0o700, exist_ok=True)
-    return str(path)
+    return os.path.join(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"), "ray")
+
+
+def _temp_dirs(pid: int | None = None) -> list[Path]:
+    """The session folders of local Rays (of ``pid``'s alone, if given) in the temp folder: this user's own."""
+    found = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{pid if pid is not None else ''}*"):
+        owner = folder.name.removeprefix(TEMP_PREFIX).partition("-")[0]
+        try:
+            info = folder.lstat()
+        except OSError:  # gone meanwhile
+            continue
+        if owner.isdigit() and (pid is None or int(owner) == pid) and stat.S_ISDIR(info.st_mode) \
+                and info.st_uid == os.getuid():
+            found.append(folder)
+    return found
 
 
 def _kill_holders(folder: Path) -> None:
@@ -380,19 +411,51 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Workers never touch the study store, so the processes of a local Ray (and the
-# user code its workers run) never see the database's URL or password.
-DRIVER_ONLY_VARIABLES = ("TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE")
-
-
 @contextlib.contextmanager
 def _worker_environment() -> Iterator[None]:
-    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's."""
-    saved = {k: os.environ.pop(k) for k in DRIVER_ONLY_VARIABLES if k in os.environ}
+    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's.
+
+    Workers never touch the study store, so the processes of a local Ray (and the
+    user code its workers run) never see the database's URL or password.
+    """
+    from tuner.store.sql import SECRET_VARIABLES  # the driver's: workers never import the store
+
+    saved = {k: os.environ.pop(k) for k in (*SECRET_VARIABLES, *LOCAL_RAY_VARIABLES) if k in os.environ}
+    os.environ.update(LOCAL_RAY_VARIABLES)
     try:
         yield
     finally:
+        for name in LOCAL_RAY_VARIABLES:
+            os.environ.pop(name, None)
         os.environ.update(saved)
+
+
+# Ray's settings (RayConfig reads RAY_<name>) for the processes of a local Ray: no metrics
+# collection, so no Prometheus exporter in its dashboard agent (tuner reads none of it).
+LOCAL_RAY_VARIABLES = {"RAY_enable_metrics_collection": "0"}
+
+
+@contextlib.contextmanager
+def _on_loopback() -> Iterator[None]:
+    """Keep every server of a local Ray on 127.0.0.1, unreachable from other machines.
+
+    Ray replaces a node address of 127.0.0.1 with the machine's own, so that other
+    machines may join, and its servers then listen on every interface: gRPC (GCS,
+    raylet, each worker), and the autoscaler's and dashboard's Prometheus metrics,
+    which answer anyone, token or not. Where Ray runs single-node clusters only
+    (macOS and Windows, or RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), it keeps the
+    loopback address, and each of those servers listens on 127.0.0.1 alone. A local
+    Ray of tuner's never takes other nodes, so it starts that way; Ray reads the
+    setting once, at import, so its constant is set for the start (once the node
+    exists, Ray takes its address from the node).
+    """
+    constants = ray._private.ray_constants
+    saved = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager

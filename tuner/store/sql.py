@@ -52,6 +52,14 @@ _OPEN_FIXES = (
 )
 # Where a URL may come from, first found wins (Optuna's own CLI reads OPTUNA_STORAGE).
 URL_VARIABLES = ("TUNER_STORAGE", "OPTUNA_STORAGE")
+# Variables that hold a database's URL, password, or where to find one: the orchestrator's alone. A local
+# Ray's processes (and the workloads they run) start without them; workers never touch the store.
+SECRET_VARIABLES = (
+    *URL_VARIABLES, "TUNER_STORAGE_PASSWORD_FILE",
+    # libpq's (psycopg's) password, password file, service file and service name, and client key.
+    "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE", "PGSERVICE", "PGSSLKEY",
+    "MYSQL_PWD",  # MySQL's password
+)
 _JOURNAL_PEEK = 1 << 20  # bytes of a suspected JournalStorage file read to name its studies
 
 
