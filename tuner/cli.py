@@ -1019,7 +1019,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", default="report.html", metavar="FILE", help="HTML file (default: report.html)")
     rep.add_argument("--png", metavar="DIR", help="also write every plot as a PNG file in DIR")
     rep.add_argument("--no-test", action="store_true",
-                     help="do not retrain the best configuration on train+validation to score the test split")
+                     help="no test score (of the best trial's saved model, or its configuration retrained on "
+                          "train+validation when it has no checkpoint)")
     _storage_option(rep)
 
     compare = add("compare", cmd_compare,
