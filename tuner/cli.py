@@ -712,7 +712,8 @@ class _progress_display:
         if self.quiet:
             return
         best = f"front {len(p.front)}" if p.front else f"best {fmt(p.best_value)}"
-        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · {best}"
+        stopped = f" · interrupted {p.interrupted}" if p.interrupted else ""
+        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed}{stopped} · {best}"
         if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
             self.finished = p.finished
             err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "
