@@ -86,3 +86,13 @@ def test_after_ctrl_c_the_progress_counts_only_the_trials_that_finished(tmp_path
     assert re.search(rf"\b{finished}/8\b", bar) and f"interrupted {interrupted}" in bar, (bar, err)
     lines = [line for line in err.splitlines() if line.startswith("trials ")]
     assert all(int(re.match(r"trials (\d+)/", line)[1]) <= finished for line in lines), lines
+
+
+def test_an_inline_launch_says_it_runs_one_trial_at_a_time_and_does(tmp_path):
+    setup(tmp_path, "one", sleep=0.02)  # the spec asks for parallel: 2
+    launched = tuner(tmp_path, "launch", "one.yaml", "--executor", "inline", "--trials", "4")
+    assert launched.returncode == 0, launched.stderr
+    header = " ".join(launched.stderr.split())
+    assert "4 trials, 1 in parallel" in header and "2 in parallel" not in header, header
+    ran = sorted((t.datetime_start, t.datetime_complete) for t in trials(tmp_path, "one"))
+    assert len(ran) == 4 and all(end <= start for (_, end), (start, _) in zip(ran, ran[1:])), ran

@@ -249,8 +249,8 @@ def launch_with(
             runner.close()
             raise
         result = Study(optuna_study, store, plan)
-        if on_start is not None:
-            on_start(spec, result)
+        if on_start is not None:  # the spec as this run runs it: inline runs one trial at a time
+            on_start(spec.model_copy(update={"parallel": runner.at_once(spec.parallel)}), result)
         Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks).run()
     return result
 

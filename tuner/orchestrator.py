@@ -156,7 +156,7 @@ class Orchestrator:
             self._report_progress()
 
     def _launch_more(self) -> None:
-        slots = min(self.spec.parallel, self.executor.capacity) - len(self.running)
+        slots = self.executor.at_once(self.spec.parallel) - len(self.running)
         for _ in range(max(slots, 0)):
             asked = self.recorder.db(self._ask_next)
             if asked is None:
