@@ -96,3 +96,25 @@ def test_an_inline_launch_says_it_runs_one_trial_at_a_time_and_does(tmp_path):
     assert "4 trials, 1 in parallel" in header and "2 in parallel" not in header, header
     ran = sorted((t.datetime_start, t.datetime_complete) for t in trials(tmp_path, "one"))
     assert len(ran) == 4 and all(end <= start for (_, end), (start, _) in zip(ran, ran[1:])), ran
+
+
+def test_launch_takes_a_pruner_flag_checked_as_the_spec_pruner_is(tmp_path, tally):
+    setup(tmp_path, "pr")
+    (tmp_path / "pr.yaml").write_text((tmp_path / "pr.yaml").read_text().replace(
+        "pruner: none", "pruner: {type: median, n_startup_trials: 1}"))
+    for name, said in (("none", " · no pruner · "), ("hyperband", " · pruner hyperband ")):
+        launched = tuner(tmp_path, "launch", "pr.yaml", "--study", f"pr-{name}", "--pruner", name, "--trials", "2",
+                         "--executor", "inline")
+        assert launched.returncode == 0, launched.stderr
+        assert said in " ".join(launched.stderr.split()), launched.stderr
+        study = optuna.load_study(study_name=f"pr-{name}", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+        assert study.user_attrs["tuner.spec"]["pruner"]["type"] == name
+    for bad, told in (("medain", "Did you mean 'median'?"), ("bogus", "must be one of none, median"),
+                      ("threshold", "threshold")):
+        refused = tuner(tmp_path, "launch", "pr.yaml", "--study", f"bad-{bad}", "--pruner", bad, "--executor", "inline")
+        assert refused.returncode == 2 and refused.stderr.strip().startswith("error: --pruner: "), refused.stderr
+        assert told in refused.stderr and f"bad-{bad}" not in tuner(tmp_path, "studies").stdout
+        tally("hostile input")
+    typo = tuner(tmp_path, "launch", "pr.yaml", "--prunner", "none")
+    assert typo.returncode == 2 and "--prunner: did you mean --pruner?" in typo.stderr, typo.stderr
+    tally("hostile input")

@@ -98,7 +98,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from tuner.spec import Overrides
 
     overrides = Overrides.flags({
-        "strategy": args.strategy, "trials": args.trials, "parallel": args.parallel,
+        "strategy": args.strategy, "pruner": args.pruner, "trials": args.trials, "parallel": args.parallel,
         "epochs": args.epochs, "seed": args.seed, "timeout": args.timeout,
     })
     warm = _warm_start_points(args)
@@ -947,6 +947,9 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("spec", help="search-space file, e.g. search_spaces/mnist1d_mlp.yaml")
     launch.add_argument("--study", help="study name (default: the spec's name)")
     launch.add_argument("--strategy", help="auto (default; picks grid, gp or tpe), grid, random, tpe, gp, cmaes or qmc")
+    launch.add_argument("--pruner", metavar="NAME",
+                        help="the spec's pruner type instead of its pruner: section: none, median, percentile, "
+                             "successive_halving, hyperband, threshold or extrapolating (with its default options)")
     launch.add_argument("--trials", type=int, help="number of trials")
     launch.add_argument("--parallel", type=int, help="trials running at once")
     launch.add_argument("--epochs", type=int, help="epochs per trial")
