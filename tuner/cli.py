@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from tuner.progress import Display
+from tuner.progress import count as _count
 from tuner.trial.metrics import fmt
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
@@ -315,10 +316,6 @@ def _print_params_block(records: list[dict[str, Any]], key: str, width: int) -> 
     for r in records:
         grid.add_row(fmt(r[key]), _params(r["params"]))
     console.print(grid, width=width, highlight=False)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _write_csv(path: str, records: list[dict[str, Any]], columns: list[str]) -> None:
@@ -677,50 +674,9 @@ def _column_groups(columns: list[str], widths: dict[str, int], width: int) -> li
 # ---------------------------------------------------------------------- display
 
 
-class _progress_display:
-    """A live bar: trials done of planned, running, failed, best value, elapsed."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
-        )
-        self.task: Any = None
-        self.finished = 0
-
-    def __enter__(self) -> tuple[Callable[..., None], Callable[..., None]]:
-        if not self.quiet:
-            self.bar.start()
-        return self.on_start, self.on_progress
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
-
-    def on_start(self, spec: Any, study: Any) -> None:
-        if self.quiet:
-            return
-        plan = study.plan
-        self.bar.console.print(
-            f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
-            f"{_objectives(spec)} · "
-            f"{_count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
-            f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
-        )
-
-    def on_progress(self, p: Any) -> None:
-        if self.quiet:
-            return
-        best = f"front {len(p.front)}" if p.front else f"best {fmt(p.best_value)}"
-        stopped = f" · interrupted {p.interrupted}" if p.interrupted else ""
-        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed}{stopped} · {best}"
-        if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
-            self.finished = p.finished
-            err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "
-                      f"{p.elapsed:.0f} s", highlight=False)
-        if self.task is None:
-            self.task = self.bar.add_task("trials", total=p.planned, status=status)
-        self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
+def _progress_display(quiet: bool) -> Display:
+    """The progress of a running study on stderr (see tuner.progress); --quiet: none."""
+    return Display(quiet, err)
 
 
 def _print_result(study: Any, args: argparse.Namespace) -> int:
@@ -766,12 +722,6 @@ def _print_next(study: Any) -> None:
 
 
 # ---------------------------------------------------------------------- several objectives: the Pareto front
-
-
-def _objectives(spec: Any) -> str:
-    """The launch header's objective: "minimize val_loss", or each of several, which form a Pareto front."""
-    named = ", ".join(f"{o.resolved_direction} {o.metric}" for o in spec.objectives or (spec.objective,))
-    return f"{named} (Pareto front)" if spec.multi_objective else named
 
 
 def _front_size(store: Any, name: str) -> str:
