@@ -137,8 +137,9 @@ def test_compare_prints_studies_side_by_side_and_plots_their_histories(store, ca
     assert "must be a .png or .html file" in capsys.readouterr().err
 
 
-def test_show_draws_each_trials_validation_curve_best_first(store, capsys):
+def test_show_draws_each_trials_validation_curve_best_first(store, capsys, monkeypatch):
     cwd, storage = store
+    monkeypatch.setenv("COLUMNS", "160")  # a terminal wide enough for every column (at 120 the curve goes first)
     assert main(["show", "wine", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "val_loss curve" in out
