@@ -145,3 +145,22 @@ def test_show_fits_a_real_80_column_terminal(wide, tmp_path):
         subprocess.run([*tmux, "kill-server"], env=env, capture_output=True, timeout=30)
     assert "COMPLETE" in pane, pane
     assert_fits("\n".join(line.rstrip() for line in pane.splitlines()), 80, trials, SHOWN)
+
+
+def test_show_of_several_objectives_fits_80_columns(tmp_path):
+    """Each trial's values are `metric=value` pairs too: they wrap between pairs, and the table still fits."""
+    (tmp_path / "wide.py").write_text(WORKLOAD)
+    (tmp_path / "mo.yaml").write_text(SPEC.replace("name: wide", "name: mo").replace("rmsprop", "adamw").replace(
+        "pruner: none", "pruner: none\nobjective: [{metric: val_loss}, {metric: n_params, direction: minimize}]"))
+    # (no trial fails, so "stopped because" is empty: rich, left to itself, kept its header whole, too wide)
+    launched = subprocess.run([TUNER, "launch", "mo.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                              env=user_env(), capture_output=True, text=True, timeout=120)
+    assert launched.returncode == 0, launched.stderr
+    trials = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
+    env = {**{k: v for k, v in user_env().items() if k != "LINES"}, "COLUMNS": "80"}
+    out = subprocess.run([TUNER, "show", "mo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert_fits(out.stdout, 80, trials, SHOWN)
+    for t in trials:
+        if t.values:
+            assert f"n_params={fmt(t.values[1])}" in out.stdout, out.stdout

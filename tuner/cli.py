@@ -295,8 +295,9 @@ def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list
             shown.remove(optional)
     if not block and dropped(shown, inline) is None and "params" in pairs:  # too narrow even for the block
         block, shown = True, [c for c in shown if c != "params"]
+    given = _wrapped_widths(shown, wrapped, widths, cells, width)
     table = Table(*[
-        Column(c, overflow="fold", min_width=widths[c]) if c in wrapped
+        Column(c, overflow="fold", width=given[c]) if c in wrapped
         else Column(c, no_wrap=True, min_width=widths[c]) for c in shown
     ], title=title)
     for row in cells:
@@ -305,6 +306,20 @@ def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list
     if block:
         _print_params_block(records, columns[0], width)
     return 0
+
+
+def _wrapped_widths(shown: list[str], wrapped: set[str], widths: dict[str, int], cells: list[dict[str, str]],
+                    width: int) -> dict[str, int]:
+    """The width of each wrapped column: its narrowest, then the room left shared a character at a time
+    among those that would wrap (rich, left to it, may keep a header whole and overflow the terminal)."""
+    given = {c: widths[c] for c in shown if c in wrapped}
+    whole = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in given}
+    room = width - sum(widths[c] for c in shown) - 3 * len(shown) - 1
+    while room > 0 and any(given[c] < whole[c] for c in given):
+        for c in given:
+            if room > 0 and given[c] < whole[c]:
+                given[c], room = given[c] + 1, room - 1
+    return given
 
 
 def _print_params_block(records: list[dict[str, Any]], key: str, width: int) -> None:
