@@ -137,8 +137,9 @@ def test_compare_prints_studies_side_by_side_and_plots_their_histories(store, ca
     assert "must be a .png or .html file" in capsys.readouterr().err
 
 
-def test_show_draws_each_trials_validation_curve_best_first(store, capsys):
+def test_show_draws_each_trials_validation_curve_best_first(store, capsys, monkeypatch):
     cwd, storage = store
+    monkeypatch.setenv("COLUMNS", "160")  # a terminal wide enough for every column (at 120 the curve goes first)
     assert main(["show", "wine", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "val_loss curve" in out
@@ -222,7 +223,14 @@ def test_the_report_command_says_what_it_is_doing_as_it_goes(store):
     print("\n" + "\n".join(lines))
     steps = [line for line in lines if line.startswith("report: ")]
     assert steps[0].startswith("report: reading ") and "trials and their epochs" in steps[0]
-    assert any("retraining the best configuration" in s for s in steps)
+    # The step names what the test score is, as the page does: the best trial keeps a checkpoint, so its
+    # saved model is scored and nothing is retrained (a line saying "retraining" would contradict the page).
+    (tested,) = [s for s in steps if "test split" in s]
+    found = re.search(r"scoring trial (\d+)'s saved model \(epoch (\d+)\) on the test split, not retrained", tested)
+    assert found and not any("retraining" in s for s in steps), steps
+    page = (cwd / "steps.html").read_text()
+    assert (f"Trial {found[1]}&#x27;s saved model (its checkpoint of epoch {found[2]}), scored once on the "
+            "held-out test split; not retrained.") in page.replace("&#39;", "&#x27;")
     assert any(s.startswith("report: plotting history") for s in steps)
     assert lines[-1].startswith("wrote the report of wine")
 
@@ -354,8 +362,12 @@ def test_the_test_score_is_fit_trained_on_train_and_validation_then_scored_once_
     monkeypatch.setattr(training, "train_epoch", spy_epoch)
     monkeypatch.setattr(training, "evaluate", spy_evaluate)
 
-    # 1. As the report runs it: 3 epochs (the best epoch) on train+validation, then the test split once.
-    score, how = report.test_score(facts)
+    # 1. As the report runs it: 3 epochs (the best epoch) on train+validation, then the test split once;
+    # the step the report command prints says so, before it runs.
+    heard: list[str] = []
+    score, how = report.test_score(facts, heard.append)
+    assert heard == [f"retraining trial {best.number}'s configuration on train+validation for 3 epochs, then "
+                     "scoring it on the test split"]
     iris = data.load("iris", 4)
     assert [n for n, *_ in epochs] == [len(iris.y_train) + len(iris.y_val)] * 3
     assert not np.array_equal(iris.y_val, iris.y_test)  # so the next line tells them apart

@@ -21,6 +21,7 @@ from tuner import optuna_objective, probe, strategies
 from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
+from tuner.progress import shown
 from tuner.plan import Plan
 from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX, FloatParam, StudySpec, load_spec, point_problems
 from tuner.store import Store
@@ -236,6 +237,7 @@ def launch(
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     callbacks: Sequence[Callable[..., Any]] = (),
+    progress: bool | None = None,
     **overrides: Any,
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
@@ -255,14 +257,17 @@ def launch(
     (e.g. the best of a previous study: ``tuner.load(name).best_configurations(5)``)
     run first; those that no longer fit the space are left out. ``callbacks``
     are Optuna's ``callback(study, frozen_trial)``, called as each trial ends
-    (see :class:`tuner.recorder.Callbacks`).
+    (see :class:`tuner.recorder.Callbacks`). ``progress`` shows the CLI's
+    header and progress bar on stderr (True), or nothing (False); by default
+    it shows in a terminal or a notebook, not in a log.
     """
     overrides = optuna_objective.create_study_keywords(overrides)  # study_name=, as optuna.create_study has
-    return launch_with(
-        spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
-        storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
-        warm_start=warm_start, callbacks=callbacks,
-    )
+    with shown(_check_progress(progress), on_start, on_progress) as (on_start, on_progress):
+        return launch_with(
+            spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
+            storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress,
+            on_start=on_start, warm_start=warm_start, callbacks=callbacks,
+        )
 
 
 def launch_with(
@@ -303,8 +308,8 @@ def launch_with(
             runner.close()
             raise
         result = Study(optuna_study, store, plan)
-        if on_start is not None:
-            on_start(spec, result)
+        if on_start is not None:  # the spec as this run runs it: inline runs one trial at a time
+            on_start(spec.model_copy(update={"parallel": runner.at_once(spec.parallel)}), result)
         Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks).run()
     return result
 
@@ -318,18 +323,27 @@ def resume(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     callbacks: Sequence[Callable[..., Any]] = (),
+    progress: bool | None = None,
     **overrides: Any,
 ) -> Study:
     """Continue a study to its budget with the spec it was launched with.
 
     Trials left RUNNING by an orchestrator that died are marked failed (they
     do not count toward the budget); ``trials`` may be raised to run more.
-    ``callbacks`` as for :func:`launch`.
+    ``callbacks`` and ``progress`` as for :func:`launch`.
     """
-    return resume_with(
-        name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
-        ray_address=ray_address, on_progress=on_progress, callbacks=callbacks,
-    )
+    with shown(_check_progress(progress), None, on_progress) as (_, on_progress):
+        return resume_with(
+            name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
+            ray_address=ray_address, on_progress=on_progress, callbacks=callbacks,
+        )
+
+
+def _check_progress(progress: Any) -> bool | None:
+    if progress is not None and not isinstance(progress, bool):
+        raise TunerError(f"progress=: must be True (show the progress bar), False (show nothing) or None (show it "
+                         f"in a terminal or a notebook), but got {progress!r}. Fix: e.g. progress=False.")
+    return progress
 
 
 def resume_with(

@@ -179,8 +179,9 @@ def end(
         state, why = TrialState.FAIL, Failure(f"no finite value of {spec.objective.metric} in any epoch")
     wall = wall or (now - run.started if now is not None else 0.0)
     device = device or (run.rows[-1].get("device", "cpu") if run.rows else "cpu")
+    failed = (getattr(why, "reason", None) or "no reason recorded") if state == TrialState.FAIL else None
     facts: dict[str, Any] = {
-        **_rows_summary(run, plan),
+        **_rows_summary(run, plan, failed),
         "wall_seconds": round(wall, 3),
         "device": device,
         "gpu_seconds": round(wall * spec.resources.gpu, 3) if str(device).startswith("cuda") else 0.0,
@@ -201,10 +202,10 @@ def _finite(value: Value) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def _rows_summary(run: Run, plan: Plan) -> dict[str, Any]:
+def _rows_summary(run: Run, plan: Plan, failed: str | None = None) -> dict[str, Any]:
     spec = plan.spec
     return {**metrics.trial_summary(run.rows, spec.objective, spec.direction),
-            **diagnosis.diagnose(run.rows, spec.diagnostics).as_attrs()}
+            **diagnosis.diagnose(run.rows, spec.diagnostics, failed).as_attrs()}
 
 
 def _pruning(result: Pruned) -> Pruning:

@@ -49,6 +49,7 @@ class Progress:
     pruned: int = 0
     failed: int = 0
     retried: int = 0  # failed through no fault of their params: not counted in `finished`
+    interrupted: int = 0  # stopped with the study (Ctrl-C, SIGTERM): not finished, they run again at resume
     running: int = 0
     best_value: float | None = None
     best_trial: int | None = None
@@ -66,8 +67,11 @@ class Progress:
 
     def count(self, number: int, ending: Ending, directions: Sequence[str]) -> None:
         """Add one trial's end (``directions``: one per objective)."""
-        if getattr(ending.why, "kind", None) == record.RETRIED:
-            self.retried += 1
+        if not ending.counted:  # it did not finish: its params run again
+            if getattr(ending.why, "kind", None) == record.RETRIED:
+                self.retried += 1
+            else:
+                self.interrupted += 1
         elif ending.state == TrialState.COMPLETE:
             self.complete += 1
             if isinstance(ending.value, list):  # several objectives have a Pareto front, not one best value
@@ -153,7 +157,7 @@ class Orchestrator:
             self._report_progress()
 
     def _launch_more(self) -> None:
-        slots = min(self.spec.parallel, self.executor.capacity) - len(self.running)
+        slots = self.executor.at_once(self.spec.parallel) - len(self.running)
         for _ in range(max(slots, 0)):
             asked = self.recorder.db(self._ask_next)
             if asked is None:

@@ -21,6 +21,10 @@ class Executor(ABC):
     #: How many trials it can run at once (the orchestrator keeps at most this many in flight).
     capacity: int = 1
 
+    def at_once(self, parallel: int) -> int:
+        """How many trials it runs at once when the spec asks for ``parallel``."""
+        return min(parallel, self.capacity)
+
     def check_workload(self, workload: Any) -> None:
         """Refuse, before anything is created, a workload this executor cannot hand to its workers."""
 

@@ -27,7 +27,7 @@ LOSSES = (("train_loss", TRAIN, "--", "train loss"), ("val_loss", VAL, "-", "val
 ACCURACIES = (("train_acc", TRAIN, "--", "train accuracy"), ("val_acc", VAL, "-", "validation accuracy"))
 DIAGNOSIS_COLORS = {
     "healthy": "#2ca02c", "overfitting": "#ff7f0e", "stalled": "#7f7f7f", "diverged": "#d62728",
-    "exploding_gradients": "#9467bd", "vanishing_gradients": "#17becf", "none": "#bbbbbb",
+    "exploding_gradients": "#9467bd", "vanishing_gradients": "#17becf", "failed": "#8c564b", "none": "#bbbbbb",
 }
 STATE_MARKERS = {"COMPLETE": "o", "PRUNED": "x", "FAIL": "v"}
 
