@@ -134,13 +134,13 @@ def test_a_study_optuna_named_badly_never_leads_tuner_out_of_the_directory_and_h
     # Optuna itself takes any name: a study copied (with its checkpoint records) to a path-like one.
     for name in ("../../../pwn", "my study"):
         optuna.copy_study(from_study_name="s", from_storage=url, to_storage=url, to_study_name=name)
-    inside = user / "inside"
-    inside.mkdir()
+    inside = user / "a" / "b" / "c"  # three levels down: "../../../pwn" would write into user
+    inside.mkdir(parents=True)
     done = tuner(inside, "checkpoint", "../../../pwn", "--storage", url)
     assert done.returncode == 0, done.stderr
     written = (inside / done.stdout.strip()).resolve()
     assert written.parent == inside and written.read_bytes().startswith(b"x="), written
-    assert sorted(p.name for p in user.parent.parent.iterdir() if p.name.startswith("pwn")) == []
+    assert sorted(p.name for p in user.iterdir() if p.name.startswith("pwn")) == []
     tally("hostile input")
 
     resumed = tuner(user, "resume", "my study", "--trials", "3", "--executor", "inline", "--quiet")

@@ -32,8 +32,12 @@ from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
 # Takes a batch of rows and whether to wait for the driver's verdict on them;
-# answers True when the driver wants the trial stopped.
+# answers True when the driver wants the trial stopped. An empty batch with a
+# wait asks only for the verdict on the rows delivered before.
 Deliver = Callable[[list[dict[str, Any]], bool], bool]
+# Asks the driver to call a method of the trial's Optuna ``Trial`` (method, args, kwargs) and waits for its
+# reply: ("value", v), ("error", exception type name, message) or ("stop", why) (see tuner/trial/optuna_trial.py).
+Ask = Callable[[str, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]
 
 
 class StopTrial(optuna.TrialPruned):
@@ -59,9 +63,10 @@ class Reporter:
     ``restored.epoch + 1``.
     """
 
-    def __init__(self, job: TrialJob, deliver: Deliver | None) -> None:
+    def __init__(self, job: TrialJob, deliver: Deliver | None, ask: Ask | None = None) -> None:
         self.job = job
         self.deliver = deliver
+        self.ask = ask  # the channel an Optuna objective's trial asks the driver's study through
         self.pending: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.thresholds = Thresholds(**job.watch) if job.watch is not None else None
@@ -138,7 +143,9 @@ class Reporter:
             self._best = row
 
     def flush(self, wait: bool = False) -> None:
-        if not self.pending or self.deliver is None:
+        """Deliver the pending rows; with ``wait``, hear the driver's verdict on the last epoch reported (also
+        when its rows went already) and raise StopTrial if it ends the trial."""
+        if self.deliver is None or not (self.pending or (wait and self.epochs)):
             return
         self._call_later()
         rows, self.pending, self._kept, self._best = self.pending, [], None, None
@@ -196,7 +203,8 @@ def resolve(workload: Any) -> Callable[..., Any]:
 
 
 def run_trial(
-    job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False
+    job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False,
+    ask: Ask | None = None,
 ) -> Ended:
     """Run one trial to the end; every exception becomes part of the result.
 
@@ -206,7 +214,7 @@ def run_trial(
     the study.
     """
     start = time.perf_counter()
-    report = Reporter(job, deliver)
+    report = Reporter(job, deliver, ask)
     result = _run(job, report, own_process)
     return Ended(
         job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
