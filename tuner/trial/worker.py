@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 
-from tuner.trial import metrics
+from tuner.trial import limits, metrics
 from tuner.trial.checkpoint import Checkpoint, pack
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
@@ -151,19 +151,15 @@ class Reporter:
 
 
 def _epoch_row(epoch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise TypeError(f"report(epoch, ...): epoch must be an int, but got {epoch!r}")
-    row: dict[str, Any] = {"epoch": epoch}
+    """The row of one report, each value as the store holds it (tuner/trial/limits.py refuses what it cannot)."""
+    row: dict[str, Any] = {"epoch": limits.epoch(epoch)}
     for key, value in metrics.items():
         if key == "device":
-            row[key] = str(value)
-            continue
-        try:
-            row[key] = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"report(epoch, {key}=...): metrics must be numbers, but got {value!r}"
-            ) from None
+            row[key] = limits.text(key, value)
+        elif key == "iterations":
+            row[key] = limits.iterations(value)
+        else:
+            row[limits.name(key)] = limits.number_of(key, value)
     if "train_loss" in row and "val_loss" in row:
         row["gap_loss"] = row["val_loss"] - row["train_loss"]
     if "train_acc" in row and "val_acc" in row:

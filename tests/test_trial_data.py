@@ -1,0 +1,84 @@
+"""A trial's data never takes the study down: values the store cannot hold, repeated epochs, huge errors.
+
+Each hostile workload runs as one trial of a real study (``executor="inline"``) on each database tuner
+supports; the study goes on to the next trial, and nothing is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import tuner
+from tuner.store import Store
+from tuner.trial import limits
+
+# Each value the store cannot hold, as a workload reports it, and what the trial's fail_reason names.
+UNSTORABLE = {
+    "nan_iterations": ("report(1, val_loss=0.5, iterations=math.nan)", "iterations must be a whole number"),
+    "inf_iterations": ("report(1, val_loss=0.5, iterations=math.inf)", "iterations must be a whole number"),
+    "huge_iterations": ("report(1, val_loss=0.5, iterations=1e30)", "iterations must be a whole number"),
+    "epoch_2_63": ("report(2**63, val_loss=0.5)", "epoch must be from 0 to 2147483647"),
+    "epoch_2_31": ("report(2**31, val_loss=0.5)", "epoch must be from 0 to 2147483647"),
+    "negative_epoch": ("report(-1, val_loss=0.5)", "epoch must be from 0 to 2147483647"),
+    "huge_int_metric": ("report(1, val_loss=10**400)", "metrics must be numbers"),
+    "nul_device": ("report(1, val_loss=0.5, device='cuda\\x000')", "must not hold a NUL character"),
+}
+
+
+def unstorable(params, report):
+    """Reports one good epoch, then the case's value; the "ok" case reports a second good epoch."""
+    report(1, val_loss=0.75, iterations=2**40)
+    case = params["case"]
+    if case == "ok":
+        report(2, val_loss=0.25)
+        return
+    code, _ = UNSTORABLE[case]
+    eval(code.replace("report(1,", "report(2,"), {"report": report, "math": math})
+
+
+def test_a_value_the_store_cannot_hold_fails_its_trial_and_the_study_goes_on(store_url, tally):
+    cases = [*UNSTORABLE, "ok"]
+    study = tuner.launch(space={"case": {"type": "categorical", "choices": cases}}, objective=unstorable,
+                         strategy="grid", trials=len(cases), epochs=2, executor="inline", storage=store_url,
+                         pruner="none", max_failed_trials=len(cases) + 1)
+    trials = {t.params["case"]: t for t in study.trials}
+    assert set(trials) == set(cases)
+    ok = trials.pop("ok")
+    assert (ok.state, ok.value) == (TrialState.COMPLETE, 0.25)
+    for case, trial in trials.items():
+        assert trial.state == TrialState.FAIL, case
+        assert UNSTORABLE[case][1] in trial.user_attrs["fail_reason"], (case, trial.user_attrs["fail_reason"])
+        assert "Traceback" in trial.user_attrs["fail_traceback"]
+        tally("hostile input")
+    # The good epoch each trial reported before its bad one is stored, as is every epoch of the good trial.
+    epochs = study.epochs()
+    assert sorted((r["trial"], r["epoch"]) for r in epochs) == sorted(
+        [(t.number, 1) for t in study.trials] + [(ok.number, 2)])
+    assert {r["iterations"] for r in epochs if r["epoch"] == 1} == {2**40}
+
+
+def test_the_store_refuses_a_row_it_cannot_hold_before_it_writes_anything(store_url, tally):
+    store = Store(store_url)
+    try:
+        study = store.create_study("s", "minimize")
+        trial_id = study.ask()._trial_id
+        good = {"trial_id": trial_id, "epoch": 1, "val_loss": 0.5}
+        for bad in ({"epoch": 2**31}, {"epoch": -1}, {"epoch": 2.0}, {"iterations": math.nan},
+                    {"iterations": 2**63}, {"iterations": 1e30}, {"device": "a\x00b"}, {"grad\x00norm": 1.0}):
+            with pytest.raises((ValueError, TypeError)) as caught:
+                store.record_epochs([good, {**good, "epoch": 2, **bad}], "val_loss")
+            assert "report(epoch" in str(caught.value)
+            assert store.epochs(study) == []
+            assert store.load_study("s").trials[0].intermediate_values == {}
+            tally("hostile input")
+        edge = {**good, "epoch": limits.EPOCH_MAX, "iterations": limits.ITERATIONS_MAX, "device": "cpu"}
+        store.record_epochs([good, edge], "val_loss")
+        assert [(r["epoch"], r["iterations"]) for r in store.epochs(study)] == [(1, None), (2**31 - 1, 2**63 - 1)]
+        assert optuna.load_study(study_name="s", storage=store.storage).trials[0].intermediate_values == {
+            1: 0.5, 2**31 - 1: 0.5}
+    finally:
+        store.close()
