@@ -82,3 +82,27 @@ def test_the_store_refuses_a_row_it_cannot_hold_before_it_writes_anything(store_
             1: 0.5, 2**31 - 1: 0.5}
     finally:
         store.close()
+
+
+def repeats_epochs(params, report):
+    report(1, val_loss=0.9)
+    report(1, val_loss=0.1)  # the same epoch again: ignored, as the store keeps the first
+    report(2, val_loss=0.5)
+    report(2, val_loss=0.2)
+    report(3, val_loss=0.7)
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])  # rows in one batch; each epoch delivered on its own
+def test_a_repeated_epoch_counts_once_the_same_in_the_value_and_the_store(storage, pruner, caplog, tally):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=repeats_epochs, trials=1,
+                         epochs=3, executor="inline", storage=storage, pruner=pruner)
+    (trial,) = study.trials
+    assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.5)
+    assert trial.intermediate_values == {1: 0.9, 2: 0.5, 3: 0.7}
+    assert [(r["epoch"], r["val_loss"]) for r in study.epochs()] == [(1, 0.9), (2, 0.5), (3, 0.7)]
+    assert trial.user_attrs["epochs"] == 3
+    said = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert said == ["trial 0 reported epoch 1 again; the first report of an epoch is the one that counts (as in "
+                    "Optuna's trial.report), later ones are ignored. Fix: report each epoch once, with all its "
+                    "metrics"]
+    tally("hostile input")

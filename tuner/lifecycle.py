@@ -15,7 +15,7 @@ only when a pruner is on and the epoch is one it may judge.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,28 @@ class Run:
     attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
     judged_epoch: int = 0
+    repeats: int = 0  # reports of an epoch the trial had reported already: ignored
+    first_repeat: int | None = None  # the epoch of the first of them
+    _epochs: set[int] = field(default_factory=set, repr=False)
+
+    def fresh(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of ``rows`` whose epoch the trial had not reported yet, now its own (in ``rows``).
+
+        The first report of an epoch is the one that counts, in the trial's
+        value as in the store (which keeps one row per epoch) and as Optuna's
+        ``trial.report`` does with a step given twice; a later one is ignored
+        and counted in ``repeats``.
+        """
+        taken = []
+        for row in rows:
+            if row["epoch"] in self._epochs:
+                self.repeats += 1
+                self.first_repeat = row["epoch"] if self.first_repeat is None else self.first_repeat
+                continue
+            self._epochs.add(row["epoch"])
+            taken.append(row)
+        self.rows.extend(taken)
+        return taken
 
 
 @dataclass(frozen=True)

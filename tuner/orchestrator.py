@@ -173,7 +173,7 @@ class Orchestrator:
         if found is None:
             return job
         checkpoint, rows, best_score = found
-        run.rows.extend(rows)
+        run.fresh(rows)
         run.judged_epoch = checkpoint.epoch
         log.info("trial %d resumes from trial %s's checkpoint at epoch %d", run.number,
                  trial.user_attrs[record.RETRY_OF], checkpoint.epoch)
@@ -203,22 +203,31 @@ class Orchestrator:
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
             return
-        self.recorder.epochs(event.rows, {run.trial_id: run})
-        run.rows.extend(event.rows)
+        self.recorder.epochs(self._fresh(run, event.rows), {run.trial_id: run})
         self._apply(run, lifecycle.on_ended(run, event, self.plan, now))
         if lifecycle.starves_the_pruner(run, event, self.plan):
             self._starved(event)
 
     def _on_epochs(self, event: Epochs, now: float) -> None:
-        rows = [r for r in event.rows if r["trial_id"] in self.running]  # a stopped trial's late rows go
+        rows, touched = [], {}
+        for row in event.rows:
+            run = self.running.get(row["trial_id"])
+            if run is not None:  # a stopped trial's late rows go
+                rows += self._fresh(run, [row])
+                touched[run.trial_id] = run
         self.recorder.epochs(rows, self.running)
-        touched = {}
-        for row in rows:
-            run = self.running[row["trial_id"]]
-            run.rows.append(row)
-            touched[run.trial_id] = run
         for run in touched.values():
             self._apply(run, lifecycle.on_epochs(run, self.plan, lambda: self._pruner_verdict(run), now))
+
+    def _fresh(self, run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of epochs the trial had not reported yet (now in ``run.rows``); a repeat is said once a trial."""
+        repeats = run.repeats
+        taken = run.fresh(rows)
+        if run.repeats and not repeats:
+            log.warning("trial %d reported epoch %d again; the first report of an epoch is the one that counts "
+                        "(as in Optuna's trial.report), later ones are ignored. Fix: report each epoch once, "
+                        "with all its metrics", run.number, run.first_repeat)
+        return taken
 
     def _apply(self, run: Run, step: Step) -> None:
         """Carry out a lifecycle step: stop the worker, queue a retry, write the end."""
