@@ -106,3 +106,54 @@ def test_a_repeated_epoch_counts_once_the_same_in_the_value_and_the_store(storag
                     "Optuna's trial.report), later ones are ignored. Fix: report each epoch once, with all its "
                     "metrics"]
     tally("hostile input")
+
+
+def huge_failure(params, report):
+    report(1, val_loss=0.5)
+    if params["case"] == "message":
+        raise RuntimeError("x" * 5_000_000 + " the end")
+    return {f"key{i}": i for i in range(100_000)}  # not a number: the trial fails, naming what it returned
+
+
+def test_a_huge_failure_is_kept_whole_as_a_file_and_shown_cut(storage, tmp_path, monkeypatch, tally):
+    from tuner.trial import record
+
+    monkeypatch.setenv("TUNER_ARTIFACTS", str(tmp_path / "artifacts"))
+    study = tuner.launch(space={"case": {"type": "categorical", "choices": ["message", "returned"]}},
+                         objective=huge_failure, strategy="grid", trials=2, epochs=1, executor="inline",
+                         storage=storage, pruner="none", max_failed_trials=3)
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        assert trial.state == TrialState.FAIL
+        reason, whole = attrs["fail_reason"], attrs["fail_text"]
+        assert len(reason) < record.MAX_REASON_CHARS + 300 and len(attrs["fail_traceback"]) < 8300
+        assert reason.endswith(f"characters; the whole text: {whole['path']}]")
+        text = open(whole["path"], encoding="utf-8").read()
+        assert len(text) == whole["chars"] > 2_000_000
+        assert text.startswith(reason[:record.MAX_REASON_CHARS])
+        if trial.params["case"] == "message":
+            assert reason.startswith("RuntimeError: xxx")
+            assert text.count("x" * 5_000_000 + " the end") == 2  # in the reason and in the traceback, whole
+            assert attrs["fail_traceback"].startswith("Traceback (most recent call last):")
+            assert attrs["fail_traceback"].endswith("x the end\n")
+        else:
+            assert reason.startswith("TypeError: the workload must return a number or None, but returned {'key0'")
+            assert "'key99999': 99999}" in text
+        # optuna-dashboard lists it on the trial's page.
+        (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=optuna.storages.get_storage(storage))
+        assert (meta.artifact_id, meta.filename, meta.mimetype) == (whole["artifact_id"], "failure.txt", "text/plain")
+        tally("hostile input")
+
+
+def test_a_study_stopped_by_a_huge_failure_says_it_cut(storage, tmp_path, monkeypatch, tally):
+    from tuner.errors import StudyFailedError
+
+    monkeypatch.setenv("TUNER_ARTIFACTS", str(tmp_path / "artifacts"))
+    with pytest.raises(StudyFailedError) as caught:
+        tuner.launch(space={"case": {"type": "categorical", "choices": ["message", "returned"]}},
+                     objective=huge_failure, strategy="grid", trials=2, epochs=1, executor="inline",
+                     storage=storage, pruner="none", max_failed_trials=1)
+    message = str(caught.value)
+    assert len(message) < 2000 and len(caught.value.workload_traceback) < 8300
+    assert "characters; the whole text: " + str(tmp_path / "artifacts") in message
+    tally("hostile input")

@@ -239,11 +239,12 @@ class Orchestrator:
         if step.retry is not None:
             self.recorder.enqueue(step.retry.params, {record.ATTEMPT: step.retry.attempt,
                                                       record.RETRY_OF: step.retry.retry_of})
-        self.recorder.end(run.number, run.trial_id, step.end)
-        self.progress.count(run.number, step.end, self.spec.directions)
+        ending = self.recorder.end(run.number, run.trial_id, step.end)
+        self.progress.count(run.number, ending, self.spec.directions)
         self.progress.running = len(self.running)
-        if step.end.state == TrialState.FAIL and step.end.counted and self.first_error is None:
-            self.first_error = (run, getattr(step.end.why, "reason", "no value"))
+        if ending.state == TrialState.FAIL and ending.counted and self.first_error is None:
+            why = ending.why
+            self.first_error = (run, why.shown_reason if isinstance(why, record.Failure) else "no value")
         if self.reached is None and lifecycle.reaches_target(step.end, self.plan):
             self._reach(run.number, step.end.value)
 
