@@ -8,6 +8,7 @@ the next epoch. A breakpoint in a workload stops right there.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import deque
@@ -17,6 +18,47 @@ from typing import Any
 from tuner.executors.base import Executor
 from tuner.trial.messages import Ended, Epochs, Event, TrialJob
 from tuner.trial.worker import run_trial
+
+
+class WorkloadExit(BaseException):
+    """A workload called ``os._exit`` in the driver's process: it fails its trial instead of ending the study."""
+
+
+class _ExitGuard:
+    """While inline trials may run, ``os._exit`` from a thread of the driver other than its main one fails that
+    thread's trial (a WorkloadExit) instead of ending the driver at once, with no exit handler run, its exit
+    status 0 and the trial left RUNNING. The main thread, and a process forked from this one, exit as asked."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.real = os._exit
+        self.pid = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                self.real, self.pid = os._exit, os.getpid()
+                os._exit = self._exit  # type: ignore[assignment]
+            self.users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                os._exit = self.real
+
+    def _exit(self, status: int) -> None:
+        if os.getpid() == self.pid and threading.current_thread() is not threading.main_thread():
+            raise WorkloadExit(
+                f"the workload called os._exit({status}), which would end the study's own process: with "
+                "--executor inline its trials run inside it. Fix: return (or raise) from the workload instead, or "
+                "run it on Ray, where each trial has a process of its own"
+            )
+        self.real(status)
+
+
+_EXIT_GUARD = _ExitGuard()
 
 
 class InlineExecutor(Executor):
@@ -30,6 +72,8 @@ class InlineExecutor(Executor):
         self.running: TrialJob | None = None
         self.stopping: set[int] = set()
         self.unanswered: list[threading.Event] = []
+        self.closed = threading.Event()
+        self.guarded = False
 
     def submit(self, job: TrialJob) -> None:
         self.waiting.append(job)
@@ -66,12 +110,17 @@ class InlineExecutor(Executor):
 
     def _start(self, job: TrialJob) -> None:
         self.running = job
+        if not self.guarded:
+            _EXIT_GUARD.__enter__()
+            self.guarded = True
 
         def deliver(rows: list[dict[str, Any]], wait: bool) -> bool:
             # Always waits: in one process the verdict costs a hand-over, not a round trip.
             handled = threading.Event()
             self.events.put((Epochs(rows), handled))
-            handled.wait()
+            while not handled.wait(0.1):
+                if self.closed.is_set():  # no poll will hand these rows over any more
+                    return True
             return job.trial_id in self.stopping
 
         def trial() -> None:
@@ -93,3 +142,7 @@ class InlineExecutor(Executor):
 
     def close(self) -> None:
         self.cancel([j.trial_id for j in self.waiting] + ([self.running.trial_id] if self.running else []))
+        self.closed.set()
+        if self.guarded:
+            _EXIT_GUARD.__exit__()
+            self.guarded = False

@@ -117,7 +117,7 @@ class _Pusher:
 def _remote_trial(job: TrialJob, channel: Any) -> Ended:
     pusher = _Pusher(channel, job.trial_id)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    ended = run_trial(job, pusher, node=node, own_process=True)
+    ended = run_trial(job, pusher, node=node)
     pusher.settle()
     return ended
 

@@ -75,8 +75,18 @@ class Reporter:
         self.device: str | None = None
         self._last_report = time.perf_counter()
         self._last_flush = self._last_report
+        self.closed = False  # the trial ended: a late report() (a thread the workload left) is refused
+
+    def close(self) -> None:
+        self.closed = True
 
     def __call__(self, epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
+        if self.closed:
+            raise RuntimeError(
+                f"report({epoch!r}, ...) was called after trial {self.job.number} ended, so it is not recorded "
+                "(a thread of the workload outlived it?). Fix: wait for the threads that report (join them) "
+                "before the workload returns."
+            )
         now = time.perf_counter()
         row = _epoch_row(epoch, metrics)
         row.setdefault("seconds", now - self._last_report)
@@ -191,29 +201,28 @@ def resolve(workload: Any) -> Callable[..., Any]:
     return func
 
 
-def run_trial(
-    job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False
-) -> Ended:
-    """Run one trial to the end; every exception becomes part of the result.
+def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -> Ended:
+    """Run one trial to the end; every exception the workload raises becomes part of the result.
 
-    ``own_process``: the trial runs in a worker of its own (Ray), where a
-    KeyboardInterrupt can only come from the workload, so it fails the trial
-    like any error. In the driver (inline) it is the user's Ctrl-C and stops
-    the study.
+    Every one, BaseExceptions too (KeyboardInterrupt, SystemExit,
+    GeneratorExit, a class of the workload's own): a trial runs in a thread
+    of the driver (inline) or a worker of its own (Ray), never in the
+    driver's main thread, where alone the user's Ctrl-C arrives, so what
+    its workload raises is the trial's failure and the driver learns of it.
     """
     start = time.perf_counter()
     report = Reporter(job, deliver)
-    result = _run(job, report, own_process)
+    try:
+        result = _run(job, report)
+    finally:
+        report.close()
     return Ended(
         job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
         node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start, waits=report.waits,
     )
 
 
-def _run(job: TrialJob, report: Reporter, own_process: bool) -> Result:
-    caught: tuple[type[BaseException], ...] = (Exception, SystemExit)
-    if own_process:
-        caught += (KeyboardInterrupt,)
+def _run(job: TrialJob, report: Reporter) -> Result:
     try:
         with _deadline(job.timeout):
             returned = resolve(job.workload)(dict(job.workload_params), report)
@@ -227,7 +236,7 @@ def _run(job: TrialJob, report: Reporter, own_process: bool) -> Result:
             return Pruned()
         return Pruned({"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
                        "values": finding.values})
-    except caught as exc:
+    except BaseException as exc:  # noqa: BLE001 - the workload's, whatever it is: see run_trial
         _free_gpu_memory()
         return Failed(_describe(exc), traceback.format_exc())
 
