@@ -5,10 +5,12 @@ Run as a user runs it: the installed `tuner` script, `--executor inline`, from t
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 
 import optuna
@@ -142,3 +144,61 @@ def test_a_base_exception_on_ray_is_the_workloads_failure_not_a_start_failure(ra
     assert trial.user_attrs["fail_reason"] == "Interrupted: a BaseException of the workload's"
     assert "raise Interrupted" in trial.user_attrs["fail_traceback"]
     tally("fault")
+
+
+# ---------------------------------------------------------------------- every epoch reported before the end is kept
+
+RELEASE = threading.Event()
+
+
+def reports_then_hangs(params, report):
+    for epoch in range(1, 4):
+        report(epoch, val_loss=1.0 / epoch)
+    RELEASE.wait()  # blocked in C, where trial_timeout's exception cannot reach it: the driver must kill it
+
+
+def test_epochs_reported_just_before_a_hang_are_kept(storage, tally):
+    try:
+        study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=reports_then_hangs,
+                             trials=1, epochs=10, executor="inline", storage=storage, trial_timeout=0.5,
+                             pruner="none")
+    finally:
+        RELEASE.set()  # let the abandoned thread go
+    (trial,) = study.trials
+    assert (trial.state, trial.user_attrs["fail_kind"]) == (TrialState.FAIL, "timeout")
+    assert trial.intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3]
+    tally("fault")
+
+
+def reports_then_dies(params, report):
+    for epoch in range(1, 4):
+        report(epoch, val_loss=1.0 / epoch)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGKILL)  # out of memory, say
+
+
+def test_epochs_reported_just_before_a_worker_dies_are_kept_on_ray(ray_local, storage, tally):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=reports_then_dies,
+                         trials=1, epochs=10, storage=storage, retries=0, pruner="none")
+    (trial,) = study.trials
+    assert (trial.state, trial.user_attrs["fail_kind"]) == (TrialState.FAIL, "worker_died")
+    assert trial.intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3]
+    tally("fault")
+
+
+def checkpoint_between_deliveries(params, report):
+    for epoch in range(1, 6):  # all within one checkpoint interval: the rows go, the checkpoint waits
+        report(epoch, val_loss=[3.0, 1.0, 2.0, 2.5, 2.7][epoch - 1], checkpoint=b"epoch 2" if epoch == 2 else None)
+
+
+def test_a_checkpoint_kept_while_its_row_went_ahead_still_reaches_the_study(storage, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_ARTIFACTS", str(tmp_path / "artifacts"))
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=checkpoint_between_deliveries,
+                         trials=1, epochs=5, executor="inline", storage=storage, pruner="none")
+    (trial,) = study.trials
+    assert (trial.value, trial.user_attrs["checkpoint"]["epoch"], trial.user_attrs["best_checkpoint"]["epoch"]) == (
+        1.0, 2, 2)
+    assert study.checkpoint(0, tmp_path / "model.bin").read_bytes() == b"epoch 2"
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3, 4, 5]  # each stored once

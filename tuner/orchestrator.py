@@ -29,7 +29,7 @@ from tuner.recorder import Recorder
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.trial import metrics, record
-from tuner.trial.messages import Ended, Epochs, Event, TrialJob
+from tuner.trial.messages import RESENT, Ended, Epochs, Event, TrialJob
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
@@ -203,31 +203,36 @@ class Orchestrator:
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
             return
-        self.recorder.epochs(self._fresh(run, event.rows), {run.trial_id: run})
+        rows, resent = self._fresh(run, event.rows)
+        self.recorder.epochs(rows, {run.trial_id: run}, resent)
         self._apply(run, lifecycle.on_ended(run, event, self.plan, now))
         if lifecycle.starves_the_pruner(run, event, self.plan):
             self._starved(event)
 
     def _on_epochs(self, event: Epochs, now: float) -> None:
-        rows, touched = [], {}
+        rows, resent, touched = [], [], {}
         for row in event.rows:
             run = self.running.get(row["trial_id"])
             if run is not None:  # a stopped trial's late rows go
-                rows += self._fresh(run, [row])
+                fresh, again = self._fresh(run, [row])
+                rows += fresh
+                resent += again
                 touched[run.trial_id] = run
-        self.recorder.epochs(rows, self.running)
+        self.recorder.epochs(rows, self.running, resent)
         for run in touched.values():
             self._apply(run, lifecycle.on_epochs(run, self.plan, lambda: self._pruner_verdict(run), now))
 
-    def _fresh(self, run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The rows of epochs the trial had not reported yet (now in ``run.rows``); a repeat is said once a trial."""
+    def _fresh(self, run: Run, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows of epochs the trial had not reported yet (now in ``run.rows``), and the copies of rows
+        sent again with their checkpoint (messages.RESENT); a repeated epoch is said once a trial."""
+        resent = [r for r in rows if r.pop(RESENT, False)]
         repeats = run.repeats
-        taken = run.fresh(rows)
+        taken = run.fresh(r for r in rows if not any(r is again for again in resent))
         if run.repeats and not repeats:
             log.warning("trial %d reported epoch %d again; the first report of an epoch is the one that counts "
                         "(as in Optuna's trial.report), later ones are ignored. Fix: report each epoch once, "
                         "with all its metrics", run.number, run.first_repeat)
-        return taken
+        return taken, resent
 
     def _apply(self, run: Run, step: Step) -> None:
         """Carry out a lifecycle step: stop the worker, queue a retry, write the end."""
@@ -257,8 +262,14 @@ class Orchestrator:
     def _expire_deadlines(self) -> None:
         """Kill trials that outlived trial_timeout (a hung worker cannot stop itself)."""
         now = time.monotonic()
-        for run in list(self.running.values()):
-            if lifecycle.past_deadline(run, self.plan, now, KILL_AFTER_SECONDS):
+        expired = [run for run in self.running.values() if lifecycle.past_deadline(run, self.plan, now,
+                                                                                    KILL_AFTER_SECONDS)]
+        if not expired:
+            return
+        for event in self.executor.delivered():  # what they reported up to now is theirs: recorded first
+            self._handle(event)
+        for run in expired:
+            if run.trial_id in self.running:  # not ended by what it delivered
                 self.executor.cancel([run.trial_id])
                 self._apply(run, lifecycle.on_deadline(run, self.plan, now))
 

@@ -81,11 +81,13 @@ class Recorder:
 
     # ------------------------------------------------------------------ writes
 
-    def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any] | None = None) -> None:
-        """Write one batch of epoch rows, then the checkpoints they carry; then each trial of ``runs`` (by
-        trial id) that has rows here is logged."""
-        if rows:
-            saved = checkpoints.take(rows)
+    def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any] | None = None,
+               resent: Sequence[dict[str, Any]] = ()) -> None:
+        """Write one batch of epoch rows, then the checkpoints they carry (and those of ``resent``: rows
+        written before, sent again with their checkpoint); then each trial of ``runs`` (by trial id) that has
+        rows here is logged."""
+        if rows or resent:
+            saved = checkpoints.take(sorted([*resent, *rows], key=lambda r: r["epoch"]))  # each trial's in order
             self.db(self.store.record_epochs, list(rows), lambda r: metrics.score(r, self.spec.objective))
             for trial_id, taken in saved.items():
                 self.db(self.checkpoints.save, trial_id, taken)

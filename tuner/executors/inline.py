@@ -1,9 +1,10 @@
 """Run trials one after another in this process, in a thread: for debugging and tests.
 
 The trial runs in a thread so that the driver's loop stays the same as with
-Ray: the thread hands each batch of rows over as an event and waits until
-the driver has handled it (the next ``poll``), so a stop takes effect before
-the next epoch. A breakpoint in a workload stops right there.
+Ray: the thread hands each epoch's rows over as an event as it reports them
+and, where a verdict may fall, waits until the driver has handled them (the
+next ``poll``), so a stop takes effect before the next epoch. A breakpoint
+in a workload stops right there.
 """
 
 from __future__ import annotations
@@ -88,11 +89,24 @@ class InlineExecutor(Executor):
             got = [self.events.get(timeout=timeout)]
         except queue.Empty:
             return []
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        events = []
+        return self._take(got)
+
+    def delivered(self) -> list[Event]:
+        return self._take([])
+
+    def _take(self, got: list[tuple[Event, threading.Event | None]]) -> list[Event]:
+        """``got`` and every event queued after it, as poll returns them."""
+        while True:
+            try:
+                got.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        events: list[Event] = []
         for event, handled in got:
-            events.append(event)
+            if isinstance(event, Epochs) and events and isinstance(events[-1], Epochs):
+                events[-1] = Epochs(events[-1].rows + event.rows)  # one batch of rows: one write
+            else:
+                events.append(event)
             if handled is not None:
                 self.unanswered.append(handled)
             if isinstance(event, Ended) and self.running is not None and event.trial_id == self.running.trial_id:
@@ -115,7 +129,9 @@ class InlineExecutor(Executor):
             self.guarded = True
 
         def deliver(rows: list[dict[str, Any]], wait: bool) -> bool:
-            # Always waits: in one process the verdict costs a hand-over, not a round trip.
+            if not wait:  # the rows are the driver's now; a stop is heard at the next delivery
+                self.events.put((Epochs(rows), None))
+                return job.trial_id in self.stopping
             handled = threading.Event()
             self.events.put((Epochs(rows), handled))
             while not handled.wait(0.1):

@@ -184,25 +184,24 @@ class RayExecutor(Executor):
             return []
         refs = list(self.refs)
         now = time.monotonic()
-        # A task younger than FLUSH_SECONDS has pushed nothing yet (a short
-        # trial's rows all come back in its outcome), so the channel is drained
-        # only when an older task ended or is still streaming.
-        old = [r for r, (job, t0) in self.refs.items() if job.flush_seconds == 0 or now - t0 >= FLUSH_SECONDS]
-        streaming = any(self.refs[r][0].flush_seconds == 0 for r in old)
+        streaming = any(job.flush_seconds == 0 for job, _ in self.refs.values())
         interval = STREAM_DRAIN_SECONDS if streaming else FLUSH_SECONDS
         ready, _ = ray.wait(refs, num_returns=1, timeout=min(timeout, interval))
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         now = time.monotonic()
         events: list[Event] = []
-        if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
-            self.last_drain = now
-            rows = ray.get(self.channel.drain.remote())
-            if rows:
-                events.append(Epochs(rows))  # before the ends: a trial's rows precede its end
-                for row in rows:
-                    self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], 0))
-        return events + [self._outcome(ref) for ref in ready]
+        # Workers push each epoch as it is reported: a trial that ended (a dead worker's too) has its rows here.
+        if ready or now - self.last_drain >= interval:
+            events += self.delivered()
+        return events + [self._outcome(ref) for ref in ready]  # the rows first: a trial's rows precede its end
+
+    def delivered(self) -> list[Event]:
+        self.last_drain = time.monotonic()
+        rows = ray.get(self.channel.drain.remote())
+        for row in rows:
+            self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], 0))
+        return [Epochs(rows)] if rows else []
 
     def handled(self) -> None:
         self._answer()

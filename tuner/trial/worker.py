@@ -29,7 +29,7 @@ import optuna
 from tuner.trial import limits, metrics
 from tuner.trial.checkpoint import Checkpoint, pack
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
-from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
+from tuner.trial.messages import RESENT, Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
 # Takes a batch of rows and whether to wait for the driver's verdict on them;
 # answers True when the driver wants the trial stopped.
@@ -47,14 +47,20 @@ class StopTrial(optuna.TrialPruned):
 class Reporter:
     """The ``report(epoch, checkpoint=None, **metrics)`` callable a workload receives.
 
+    Each epoch's row is delivered as it is reported, without waiting for
+    the driver (except where a verdict may fall): whatever ends the trial, a
+    crash of its worker or a hang it is killed for, every epoch reported
+    before is the driver's.
+
     ``checkpoint`` (a file path, bytes, or a state dict) is kept with the
-    trial: of those reported between two deliveries of rows only the last one
-    travels, and the one of the epoch that best meets the job's objective so
-    far (the model the trial's value describes). A function that returns one
-    costs less: it is called only at an epoch that beats the trial's best,
-    when its epoch's rows are delivered (at most every ``flush_seconds``) or
-    at the last epoch, inside that epoch's ``report`` call, so the epochs in
-    between save nothing. ``restored`` is the checkpoint a trial run again after a
+    trial; checkpoints travel at most every ``flush_seconds`` (and at the
+    last epoch, and where a verdict may fall): of those reported in between
+    only the last one, and the one of the epoch that best meets the job's
+    objective so far (the model the trial's value describes), each with a
+    copy of its epoch's row. A function that returns one costs less: it is
+    called only at an epoch that beats the trial's best, when checkpoints
+    travel or at the last epoch, inside that epoch's ``report`` call, so the
+    epochs in between save nothing. ``restored`` is the checkpoint a trial run again after a
     worker death starts from (None otherwise): its workload goes on at
     ``restored.epoch + 1``.
     """
@@ -74,7 +80,7 @@ class Reporter:
         self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
         self._last_report = time.perf_counter()
-        self._last_flush = self._last_report
+        self._last_flush = self._last_report  # when checkpoints last travelled
         self.closed = False  # the trial ended: a late report() (a thread the workload left) is refused
 
     def close(self) -> None:
@@ -108,10 +114,8 @@ class Reporter:
                 raise StopTrial(f"trial {self.job.number}: {finding.kind}: {finding.detail}", finding)
         if self.deliver is None:
             return
-        if not final and self.job.waits_at(epoch):
-            self.flush(wait=True)  # a verdict may fall here: hear it before the next epoch starts
-        elif now - self._last_flush >= self.job.flush_seconds:
-            self.flush()
+        # Where a verdict may fall, hear it before the next epoch starts; elsewhere the row goes without a wait.
+        self.flush(wait=not final and self.job.waits_at(epoch), final=final)
 
     def _checkpoint(self, row: dict[str, Any], given: Any) -> None:
         # A function not called in its own epoch never is: by the next, the state it returns has moved on.
@@ -147,17 +151,40 @@ class Reporter:
         if best:
             self._best = row
 
-    def flush(self, wait: bool = False) -> None:
+    def flush(self, wait: bool = False, final: bool = False) -> None:
+        """Deliver the rows not delivered yet; with them the kept checkpoints, when they are due."""
         if not self.pending or self.deliver is None:
             return
-        self._call_later()
-        rows, self.pending, self._kept, self._best = self.pending, [], None, None
-        self._last_flush = start = time.perf_counter()
+        due = wait or final or time.perf_counter() - self._last_flush >= self.job.flush_seconds
+        rows = self.remaining() if due else [_without_checkpoint(r) for r in self.pending]
+        self.pending = []
+        start = time.perf_counter()
         stop = self.deliver(rows, wait)
         if wait:
             self.waits.append(time.perf_counter() - start)
         if stop:
             raise StopTrial(f"trial {self.job.number} stopped by the orchestrator")
+
+    def remaining(self, ended: bool = False) -> list[dict[str, Any]]:
+        """What is left to deliver, checkpoints and all: the rows not delivered yet, after a copy of each
+        delivered row that holds a kept checkpoint (marked RESENT: the driver takes only its checkpoint).
+        ``ended``: the trial is over, and a checkpoint function of its last epoch is not called any more."""
+        if not ended:
+            self._call_later()
+        pending = {id(r) for r in self.pending}
+        held = {id(r): r for r in (self._best, self._kept) if r is not None and id(r) not in pending}
+        resent = [{**r, RESENT: True} for r in sorted(held.values(), key=lambda r: r["epoch"])]
+        rows = resent + [dict(r) for r in self.pending]
+        for row in (*held.values(), *self.pending):
+            row.pop("checkpoint", None)  # it travels now
+        self._kept, self._best = None, None
+        self._last_flush = time.perf_counter()
+        return rows
+
+
+def _without_checkpoint(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a row to deliver before its checkpoint is due (the worker's own row keeps it until then)."""
+    return {k: v for k, v in row.items() if k != "checkpoint"}
 
 
 def _epoch_row(epoch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +244,7 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     finally:
         report.close()
     return Ended(
-        job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
+        job.number, job.trial_id, result, rows=report.remaining(ended=True), device=report.device or detect_device(),
         node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start, waits=report.waits,
     )
 
