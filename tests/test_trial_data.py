@@ -157,3 +157,66 @@ def test_a_study_stopped_by_a_huge_failure_says_it_cut(storage, tmp_path, monkey
     assert len(message) < 2000 and len(caught.value.workload_traceback) < 8300
     assert "characters; the whole text: " + str(tmp_path / "artifacts") in message
     tally("hostile input")
+
+
+# ---------------------------------------------------------------------- an objective's metric the workload never reports
+
+MISNAMED_WORKLOAD = '''
+import time
+
+
+def train(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(0.3)
+        report(epoch, val_loss=1.0 / epoch, val_acc=1.0 - 1.0 / (epoch + 1))
+'''
+
+MISNAMED_SPEC = """name: misnamed
+workload: mine:train
+trials: 4
+epochs: 20
+objective: {{metric: {metric}, direction: maximize}}
+pruner: {pruner}
+params:
+  lr: {{type: float, low: 1.0e-4, high: 1.0, log: true}}
+"""
+
+
+@pytest.mark.parametrize("pruner", ["median", "none"])
+def test_a_misspelt_metric_stops_the_study_at_the_first_epoch_naming_what_was_reported(tmp_path, pruner, tally):
+    import shutil
+    import subprocess
+    import time
+
+    from tests.services import user_env
+
+    tuner_script = shutil.which("tuner")
+    assert tuner_script is not None, "the `tuner` console script is not installed: pip install -e ."
+    (tmp_path / "mine.py").write_text(MISNAMED_WORKLOAD)
+    (tmp_path / "mine.yaml").write_text(MISNAMED_SPEC.format(metric="val_accuracy", pruner=pruner))
+    start = time.monotonic()
+    launched = subprocess.run([tuner_script, "launch", "mine.yaml", "--executor", "inline", "--quiet"],
+                              cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - start
+    assert launched.returncode != 0 and "Traceback" not in launched.stderr, launched.stderr
+    said = " ".join(launched.stderr.split())
+    assert ("objective metric 'val_accuracy' is not among what trial 0 reported at epoch 1: val_loss, val_acc. "
+            "Did you mean 'val_acc'? Fix: set `metric: val_acc` under objective: in the spec") in said, said
+    study = optuna.load_study(study_name="misnamed", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    (trial,) = study.trials  # stopped at trial 0's first epoch, not after its 20 epochs (6 s) or three trials
+    assert (trial.state, trial.user_attrs["fail_kind"], trial.user_attrs["epochs"]) == (TrialState.FAIL,
+                                                                                       "interrupted", 1)
+    print(f"\na misspelt metric stopped the study after {took:.1f} s, the CLI's start included (a trial runs 6 s)")
+    tally("hostile input")
+
+
+def test_a_metric_never_reported_is_named_with_what_was(storage):
+    def reports_others(params, report):
+        report(1, train_loss=0.5, val_acc=0.5)
+
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=reports_others, trials=1,
+                         epochs=1, executor="inline", storage=storage, pruner="none", metric="f1")
+    (trial,) = study.trials
+    assert trial.user_attrs["fail_reason"] == ("the workload returned no value and never reported 'f1': it reported "
+                                               "train_loss, val_acc. Fix: call report(epoch, f1=...) each epoch, or "
+                                               "return the value.")

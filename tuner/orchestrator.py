@@ -207,7 +207,7 @@ class Orchestrator:
         self.recorder.epochs(rows, {run.trial_id: run}, resent)
         self._apply(run, lifecycle.on_ended(run, event, self.plan, now))
         if lifecycle.starves_the_pruner(run, event, self.plan):
-            self._starved(event)
+            self._starved(run, event)
 
     def _on_epochs(self, event: Epochs, now: float) -> None:
         rows, resent, touched = [], [], {}
@@ -226,8 +226,10 @@ class Orchestrator:
         """The rows of epochs the trial had not reported yet (now in ``run.rows``), and the copies of rows
         sent again with their checkpoint (messages.RESENT); a repeated epoch is said once a trial."""
         resent = [r for r in rows if r.pop(RESENT, False)]
-        repeats = run.repeats
+        repeats, first = run.repeats, not run.rows
         taken = run.fresh(r for r in rows if not any(r is again for again in resent))
+        if first and taken:
+            self._check_names(run, taken[0])
         if run.repeats and not repeats:
             log.warning("trial %d reported epoch %d again; the first report of an epoch is the one that counts "
                         "(as in Optuna's trial.report), later ones are ignored. Fix: report each epoch once, "
@@ -281,16 +283,23 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ the study's end
 
-    def _starved(self, ended: Ended) -> None:
+    def _starved(self, run: Run, ended: Ended) -> None:
         """A pruner with nothing to read would never prune: say so after the first trial."""
         self._abort("study stopped: the pruner has no per-epoch values")
         metric = self.spec.objective.metric
         raise StudyFailedError(
             f"pruner {self.spec.pruner.type!r} needs a value of {metric!r} every epoch, but trial "
-            f"{ended.number} reported none (it only returned its result). Fix: call "
+            f"{ended.number} reported none: {lifecycle.what_it_reported(run.rows, metric)}. Fix: call "
             f"report(epoch, {metric}=...) each epoch, or set `pruner: none`.",
             study=self.study.study_name,
         )
+
+    def _check_names(self, run: Run, row: dict[str, Any]) -> None:
+        """At a trial's first epoch, an objective's metric it reports misspelt stops the study there."""
+        problem = lifecycle.misnamed(row, self.plan, run.number)
+        if problem is not None:
+            self._abort("study stopped: the objective's metric is not what the workload reports")
+            raise StudyFailedError(problem, study=self.study.study_name)
 
     def _reach(self, number: int | None, value: float | None) -> None:
         """A trial reached `objective.target`: the study starts no new trial; those running finish (as W&B's)."""
