@@ -159,7 +159,7 @@ def test_a_study_stopped_by_a_huge_failure_says_it_cut(storage, tmp_path, monkey
     tally("hostile input")
 
 
-# ---------------------------------------------------------------------- an objective's metric the workload never reports
+# ---------------------------------------------------------------------- an objective's metric never reported
 
 MISNAMED_WORKLOAD = '''
 import time

@@ -60,9 +60,9 @@ class Reporter:
     copy of its epoch's row. A function that returns one costs less: it is
     called only at an epoch that beats the trial's best, when checkpoints
     travel or at the last epoch, inside that epoch's ``report`` call, so the
-    epochs in between save nothing. ``restored`` is the checkpoint a trial run again after a
-    worker death starts from (None otherwise): its workload goes on at
-    ``restored.epoch + 1``.
+    epochs in between save nothing. ``restored`` is the checkpoint a trial
+    run again after a worker death starts from (None otherwise): its
+    workload goes on at ``restored.epoch + 1``.
     """
 
     def __init__(self, job: TrialJob, deliver: Deliver | None) -> None:
@@ -172,7 +172,8 @@ class Reporter:
         if not ended:
             self._call_later()
         pending = {id(r) for r in self.pending}
-        held = {id(r): r for r in (self._best, self._kept) if r is not None and id(r) not in pending}
+        held = {id(r): r for r in (self._best, self._kept) if r is not None and id(r) not in pending
+                and "checkpoint" in r}
         resent = [{**r, RESENT: True} for r in sorted(held.values(), key=lambda r: r["epoch"])]
         rows = resent + [dict(r) for r in self.pending]
         for row in (*held.values(), *self.pending):
@@ -244,8 +245,9 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     finally:
         report.close()
     return Ended(
-        job.number, job.trial_id, result, rows=report.remaining(ended=True), device=report.device or detect_device(),
-        node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start, waits=report.waits,
+        job.number, job.trial_id, result, rows=report.remaining(ended=True),
+        device=report.device or detect_device(), node=node or socket.gethostname(),
+        wall_seconds=time.perf_counter() - start, waits=report.waits,
     )
 
 
