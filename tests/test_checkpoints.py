@@ -236,3 +236,171 @@ def test_an_upload_the_database_does_not_record_leaves_no_file_behind(tmp_path, 
     kept.save(trial_id, taken)  # the retry, as Recorder.db makes it
     (artifact,) = kept.directory.iterdir()
     assert artifact.name == store.storage.get_trial(trial_id).user_attrs["checkpoint"]["artifact_id"]
+
+
+@pytest.mark.parametrize("workload", ["mlp", "cnn"])
+def test_best_model_is_the_best_trials_best_epoch_as_a_module_that_scores_its_value(tmp_path, workload):
+    import numpy as np
+
+    import workers
+
+    # 12 wine examples overfit: val_loss bottoms out at epochs 3-5 of 8, so the model is not the last epoch's.
+    spec = {"workload": workload, "data": "wine", "fixed": {"train_size": 12, "width": 64},
+            "params": {"lr": {"type": "float", "low": 0.01, "high": 0.03, "log": True}}}
+    study = tuner.launch(spec, trials=2, epochs=8, executor="inline", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                         pruner="none", seed=0, strategy="random")
+    best = study.optuna.best_trial
+    assert best.user_attrs["best_checkpoint"]["epoch"] < best.user_attrs["checkpoint"]["epoch"] == 8
+
+    model = study.best_model()
+    assert isinstance(model, torch.nn.Module) and not model.training
+    wine = workers.load("wine", 0)  # the data set as a user loads it: raw features
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.array(wine.x_val)))
+    y = torch.from_numpy(np.array(wine.y_val))
+    at_best = next(e for e in study.epochs(best.number) if e["epoch"] == best.user_attrs["best_checkpoint"]["epoch"])
+    assert torch.nn.functional.cross_entropy(logits, y).item() == pytest.approx(best.value, rel=1e-5)
+    assert (logits.argmax(1) == y).float().mean().item() == pytest.approx(at_best["val_acc"])
+    again = tuner.load(study.name, storage=study.store.url).model(best.number).state_dict()  # a trial by number
+    assert again.keys() == model.state_dict().keys()
+    assert all(torch.equal(again[k], v) for k, v in model.state_dict().items())
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+
+def own_net(params, report):
+    torch.manual_seed(0)
+    net = Net()
+    for epoch in range(1, params["epochs"] + 1):
+        with torch.no_grad():
+            net.layer.bias.fill_(epoch)
+        report(epoch, val_loss=abs(epoch - 2) + params["x"], checkpoint=net.state_dict)
+
+
+def test_best_model_of_a_users_own_workload_says_how_to_load_it_and_that_way_works(tmp_path):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=own_net, trials=1, epochs=3,
+                         executor="inline", storage=f"sqlite:///{tmp_path / 'study.db'}", pruner="none")
+    with pytest.raises(tuner.TunerError) as refused:
+        study.best_model()
+    message = str(refused.value)
+    assert "own_net" in message and "model.load_state_dict(torch.load(study.best_checkpoint()))" in message
+    model = Net()  # what the message says to do
+    model.load_state_dict(torch.load(study.best_checkpoint(tmp_path / "best.pt")))
+    assert model.layer.bias.item() == 2.0  # its best epoch's
+
+
+CHECKPOINT_BYTES = 48 * 1024  # two fit the small disk below (128 KiB), a third does not
+
+
+def fills_the_disk(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        report(epoch, val_loss=params["x"] + 1.0 / epoch, checkpoint=bytes([epoch]) * CHECKPOINT_BYTES)
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    """A directory on a real 128 KiB file system (a tmpfs; root may mount one), for the artifact store.
+
+    Where mounting is not allowed, a write there past 128 KiB in all fails as a full disk's does: part of the
+    file written, then OSError(ENOSPC).
+    """
+    import errno
+    import shutil
+    import subprocess
+
+    path = tmp_path / "artifacts"
+    path.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(path)],
+                                 capture_output=True).returncode == 0
+    except OSError:  # no mount command
+        mounted = False
+    if not mounted:
+        def fills(source, target, *args):
+            data = source.read()
+            room = 128 * 1024 - sum(p.stat().st_size for p in path.iterdir())
+            target.write(data[: max(room, 0)])
+            if len(data) > room:
+                target.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(shutil, "copyfileobj", fills)
+        print("\n(no tmpfs mount allowed: a full disk is injected at the write)")
+    monkeypatch.setenv(checkpoints.ENV, str(path))
+    yield path
+    monkeypatch.undo()
+    if mounted:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_full_artifact_store_drops_checkpoints_with_one_warning_and_leaves_no_partial_file(
+        tmp_path, small_disk, caplog, tally):
+    import logging
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with caplog.at_level(logging.WARNING, logger="tuner"):
+        study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=fills_the_disk,
+                             trials=4, epochs=2, executor="inline", storage=storage, pruner="none", seed=0,
+                             strategy="random", checkpoints={"keep": 3})
+    full = [r.getMessage() for r in caplog.records if "is full" in r.getMessage()]
+    trials = optuna.load_study(study_name=study.name, storage=storage).trials
+    files = sorted(small_disk.iterdir())
+    kept = [t for t in trials if "checkpoint" in t.user_attrs]
+    print(f"\na full artifact store: {len(trials)} trials COMPLETE, {len(kept)} with a checkpoint, "
+          f"{len(files)} files, {len(full)} warning(s): {full[:1]}")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert len(full) == 1 and str(small_disk) in full[0]
+    assert 0 < len(kept) < 4  # some checkpoints fitted, the others were dropped
+    assert all(p.stat().st_size == CHECKPOINT_BYTES and not p.name.startswith(".") for p in files)  # none partial
+    for t in kept:  # what an attribute names is there, whole
+        for name in ("checkpoint", "best_checkpoint"):
+            meta = t.user_attrs[name]
+            assert checkpoints.read(small_disk, meta, "").epoch == meta["epoch"] == 2
+    tally("fault")
+
+
+def test_on_a_full_disk_a_trial_keeps_what_fitted_and_never_names_an_earlier_epoch_as_its_model(small_disk, caplog,
+                                                                                                   tally):
+    import logging
+
+    from tuner.spec import Objective
+    from tuner.store import Store, internals
+    from tuner.trial.checkpoint import BYTES, Checkpoint
+
+    store = Store(f"sqlite:///{small_disk.parent / 'study.db'}")
+    study = store.create_study("full", "minimize")
+    trial_id = internals.trial_id(study.ask())
+    kept = checkpoints.Checkpoints(store, study, keep=3, objective=Objective(metric="val_loss"))
+
+    def batch(*epochs, size=CHECKPOINT_BYTES):
+        return [({"epoch": e, "val_loss": loss}, Checkpoint(e, bytes([e]) * size, BYTES, "model.bin"))
+                for e, loss in epochs]
+
+    def held():
+        attrs = store.storage.get_trial(trial_id).user_attrs
+        return {name: attrs[name].get("removed") or checkpoints.read(small_disk, attrs[name], "").epoch
+                for name in ("checkpoint", "best_checkpoint")}
+
+    with caplog.at_level(logging.WARNING, logger="tuner"):
+        kept.save(trial_id, batch((1, 2.0)))  # one artifact: 48 of 128 KiB
+        # The best (epoch 2) fits into a second artifact; the last (3) would need a third's room beside them.
+        kept.save(trial_id, batch((2, 1.0), (3, 1.5)))
+        assert held() == {"checkpoint": 2, "best_checkpoint": 2}  # the model is the last kept one too
+        # A new best that does not fit: the trial keeps epoch 2 to resume from, and has no model.
+        kept.save(trial_id, batch((4, 0.5)))
+        state = held()
+        assert state["checkpoint"] == 2 and "full" in state["best_checkpoint"]
+        with pytest.raises(tuner.TunerError, match="full when its best epoch, 4, was saved"):
+            checkpoints.download(store, study, store.storage.get_trial(trial_id), small_disk.parent / "model.bin")
+        kept.save(trial_id, batch((5, 0.4), size=1024))  # room for a small one: kept again
+        assert held() == {"checkpoint": 5, "best_checkpoint": 5}
+    said = [r.getMessage() for r in caplog.records if "artifact store" in r.getMessage()]
+    assert len(said) == 2 and "is full" in said[0] and "room again" in said[1]
+    sizes = sorted(p.stat().st_size for p in small_disk.iterdir())
+    assert sizes == [1024, CHECKPOINT_BYTES]  # whole files, no partial one
+    store.close()
+    tally("fault")

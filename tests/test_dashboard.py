@@ -7,6 +7,7 @@ except under CI=true, where they fail: CI must not pass by not testing.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,3 +316,109 @@ def test_a_two_objective_studys_pareto_front_is_drawn_with_its_metric_names(tmp_
         assert not errors(page), page.console
     finally:
         assert stop(proc) == 0, log.read_text()
+
+
+# ---------------------------------------------------------------------- user text in notes
+
+
+# A workload's error as the trial's note shows it: each part would make the viewer's browser fetch from {url}
+# (or, relative, from the dashboard's own address) if the note took it for markdown or HTML. optuna-dashboard's
+# Content-Security-Policy lets a page load images from its own address alone, so that is where these point.
+HOSTILE_REASON = ('![t]({url}/track/image.png) <img src="/track/html.png"> `` ![t](/track/code-span.png) `` '
+                  "**bold** [see]({url}/track/link.png) ![t][r] <{url}/track/autolink.png>")
+# A reason of several lines (a traceback) goes in a code block: this one tries to close it early.
+HOSTILE_TRACEBACK = ("Traceback (most recent call last):\n```\n![t](/track/fence.png)\n````\n"
+                     '<img src="/track/fence.png">')
+
+
+class Tracker:
+    """A proxy on 127.0.0.1 in front of the dashboard that records every request for a path under /track/."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802  (the base class's name)
+                if self.path.startswith("/track/"):
+                    hits.append(self.path)
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=30) as response:
+                        status, headers, body = response.status, response.headers, response.read()
+                except urllib.error.HTTPError as exc:
+                    status, headers, body = exc.code, exc.headers, exc.read()
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_workloads_error_in_a_note_is_shown_as_text_and_loads_nothing(tmp_path, tally):
+    from optuna_dashboard import save_note
+
+    chromium()
+    port = free_port()
+    tracker = Tracker(f"http://127.0.0.1:{port}")
+    storage = f"sqlite:///{tmp_path / 'tuner.db'}"
+
+    def hostile(params, report):
+        report(1, val_loss=1.0)
+        if params["case"] == 0:
+            raise ValueError(HOSTILE_REASON.format(url=tracker.url))
+
+    space = {"case": {"type": "categorical", "choices": [0, 1]}}
+    study = tuner.launch(space=space, objective=hostile, study="hostile", strategy="grid", epochs=1, pruner="none",
+                         executor="inline", storage=storage)
+    study.optuna.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, user_attrs={"fail_reason": HOSTILE_TRACEBACK.format(url=tracker.url)}))
+    # The control: a note the user wrote keeps its markdown, so its image loads: the tracker sees a browser's fetch.
+    done = next(t for t in study.optuna.trials if t.state == TrialState.COMPLETE)
+    save_note(optuna.trial.Trial(study.optuna, done._trial_id), "my own note ![mine](/track/control.png)")
+    trials = study.optuna.trials
+    proc, log = start_dashboard(tmp_path, "--storage", storage, "--port", str(port))
+    base, sid = tracker.url, study.optuna._study_id  # the browser goes through the tracker
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # until it serves, and the annotator has written every trial's note
+            assert proc.poll() is None, f"tuner dashboard exited {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no annotated dashboard after 90 s:\n{log.read_text()}"
+            try:
+                if all(t["note"]["body"] for t in get_json(f"{base}/api/studies/{sid}")["trials"]):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        pages = {t.number: render(f"{base}/dashboard/studies/{sid}/trials?numbers={t.number}",
+                                  f"dashboard/hostile-note-{t.number}", height=1400, budget_ms=5000) for t in trials}
+    finally:
+        assert stop(proc) == 0, log.read_text()
+        tracker.close()
+    print(f"\nrequests the trial pages made for /track/: {sorted(set(tracker.hits))}")
+    assert set(tracker.hits) == {"/track/control.png"}  # the user's own image, and nothing a workload wrote
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2
+    for trial in failed:
+        note = pages[trial.number].dom.split(">Note<", 1)[1].split("Written by", 1)[0]  # not the attributes' table
+        text = html.unescape(re.sub(r"<[^>]+>", "", note))  # what a reader sees
+        for line in trial.user_attrs["fail_reason"].splitlines():  # every line of it, as it was written
+            assert line in text, (line, text[:3000])
+        tally("hostile input")

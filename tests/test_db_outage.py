@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 
@@ -11,8 +12,10 @@ import pytest
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
+import tuner
 from tuner import orchestrator as orch
 from tuner import recorder
+from tuner.errors import StoreUnreachable
 from tuner.executors import make_executor
 from tuner.spec import load_spec
 from tuner.store import Store
@@ -45,8 +48,9 @@ def test_one_outage_is_waited_out_once_within_the_bound_with_one_warning(storage
         raise lost_connection()
 
     monkeypatch.setattr(o.study, "ask", down)  # the database is away for good
-    with caplog.at_level(logging.WARNING, logger="tuner"), pytest.raises(sa.exc.OperationalError):
+    with caplog.at_level(logging.WARNING, logger="tuner"), pytest.raises(StoreUnreachable) as stopped:
         o._launch_more()
+    assert isinstance(stopped.value.__cause__.__cause__ or stopped.value.__cause__, sa.exc.OperationalError)
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     print(f"\nan outage that never ends: waited {sum(simulated_time):.0f} simulated s "
           f"(bound {recorder.DB_OUTAGE_SECONDS} s), {len(warnings)} warning(s)")
@@ -115,3 +119,78 @@ def test_a_heartbeat_during_a_real_postgres_restart_waits_for_the_server(postgre
     print(f"\nheartbeat during a PostgreSQL restart: waited {waited:.1f} s, then recorded")
     assert waited > 0.5
     o.store.close()
+
+
+class Outage:
+    """The database gone for this process: while ``down``, every SQL statement fails as on a lost server."""
+
+    down = False
+    fired = False
+
+    @staticmethod
+    def refuse(conn, cursor, statement, parameters, context, executemany):
+        if Outage.down:
+            raise sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.fixture
+def outage():
+    Outage.down = Outage.fired = False
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", Outage.refuse)
+    yield Outage
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", Outage.refuse)
+    Outage.down = False
+
+
+def goes_away(params, report):
+    """Trains three epochs; the first trial's second epoch takes the database away (for good, until a test says)."""
+    for epoch in range(1, params["epochs"] + 1):
+        if epoch == 2 and not Outage.fired:
+            Outage.down = Outage.fired = True
+        report(epoch, val_loss=(params["x"] - 0.5) ** 2 + 1.0 / epoch)
+
+
+def test_an_outage_past_the_bound_stops_once_with_the_resume_command_and_resume_finishes(storage, simulated_time,
+                                                                                         outage, caplog, tally):
+    spec = {"name": "away", "workload": "tests.test_db_outage:goes_away", "strategy": "random", "trials": 3,
+            "epochs": 3, "pruner": "none", "seed": 0, "params": {"x": {"type": "float", "low": 0, "high": 1}}}
+    with caplog.at_level(logging.WARNING, logger="tuner"), pytest.raises(StoreUnreachable) as stopped:
+        tuner.launch(spec, storage=storage, executor="inline")
+    message = str(stopped.value)
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    print(f"\nan outage past the bound: waited {sum(simulated_time):.0f} simulated s in all "
+          f"(bound {recorder.DB_OUTAGE_SECONDS} s), {len(warnings)} warning(s), then: {message}")
+    # One wait, within the bound: the study's end does not wait a second time.
+    assert recorder.DB_OUTAGE_SECONDS <= sum(simulated_time) <= recorder.DB_OUTAGE_SECONDS + recorder.DB_RETRY_SECONDS
+    assert len(warnings) == 1
+    assert "\n" not in message and "`tuner resume away`" in message and "disk I/O error" in message
+    assert stopped.value.exit_code == 1
+
+    outage.down = False  # the database is back
+    left = [t.number for t in optuna.load_study(study_name="away", storage=storage).trials
+            if t.state == TrialState.RUNNING]
+    assert left == [0]  # nothing could be written: the trial is left RUNNING, for the resume
+    tuner.resume("away", storage=storage, executor="inline")
+    trials = optuna.load_study(study_name="away", storage=storage).trials
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 3 and TrialState.RUNNING not in states
+    assert trials[0].user_attrs["fail_kind"] == "interrupted"
+    assert any(t.user_attrs.get("retry_of") == 0 and t.state == TrialState.COMPLETE for t in trials)
+    tally("fault")
+
+
+def test_the_cli_says_an_outage_past_the_bound_in_one_line_and_exits_1(tmp_path, storage, simulated_time, outage,
+                                                                        capsys, tally):
+    from tuner import cli
+
+    spec = tmp_path / "away.yaml"
+    spec.write_text("name: away\nworkload: tests.test_db_outage:goes_away\nstrategy: random\ntrials: 2\nepochs: 3\n"
+                    "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    code = cli.main(["launch", str(spec), "--storage", storage, "--executor", "inline", "--quiet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "is unreachable" not in line]
+    print(f"\nthe CLI after an outage past the bound: exit {code}; {lines}")
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("error: the study store") and "tuner resume away" in lines[0]
+    assert "Traceback" not in err
+    tally("fault")

@@ -255,3 +255,17 @@ def test_compute_accounting_adds_up(storage):
     )
     assert acct["wall_seconds"] == pytest.approx(sum(t.user_attrs["wall_seconds"] for t in study.trials), abs=0.01)
     assert acct["gpu_seconds"] == 0.0
+
+
+def test_a_failed_trial_is_diagnosed_failed_with_its_reason_never_healthy(storage):
+    study = tuner.launch(space={"x": {"type": "float", "low": -1, "high": 1}}, objective=workloads.fails_when_negative,
+                         study="fails", trials=8, epochs=1, strategy="random", seed=2, pruner="none",
+                         executor="inline", storage=storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert failed and complete, [t.state for t in study.trials]
+    for t in failed:  # no epoch shows anything wrong; what it has is the reason it failed
+        assert t.user_attrs["diagnosis"] == "failed", t.user_attrs
+        assert t.user_attrs["diagnosis_detail"] == t.user_attrs["fail_reason"]
+        assert "is negative" in t.user_attrs["diagnosis_detail"]
+    assert {t.user_attrs["diagnosis"] for t in complete} == {"healthy"}

@@ -289,7 +289,7 @@ def test_ctrl_c_fails_the_running_trials_uncounted(storage: str, monkeypatch: py
 
 
 def test_the_worker_side_loads_nothing_of_the_driver() -> None:
-    code = ("import sys, tuner.trial.worker, tuner.executors.ray; "
+    code = ("import sys, tuner.trial.worker, tuner.trial.optuna_trial, tuner.executors.ray; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy' or m in "
             "('tuner.store', 'tuner.orchestrator', 'tuner.api', 'tuner.spec', 'tuner.recorder')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -150,3 +150,15 @@ def test_a_workload_that_reports_no_loss_cannot_be_probed():
 def _write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "s.yaml").write_text(text)
     return tmp_path / "s.yaml"
+
+
+def test_with_no_blow_up_in_the_bounds_the_narrowed_range_still_ends_at_the_lowest_loss(one_thread):
+    # A real probe of the built-in MLP: SGD with momentum on wine falls from lr ~0.02, is lowest near 0.86 and
+    # rises again by lr 1 (it blows up at ~1.8 when the bounds reach that far), so nothing blows up below 1.
+    spec = load_spec(SPEC_DICT | {"probe": {"steps": 60}, "seed": 3, "fixed": {"optimizer": "sgd", "momentum": 0.9},
+                                  "params": {"lr": {**WIDE, "low": 1e-4, "high": 1.0}, "width": WIDTH}})
+    found = probe.run(spec, spec.workload_target)
+    assert found.blowup is None and found.fall is not None
+    assert found.best < 1.0 and found.smoothed[-1] > min(found.smoothed)  # the loss rose past its lowest
+    assert found.narrowed == (pytest.approx(found.fall / probe.LOW_MARGIN), found.best)
+    assert probe.narrowed(spec, found).params["lr"].high == found.best

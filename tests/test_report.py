@@ -137,8 +137,9 @@ def test_compare_prints_studies_side_by_side_and_plots_their_histories(store, ca
     assert "must be a .png or .html file" in capsys.readouterr().err
 
 
-def test_show_draws_each_trials_validation_curve_best_first(store, capsys):
+def test_show_draws_each_trials_validation_curve_best_first(store, capsys, monkeypatch):
     cwd, storage = store
+    monkeypatch.setenv("COLUMNS", "160")  # a terminal wide enough for every column (at 120 the curve goes first)
     assert main(["show", "wine", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "val_loss curve" in out
@@ -222,7 +223,14 @@ def test_the_report_command_says_what_it_is_doing_as_it_goes(store):
     print("\n" + "\n".join(lines))
     steps = [line for line in lines if line.startswith("report: ")]
     assert steps[0].startswith("report: reading ") and "trials and their epochs" in steps[0]
-    assert any("retraining the best configuration" in s for s in steps)
+    # The step names what the test score is, as the page does: the best trial keeps a checkpoint, so its
+    # saved model is scored and nothing is retrained (a line saying "retraining" would contradict the page).
+    (tested,) = [s for s in steps if "test split" in s]
+    found = re.search(r"scoring trial (\d+)'s saved model \(epoch (\d+)\) on the test split, not retrained", tested)
+    assert found and not any("retraining" in s for s in steps), steps
+    page = (cwd / "steps.html").read_text()
+    assert (f"Trial {found[1]}&#x27;s saved model (its checkpoint of epoch {found[2]}), scored once on the "
+            "held-out test split; not retrained.") in page.replace("&#39;", "&#x27;")
     assert any(s.startswith("report: plotting history") for s in steps)
     assert lines[-1].startswith("wrote the report of wine")
 
@@ -354,8 +362,12 @@ def test_the_test_score_is_fit_trained_on_train_and_validation_then_scored_once_
     monkeypatch.setattr(training, "train_epoch", spy_epoch)
     monkeypatch.setattr(training, "evaluate", spy_evaluate)
 
-    # 1. As the report runs it: 3 epochs (the best epoch) on train+validation, then the test split once.
-    score, how = report.test_score(facts)
+    # 1. As the report runs it: 3 epochs (the best epoch) on train+validation, then the test split once;
+    # the step the report command prints says so, before it runs.
+    heard: list[str] = []
+    score, how = report.test_score(facts, heard.append)
+    assert heard == [f"retraining trial {best.number}'s configuration on train+validation for 3 epochs, then "
+                     "scoring it on the test split"]
     iris = data.load("iris", 4)
     assert [n for n, *_ in epochs] == [len(iris.y_train) + len(iris.y_val)] * 3
     assert not np.array_equal(iris.y_val, iris.y_test)  # so the next line tells them apart
@@ -404,3 +416,43 @@ def test_the_shared_helpers_the_report_uses():
     assert why_stopped({"stop_reason": "s", "fail_reason": "f"}) == "f"
     assert why_stopped({"stop_reason": "s", "prune_reason": None}) == "s"
     assert why_stopped({"diagnosis": "healthy"}) == ""
+
+
+@pytest.mark.parametrize("dist, values", [
+    ("values", list(range(8, 520, 24))),  # an int param with `values:` (22 of them): a categorical of ints
+    ("range", list(range(0, 100_001, 5000))),  # an int range whose labels are six digits wide
+], ids=["values", "wide range"])
+def test_the_gap_plots_tick_labels_of_an_int_param_with_many_values_do_not_overlap(dist, values):
+    import itertools
+
+    import optuna
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from tuner.report import Facts
+    from tuner.report.figures import gap_figure
+
+    width = CategoricalDistribution(values) if dist == "values" else IntDistribution(0, 100_000, step=1000)
+    trials = [optuna.trial.create_trial(
+        value=0.5, params={"width": v, "lr": 0.01},
+        distributions={"width": width, "lr": FloatDistribution(1e-4, 1.0, log=True)},
+        user_attrs={"final_gap": 0.1 * (i % 5) - 0.1, "diagnosis": "healthy"}) for i, v in enumerate(values)]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    fig = gap_figure(Facts("s", "minimize", "val_loss", {}, trials, {}, {}), ["width", "lr"])
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    low, high = sorted(ax.get_xlim())
+    shown = [(tick, label) for tick, label in zip(ax.get_xticks(), ax.get_xticklabels())
+             if low <= tick <= high and label.get_visible() and label.get_text()]
+    texts = [label.get_text() for _, label in shown]
+    boxes = [label.get_window_extent(renderer) for _, label in shown]
+    print(f"\n{dist}: tick labels {texts}")
+    assert len(shown) >= 3
+    assert all(text.lstrip("−").isdigit() for text in texts)  # whole numbers
+    if dist == "values":
+        assert all(int(text) in values for text in texts)  # each label is the value at its tick
+    crowded = [(texts[i], texts[j]) for i, j in itertools.combinations(range(len(boxes)), 2)
+               if boxes[i].overlaps(boxes[j])]
+    assert crowded == []

@@ -22,12 +22,17 @@ import time
 from pathlib import Path
 
 
+SECRETS = {"TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE", "PGPASSWORD", "PGPASSFILE",
+           "PGSERVICEFILE", "PGSERVICE", "PGSSLKEY", "MYSQL_PWD"}
+
+
 def probe(params, report):
-    """Reports 1.0 when the worker's own environment (as the kernel holds it) names the study store."""
+    """Fails, naming them, when the worker's own environment (as the kernel holds it) holds a database secret."""
     environ = Path("/proc/self/environ").read_bytes().split(b"\\0")
     names = {item.split(b"=", 1)[0].decode() for item in environ if item}
-    seen = names & {"TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE"}
-    report(1, val_loss=float(bool(seen)), leaked=float(len(seen)))
+    if names & SECRETS:
+        raise ValueError(f"the worker sees {sorted(names & SECRETS)}")
+    report(1, val_loss=0.0)
 
 
 def slow(params, report):
@@ -47,16 +52,21 @@ def setup(tmp_path: Path, spec: str) -> dict[str, str]:
                     OPTUNA_STORAGE=f"sqlite:///{tmp_path / 'tuner.db'}")
 
 
-def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path):
+def test_ray_workers_never_see_the_study_stores_url_or_password(tmp_path, tally):
     env = setup(tmp_path, "name: p\nworkload: work:probe\nstrategy: random\ntrials: 2\nparallel: 2\nepochs: 1\n"
-                          "pruner: none\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+                          "pruner: none\nmax_failed_trials: 2\nparams:\n  x: {type: float, low: 0, high: 1}\n")
+    # libpq's and MySQL's own password variables too, as a user's shell may hold them for psql or mysql.
+    (tmp_path / "pgpass").write_text("*:*:*:*:secret\n")
+    env.update(PGPASSWORD="secret", PGPASSFILE=str(tmp_path / "pgpass"), PGSERVICEFILE=str(tmp_path / "pgservice"),
+               PGSERVICE="tuner", PGSSLKEY=str(tmp_path / "client.key"), MYSQL_PWD="secret")
     result = subprocess.run([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name="p", storage=env["TUNER_STORAGE"]).trials
-    print(f"\nstore variables seen by Ray workers: {[t.value for t in trials]} (0 = none)")
+    print(f"\ndatabase secrets seen by Ray workers: {[t.user_attrs.get('fail_reason', 'none') for t in trials]}")
+    assert [t.user_attrs.get("fail_reason") for t in trials] == [None, None]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert [t.value for t in trials] == [0.0, 0.0]
+    assert result.returncode == 0, result.stderr
+    tally("hostile input")
 
 
 def test_sigterm_stops_the_study_quietly_with_nothing_left_running(tmp_path):
@@ -110,11 +120,12 @@ def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_ne
         (tmp_path / "s.yaml").write_text(spec.format(attempt))
         proc = subprocess.Popen([TUNER, "launch", "s.yaml", "--quiet"], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}")
         deadline = time.monotonic() + 120
+        folder = Path(tempfile.gettempdir(), f"tuner-ray-{proc.pid}-?")
         while time.monotonic() < deadline and not holders(folder):  # its Ray is up
             time.sleep(0.3)
-        assert list(folder.glob("session_*")), "the local Ray kept its session files elsewhere"
+            folder = next(Path(tempfile.gettempdir()).glob(f"tuner-ray-{proc.pid}-*"), folder)
+        assert list(folder.glob("*/session_*")), "the local Ray kept its session files elsewhere"
         time.sleep(3)  # its agents are up too
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -136,4 +147,4 @@ def test_a_local_rays_session_files_go_with_it_and_a_kill_9s_are_swept_by_the_ne
     assert survivors, "nothing outlived the kill -9: the sweep is not tested"
     assert holders(folder) == []
     for other in Path(tempfile.gettempdir()).glob("tuner-ray-*"):  # only live orchestrators' remain
-        os.kill(int(other.name.removeprefix("tuner-ray-")), 0)
+        os.kill(int(other.name.removeprefix("tuner-ray-").partition("-")[0]), 0)

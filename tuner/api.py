@@ -14,16 +14,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import probe, strategies
+from tuner import optuna_objective, probe, strategies
 from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
+from tuner.progress import shown
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, load_spec, point_problems
+from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX, FloatParam, StudySpec, load_spec, point_problems
 from tuner.store import Store
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
@@ -144,25 +144,70 @@ class Study:
         objectives (pick a trial: :meth:`checkpoint`), or a workload that
         never passed ``checkpoint=`` to ``report``.
         """
+        return self.checkpoint(self._best_number("checkpoint"), to)
+
+    def _best_number(self, what: str) -> int:
+        """The best trial's number; a TunerError for a study with several objectives or no completed trial."""
         if len(self.optuna.directions) > 1:
             raise TunerError(f"study {self.name!r} has several objectives, so no one best trial. Fix: pick a trial "
-                             "of its Pareto front (tuner best) and call study.checkpoint(N) (tuner checkpoint "
-                             "STUDY --trial N).")
+                             f"of its Pareto front (tuner best) and call study.{what}(N)"
+                             + (" (tuner checkpoint STUDY --trial N)." if what == "checkpoint" else "."))
         try:
-            best = self.optuna.best_trial
+            return self.optuna.best_trial.number
         except ValueError:
-            raise TunerError(f"study {self.name!r} has no completed trial yet, so no best checkpoint.") from None
-        return self.checkpoint(best.number, to)
+            raise TunerError(f"study {self.name!r} has no completed trial yet, so no best {what}.") from None
 
     def checkpoint(self, trial: int, to: str | Path | None = None) -> Path:
         """Trial ``trial``'s model (its best epoch's checkpoint), from the study's artifact store to ``to``; its path."""
         from tuner import checkpoints
 
-        found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == trial]
+        return checkpoints.download(self.store, self.optuna, self._trial(trial), to)
+
+    def best_model(self) -> Any:
+        """The best trial's model as a torch module, on the CPU in eval mode, with the weights of its best
+        epoch's checkpoint (that epoch's value is the trial's).
+
+        For the built-in workloads (``mlp``, ``cnn``); the module takes the
+        data set's features as ``workers.load(data, seed)`` gives them
+        (standardized inside, as the trial trained). For your own workload a
+        TunerError says how to load :meth:`best_checkpoint` into your model.
+        """
+        return self.model(self._best_number("model"))
+
+    def model(self, trial: int) -> Any:
+        """Trial ``trial``'s model as a torch module (see :meth:`best_model`)."""
+        import importlib
+
+        from tuner import checkpoints
+
+        spec = self._spec()
+        if not spec.is_builtin:
+            raise TunerError(
+                f"study {self.name!r} trains your own workload ({spec.workload.removeprefix(CALLABLE_PREFIX)}), "
+                "so only your code can build its model. Fix: load the checkpoint it passed to "
+                "report(..., checkpoint=...) into your model yourself: for a state dict, "
+                "model.load_state_dict(torch.load(study.best_checkpoint())); model.eval() "
+                "(README.md, Checkpoints: Lightning and Hugging Face too)."
+            )
+        frozen = self._trial(trial)
+        state = checkpoints.fetch(self.store, self.optuna, frozen).load()
+        workload = importlib.import_module(spec.workload_target.partition(":")[0])
+        return workload.model({**spec.context(), **frozen.params}, state)
+
+    def _trial(self, number: int) -> FrozenTrial:
+        found = [t for t in self.optuna.get_trials(deepcopy=False) if t.number == number]
         if not found:
-            raise TunerError(f"trial: study {self.name!r} has no trial {trial} (its trials are 0 to "
+            raise TunerError(f"trial: study {self.name!r} has no trial {number} (its trials are 0 to "
                              f"{len(self.trials) - 1}). Fix: pick one that `tuner show {self.name}` lists.")
-        return checkpoints.download(self.store, self.optuna, found[0], to)
+        return found[0]
+
+    def _spec(self) -> StudySpec:
+        saved = self.optuna.user_attrs.get(SPEC_ATTR)
+        if not saved:
+            raise StorageError(f"study {self.name!r} was not launched by tuner (it has no {SPEC_ATTR!r}), so "
+                               "tuner does not know its workload. Fix: load its checkpoint into your model "
+                               "yourself: model.load_state_dict(torch.load(study.best_checkpoint())).")
+        return load_spec({**saved, "name": saved.get("name", self.name)})
 
     @property
     def artifacts(self) -> Path:
@@ -192,9 +237,19 @@ def launch(
     on_start: Callable[[StudySpec, Study], None] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     callbacks: Sequence[Callable[..., Any]] = (),
+    progress: bool | None = None,
     **overrides: Any,
 ) -> Study:
     """Validate a spec, create its study, and run it to its budget.
+
+    ``objective`` is tuner's ``train(params, report)`` (with ``space=``), or
+    Optuna's define-by-run ``objective(trial)`` as it is, with no space:
+    ``tuner.launch(objective=objective, n_trials=100, direction="maximize")``
+    runs each trial on a Ray worker, whose ``trial.suggest_*`` the study's
+    sampler answers, ``trial.report(value, step)`` records the step as an epoch
+    (tuner's metrics as keywords: ``trial.report(acc, step, val_loss=vl)``),
+    ``trial.should_prune()`` asks tuner's pruner, and the returned value is the
+    trial's (see tuner/optuna_objective.py).
 
     ``overrides`` replace top-level spec keys (``strategy``, ``trials`` or
     ``n_trials``, ``parallel``, ``epochs``, ``seed``, ``timeout``, ...);
@@ -202,13 +257,17 @@ def launch(
     (e.g. the best of a previous study: ``tuner.load(name).best_configurations(5)``)
     run first; those that no longer fit the space are left out. ``callbacks``
     are Optuna's ``callback(study, frozen_trial)``, called as each trial ends
-    (see :class:`tuner.recorder.Callbacks`).
+    (see :class:`tuner.recorder.Callbacks`). ``progress`` shows the CLI's
+    header and progress bar on stderr (True), or nothing (False); by default
+    it shows in a terminal or a notebook, not in a log.
     """
-    return launch_with(
-        spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
-        storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress, on_start=on_start,
-        warm_start=warm_start, callbacks=callbacks,
-    )
+    overrides = optuna_objective.create_study_keywords(overrides)  # study_name=, as optuna.create_study has
+    with shown(_check_progress(progress), on_start, on_progress) as (on_start, on_progress):
+        return launch_with(
+            spec_path_or_dict, _renamed(overrides, "keyword"), objective=objective, space=space, study=study,
+            storage=storage, executor=executor, ray_address=ray_address, on_progress=on_progress,
+            on_start=on_start, warm_start=warm_start, callbacks=callbacks,
+        )
 
 
 def launch_with(
@@ -231,7 +290,7 @@ def launch_with(
     _check_objective(objective)
     spec = _make_spec(spec_path_or_dict, objective, space, overrides)
     callbacks = _callbacks(spec, callbacks)
-    workload = objective if objective is not None else spec.workload_target
+    workload = _workload(objective, spec)
     store = Store(storage)
     name = study or spec.name
     store.check_new(name)
@@ -249,8 +308,8 @@ def launch_with(
             runner.close()
             raise
         result = Study(optuna_study, store, plan)
-        if on_start is not None:
-            on_start(spec, result)
+        if on_start is not None:  # the spec as this run runs it: inline runs one trial at a time
+            on_start(spec.model_copy(update={"parallel": runner.at_once(spec.parallel)}), result)
         Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks).run()
     return result
 
@@ -264,18 +323,27 @@ def resume(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     callbacks: Sequence[Callable[..., Any]] = (),
+    progress: bool | None = None,
     **overrides: Any,
 ) -> Study:
     """Continue a study to its budget with the spec it was launched with.
 
     Trials left RUNNING by an orchestrator that died are marked failed (they
     do not count toward the budget); ``trials`` may be raised to run more.
-    ``callbacks`` as for :func:`launch`.
+    ``callbacks`` and ``progress`` as for :func:`launch`.
     """
-    return resume_with(
-        name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
-        ray_address=ray_address, on_progress=on_progress, callbacks=callbacks,
-    )
+    with shown(_check_progress(progress), None, on_progress) as (_, on_progress):
+        return resume_with(
+            name, _renamed(overrides, "keyword"), objective=objective, storage=storage, executor=executor,
+            ray_address=ray_address, on_progress=on_progress, callbacks=callbacks,
+        )
+
+
+def _check_progress(progress: Any) -> bool | None:
+    if progress is not None and not isinstance(progress, bool):
+        raise TunerError(f"progress=: must be True (show the progress bar), False (show nothing) or None (show it "
+                         f"in a terminal or a notebook), but got {progress!r}. Fix: e.g. progress=False.")
+    return progress
 
 
 def resume_with(
@@ -303,10 +371,11 @@ def resume_with(
         )
     plan = Plan.of(spec)
     callbacks = _callbacks(spec, callbacks)
-    optuna_study = store.load_study(name, sampler=_resumed_sampler(plan, optuna_study))
+    optuna_study = store.load_study(name, sampler=plan.sampler())
     with study_lock(store.url, name) as exclusive:
         runner = make_executor(executor, ray_address)
-        workload = objective if objective is not None else spec.workload_target
+        _check_objective(objective)
+        workload = _workload(objective, spec)
         runner.check_workload(workload)
         orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks)
         orchestrator.recover(every_running=exclusive)
@@ -344,12 +413,14 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     spec = load_spec({**saved, "name": saved.get("name", name)})
     problems = []
     for i, params in enumerate(points):
-        found = [] if strategies.fits(spec, params) else point_problems(spec, params) or ["does not fit the space"]
+        # An Optuna objective(trial) makes its space as it runs: a point is queued as Optuna's enqueue_trial takes it.
+        fits = not spec.params or strategies.fits(spec, params)
+        found = [] if fits else point_problems(spec, params) or ["does not fit the space"]
         problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
     if problems:
         raise SpecError(source, problems)
     for params in points:
-        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params[k], FloatParam)}
+        floats = {k: float(v) for k, v in params.items() if isinstance(spec.params.get(k), FloatParam)}
         optuna_study.enqueue_trial({**params, **floats}, user_attrs={ENQUEUED_ATTR: True})
     return Study(optuna_study, store, Plan.of(spec))
 
@@ -357,13 +428,20 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_objective(objective: Callable[..., Any] | None) -> None:
-    """Refuse, before anything is created, an objective that cannot be called as ``train(params, report)``.
-
-    The commonest shape in the field is Optuna's ``objective(trial)``, which
-    asks for its params itself; tuner samples them from ``space=`` instead.
-    """
+def _workload(objective: Callable[..., Any] | None, spec: StudySpec) -> Any:
+    """What the workers run: the spec's workload, tuner's ``train(params, report)``, or an Optuna objective(trial)
+    wrapped so that its trial asks the driver's study."""
     if objective is None:
+        return spec.workload_target
+    if optuna_objective.takes_trial(objective):
+        return optuna_objective.wrap(objective, spec.objective.metric)
+    return objective
+
+
+def _check_objective(objective: Callable[..., Any] | None) -> None:
+    """Refuse, before anything is created, an objective that is neither ``train(params, report)`` nor Optuna's
+    ``objective(trial)``."""
+    if objective is None or optuna_objective.takes_trial(objective):
         return
     try:
         signature = inspect.signature(objective)
@@ -374,9 +452,9 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
     except TypeError:
         name = getattr(objective, "__qualname__", type(objective).__name__)
         raise TunerError(
-            f"objective: tuner calls it as train(params, report), but {name}{signature} cannot take those two "
-            "arguments (an Optuna-style objective(trial)?). Fix: take the sampled params and a report "
-            "callable, and move each trial.suggest_* into space=:\n"
+            f"objective: tuner calls it as Optuna's objective(trial) or as train(params, report), but "
+            f"{name}{signature} can take neither. Fix: take Optuna's trial (and call trial.suggest_*), or the "
+            "sampled params and a report callable, with the space in space=:\n"
             "    def train(params, report):              # params['lr'], params['epochs'], ...\n"
             "        for epoch in range(1, params['epochs'] + 1):\n"
             "            ...\n"
@@ -438,6 +516,11 @@ def _make_spec(
     overrides: Mapping[str, Any],
 ) -> StudySpec:
     extra = overrides.copy()
+    trial_shaped = objective is not None and optuna_objective.takes_trial(objective)
+    if trial_shaped:
+        _define_by_run(source, space, extra)
+        source = None
+        space = {}
     if source is None:
         if space is None or objective is None:
             raise TunerError(
@@ -452,23 +535,31 @@ def _make_spec(
         target = getattr(objective, "func", objective)
         qualname = getattr(target, "__qualname__", type(target).__qualname__)
         extra["workload"] = f"{CALLABLE_PREFIX}{getattr(target, '__module__', '?')}:{qualname}"
+        if trial_shaped:
+            extra["workload"] += TRIAL_SUFFIX
     return load_spec(source, extra)
 
 
-def _resumed_sampler(plan: Plan, study: optuna.Study) -> optuna.samplers.BaseSampler:
-    """The sampler of a resumed study, seeded apart from every earlier session of it.
-
-    Rebuilt with the spec's own seed, it would draw the first session's
-    configurations again. The seed is derived from the spec's and the number
-    of trials already made, so a resume is still reproducible, and a study
-    resumed before its first trial draws exactly what one launch would.
-    (QMC continues its own sequence from the study, so it keeps the seed.)
-    """
-    made = len(study.get_trials(deepcopy=False))
-    seed = plan.spec.seed
-    if seed is None or made == 0 or plan.strategy == "qmc":
-        return plan.sampler()
-    return plan.sampler(int(np.random.SeedSequence([seed, made]).generate_state(1)[0]))
+def _define_by_run(source: Any, space: Mapping[str, Any] | None, extra: dict[str, Any]) -> None:
+    """An Optuna objective(trial) asks for its own params: refuse a space or a spec given with it, and a grid
+    (which needs the space up front); ``trial.report``'s value is recorded as Optuna's ``value`` unless
+    ``metric=`` names it."""
+    if space is not None or source is not None:
+        given = "space=" if space is not None else "a spec"
+        raise TunerError(
+            f"objective: an Optuna objective(trial) asks for its params itself (trial.suggest_*), so {given} "
+            "cannot be given with it. Fix: leave it out: tuner.launch(objective=objective, n_trials=..., "
+            "direction=...), with other settings as keywords (epochs=, pruner=, parallel=, ...)."
+        )
+    if extra.get("strategy") == "grid":
+        raise TunerError(
+            "strategy=: grid search lists every point of the space before the first trial, but an Optuna "
+            "objective(trial) makes its space as it runs. Fix: leave strategy out (TPE), or pass a "
+            "train(params, report) function with space= to run a grid."
+        )
+    objective = extra.get("objective")
+    if not isinstance(objective, Mapping) or "metric" not in objective:
+        extra["objective"] = {"metric": optuna_objective.METRIC, **(objective or {})}
 
 
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
@@ -490,7 +581,8 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
         if warm_start:
             log.info("warm start: left out, as a grid runs every point of its space anyway")
         return study  # the grid is queued already; warm-start points would only repeat some
-    fitting = [params for params in warm_start if strategies.fits(spec, params)]
+    # An Optuna objective(trial) makes its space as it runs: its points are Optuna's enqueued trials, as they are.
+    fitting = [params for params in warm_start if not spec.params or strategies.fits(spec, params)]
     for params in fitting:
         study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
     if warm_start:

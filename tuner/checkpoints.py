@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +46,7 @@ ENV = "TUNER_ARTIFACTS"
 ATTR = "checkpoint"  # the trial's user attribute: {artifact_id, epoch, bytes, sha256, format, filename, path}
 BEST_ATTR = "best_checkpoint"  # the same, for the checkpoint of the trial's best epoch
 ROW_KEY = "checkpoint"  # where a Checkpoint rides on the epoch row it was reported with
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write the artifact store's disk has no room for
 
 log = logging.getLogger("tuner")
 
@@ -67,6 +70,33 @@ def take(rows: Sequence[dict[str, Any]]) -> dict[int, list[tuple[dict[str, Any],
         if checkpoint is not None:
             found.setdefault(row["trial_id"], []).append((row, checkpoint))
     return found
+
+
+class _WholeFiles(FileSystemArtifactStore):
+    """Optuna's file-system artifact store, whose writes land whole or not at all.
+
+    Each goes to a hidden file beside its artifact, renamed onto it once
+    written: a write cut short (a full disk, a crash) leaves no partial file,
+    and the checkpoint the artifact held before stays as it was.
+    """
+
+    def __init__(self, base_path: Path) -> None:
+        super().__init__(base_path)
+        self.base = base_path
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        target = self.base / artifact_id
+        if target.parent != self.base:
+            raise ValueError(f"Invalid artifact_id: {artifact_id}")
+        fd, part = tempfile.mkstemp(dir=self.base, prefix=f".{artifact_id}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(content_body, f)
+            os.replace(part, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
 
 
 class _Written:
@@ -109,13 +139,14 @@ class Checkpoints:
         self.ids: dict[int, list[str]] = {}  # trial id -> its artifacts (two at most), for the trials of this session
         self._held: dict[int, _Held] = {}
         self._artifacts: FileSystemArtifactStore | None = None
+        self._full = False  # whether the artifact store's disk is full (said once, until there is room again)
 
     @property
     def artifacts(self) -> FileSystemArtifactStore:
         """The artifact store, its directory made on first use (a study without checkpoints makes none)."""
         if self._artifacts is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._artifacts = FileSystemArtifactStore(self.directory)
+            self._artifacts = _WholeFiles(self.directory)
         return self._artifacts
 
     def save(self, trial_id: int, taken: Sequence[tuple[Mapping[str, Any], Checkpoint]]) -> None:
@@ -134,15 +165,30 @@ class Checkpoints:
             found = metrics.improves(row, self.objective, score) if self.objective is not None else None
             if found is not None:
                 best, score = checkpoint, found
-        last = taken[-1][1]
-        if best is last:  # the latest is the best too: one artifact holds both
-            slot = self._write(trial_id, last, avoid=held.best)
-            now = _Held(slot, slot, score)
-        elif best is not None:
-            slot = self._write(trial_id, best, avoid=held.best)
-            now = _Held(self._write(trial_id, last, avoid=slot), slot, score)
-        else:
-            now = _Held(self._write(trial_id, last, avoid=held.best), held.best, score)
+        last, short = taken[-1][1], False
+        try:
+            if best is last:  # the latest is the best too: one artifact holds both
+                slot = self._write(trial_id, last, avoid=held.best)
+                now = _Held(slot, slot, score)
+            elif best is not None:
+                slot = self._write(trial_id, best, avoid=held.best)
+                try:
+                    now = _Held(self._write(trial_id, last, avoid=slot), slot, score)
+                except OSError as exc:
+                    if exc.errno not in _DISK_FULL:
+                        raise
+                    self._say_full(trial_id, last, exc)
+                    now, last, short = _Held(slot, slot, score), best, True  # the model is the last one kept too
+            else:
+                now = _Held(self._write(trial_id, last, avoid=held.best), held.best, score)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            self._drop(trial_id, held, best, score, last, exc)
+            return
+        if self._full and not short:
+            self._full = False
+            log.warning("the artifact store %s has room again: checkpoints are kept again", self.directory)
         attrs = {ATTR: self._describe(now.last, last)}
         if now.best == now.last:
             attrs[BEST_ATTR] = attrs[ATTR]
@@ -150,6 +196,36 @@ class Checkpoints:
             attrs[BEST_ATTR] = self._describe(now.best, best)
         self.store.set_trial_attrs(trial_id, attrs)
         self._held[trial_id] = now
+
+    def _drop(self, trial_id: int, held: _Held, best: Checkpoint | None, score: float | None, last: Checkpoint,
+              exc: OSError) -> None:
+        """A full disk: this batch's checkpoints are not kept (the study goes on), said once while it lasts.
+
+        The artifacts hold what they held (writes are whole or none), and the
+        trial's ``checkpoint`` still names its last kept one, to resume from. A
+        new best epoch whose checkpoint is lost leaves the trial without its
+        model, so its ``best_checkpoint`` says so rather than name an earlier
+        epoch's as the model its value describes.
+        """
+        self._say_full(trial_id, last, exc)
+        if best is None:
+            return
+        meta = self.store.storage.get_trial(trial_id).user_attrs.get(BEST_ATTR) if held.best is not None else None
+        if meta:
+            reason = f"the artifact store was full when its best epoch, {best.epoch}, was saved"
+            fix = f"pick another trial (--trial N), and give the artifact store room (${ENV}) for the next study"
+            self.store.set_trial_attrs(trial_id, {BEST_ATTR: {**meta, "removed": reason, "fix": fix}})
+        self._held[trial_id] = _Held(held.last, None, score)
+
+    def _say_full(self, trial_id: int, checkpoint: Checkpoint, exc: OSError) -> None:
+        """Warn of a full artifact store, once while it lasts."""
+        if self._full:
+            return
+        self._full = True
+        number = self.store.storage.get_trial(trial_id).number
+        log.warning("the artifact store %s is full (%s): trial %d's checkpoint of epoch %d is not kept, nor any "
+                    "other until there is room; the study goes on. Fix: free space there, or point $%s at a larger "
+                    "disk.", self.directory, exc.strerror or exc, number, checkpoint.epoch, ENV)
 
     def best_score(self, trial_id: int) -> float | None:
         """The objective at the best epoch a running trial kept a checkpoint of (None: none yet)."""
@@ -326,8 +402,9 @@ def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Pa
                          "one to report. Fix: report(epoch, ..., checkpoint=model.state_dict()) in the training "
                          "loop, or pick another trial (--trial N).")
     if meta.get("removed"):
+        fix = meta.get("fix", "pick one of the best trials, or raise checkpoints.keep")
         raise TunerError(f"trial {trial.number} of study {name!r}: its checkpoint was removed, as "
-                         f"{meta['removed']}. Fix: pick one of the best trials, or raise checkpoints.keep.")
+                         f"{meta['removed']}. Fix: {fix}.")
     target = Path(to) if to is not None else Path(f"{name}-trial{trial.number}-{meta['filename']}")
     if target.exists():
         raise TunerError(f"-o: {target} exists already, and tuner does not overwrite it. Fix: remove it or "
@@ -345,3 +422,13 @@ def download(store: Store, study: optuna.Study, trial: FrozenTrial, to: str | Pa
                          f"match its digest (its save was cut short: the driver stopped, or the database stayed "
                          f"out), so it is not the epoch {meta['epoch']} model. Fix: pick another trial (--trial N).")
     return target
+
+
+def fetch(store: Store, study: optuna.Study, trial: FrozenTrial, directory: str | Path | None = None) -> Checkpoint:
+    """Trial ``trial``'s model (its best epoch's checkpoint), read back as :func:`download` gives it (a
+    TunerError says why there is none)."""
+    meta = model(store.storage.get_trial(internals.trial_id(trial)).user_attrs) or {}
+    with tempfile.TemporaryDirectory(prefix="tuner-model-") as folder:
+        path = download(store, study, trial, Path(folder, "checkpoint"), directory)
+        data = path.read_bytes()
+    return Checkpoint(meta["epoch"], data, meta["format"], meta["filename"], meta.get("reported", 0))

@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from tuner.progress import Display
+from tuner.progress import count as _count
 from tuner.trial.metrics import fmt
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
@@ -98,7 +99,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from tuner.spec import Overrides
 
     overrides = Overrides.flags({
-        "strategy": args.strategy, "trials": args.trials, "parallel": args.parallel,
+        "strategy": args.strategy, "pruner": args.pruner, "trials": args.trials, "parallel": args.parallel,
         "epochs": args.epochs, "seed": args.seed, "timeout": args.timeout,
     })
     warm = _warm_start_points(args)
@@ -224,7 +225,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"compute: {acct['epochs_run']} epochs, {acct['wall_seconds']:.1f} trial-seconds, "
         f"{acct['gpu_seconds']:.1f} GPU-seconds · pruned {acct['pruned']}, early-stopped "
         f"{acct['early_stopped']}: {acct['epochs_saved']} epochs saved "
-        f"({acct['saved_fraction']:.0%} of running every trial to the full budget)", highlight=False,
+        f"({acct['saved_fraction']:.0%} of running every trial to the full budget)", highlight=False, width=_width(),
     )
     return 0
 
@@ -234,10 +235,26 @@ SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "val_loss curve", "diag
                 "device", "params", "stopped because")
 OPTIONAL_COLUMNS = ("val_loss curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
 WRAPPED_COLUMNS = ("params", "stopped because", "study")
+# Piped output (a CI log, `| less`) without COLUMNS: tables laid out for this many columns.
+PIPED_WIDTH = 120
+# A wrapped column of prose ("stopped because") is at least this wide, or its longest word if shorter.
+PROSE_WIDTH = 24
+
+
+def _width() -> int:
+    """The columns a table may take: the terminal's (or COLUMNS), else PIPED_WIDTH."""
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console.width
+    return PIPED_WIDTH
 
 
 def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list[str], title: str) -> int:
-    """Records as JSON (--json), a CSV file (--csv FILE), or a table that fits the terminal."""
+    """Records as JSON (--json), a CSV file (--csv FILE), or a table that fits the terminal.
+
+    Nothing is cut short: optional columns go first on a narrow terminal, a mapping cell (a trial's
+    params) wraps only between its ``name=value`` pairs, and the params move to a block under the
+    table when keeping them in it would cost a column.
+    """
     if args.json:
         console.out(json.dumps(records, indent=2, default=str), highlight=False)
         return 0
@@ -245,28 +262,75 @@ def _emit(args: argparse.Namespace, records: list[dict[str, Any]], columns: list
         _write_csv(args.csv, records, columns)
         err.print(f"wrote {len(records)} rows to {args.csv}")
         return 0
+    width = _width()
     cells = [{c: _params(r[c]) if isinstance(r[c], dict) else fmt(r[c]) for c in columns} for r in records]
+    pairs = {c for c in columns if any(isinstance(r[c], dict) for r in records)}  # wrap between pairs only
+    wrapped = pairs | {c for c in columns if c in WRAPPED_COLUMNS}
     widths = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in columns}
-    shown = list(columns)
-    for optional in OPTIONAL_COLUMNS:  # each column costs its width and 3 for its borders
-        fixed = sum(widths[c] for c in shown if c not in WRAPPED_COLUMNS)
-        room = console.width - fixed - 3 * len(shown) - 1 - 12 * sum(c in WRAPPED_COLUMNS for c in shown)
-        if room >= 0:
-            break
+    for c in wrapped:  # the narrowest a wrapped column may be: its longest word (prose: up to PROSE_WIDTH)
+        longest = max(len(w) for text in [c, *(row[c] for row in cells)] for w in text.split() or [""])
+        widths[c] = longest if c in pairs else min(longest, PROSE_WIDTH)
+    inline = {c: widths[c] for c in columns}
+    if "params" in pairs:  # in the table, params should take a few lines a trial, not one a pair
+        longest = max(len(row["params"]) for row in cells)
+        inline["params"] = max(widths["params"], min(longest, 60))
+
+    def dropped(shown: list[str], need: dict[str, int]) -> int | None:
+        """How many optional columns must go for ``shown`` to fit; None when it cannot."""
+        shown = list(shown)
+        for n, optional in enumerate([None, *OPTIONAL_COLUMNS]):
+            if optional in shown:
+                shown.remove(optional)
+            if sum(need[c] for c in shown) + 3 * len(shown) + 1 <= width:
+                return n
+        return None
+
+    block = "params" in pairs and "params" in columns
+    if block:
+        with_params, without = dropped(columns, inline), dropped([c for c in columns if c != "params"], widths)
+        block = with_params is None or (without is not None and without < with_params)
+    shown = [c for c in columns if not (block and c == "params")]
+    for optional in OPTIONAL_COLUMNS[:dropped(shown, inline if not block else widths) or 0]:
         if optional in shown:
             shown.remove(optional)
+    if not block and dropped(shown, inline) is None and "params" in pairs:  # too narrow even for the block
+        block, shown = True, [c for c in shown if c != "params"]
+    given = _wrapped_widths(shown, wrapped, widths, cells, width)
     table = Table(*[
-        Column(c, overflow="fold") if c in WRAPPED_COLUMNS else Column(c, no_wrap=True, min_width=widths[c])
-        for c in shown
+        Column(c, overflow="fold", width=given[c]) if c in wrapped
+        else Column(c, no_wrap=True, min_width=widths[c]) for c in shown
     ], title=title)
     for row in cells:
         table.add_row(*[row[c] for c in shown])
-    console.print(table)
+    console.print(table, width=width)
+    if block:
+        _print_params_block(records, columns[0], width)
     return 0
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _wrapped_widths(shown: list[str], wrapped: set[str], widths: dict[str, int], cells: list[dict[str, str]],
+                    width: int) -> dict[str, int]:
+    """The width of each wrapped column: its narrowest, then the room left shared a character at a time
+    among those that would wrap (rich, left to it, may keep a header whole and overflow the terminal)."""
+    given = {c: widths[c] for c in shown if c in wrapped}
+    whole = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in given}
+    room = width - sum(widths[c] for c in shown) - 3 * len(shown) - 1
+    while room > 0 and any(given[c] < whole[c] for c in given):
+        for c in given:
+            if room > 0 and given[c] < whole[c]:
+                given[c], room = given[c] + 1, room - 1
+    return given
+
+
+def _print_params_block(records: list[dict[str, Any]], key: str, width: int) -> None:
+    """Each row's params under the table, in its order: the key, then the pairs, wrapped between pairs."""
+    console.print(f"params ({key}: name=value pairs)", highlight=False, width=width)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, justify="right")
+    grid.add_column(overflow="fold")
+    for r in records:
+        grid.add_row(fmt(r[key]), _params(r["params"]))
+    console.print(grid, width=width, highlight=False)
 
 
 def _write_csv(path: str, records: list[dict[str, Any]], columns: list[str]) -> None:
@@ -594,64 +658,40 @@ def _show_epochs(study: Any, number: int) -> int:
     if number not in {t.number for t in study.trials}:
         raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
     trial = study.trials[number]
-    console.print(f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params {_params(trial.params)}")
+    width = _width()
+    console.print(f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params {_params(trial.params)}",
+                  width=width)
     for key, value in trial.user_attrs.items():
-        console.print(f"  {key}: {value}")
+        console.print(f"  {key}: {value}", width=width)
     rows = study.epochs(number)
     columns = [c for c in _columns(rows) if c not in ("trial", "device")]
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*[fmt(row.get(c)) for c in columns])
-    console.print(table)
+    cells = [{c: fmt(row.get(c)) for c in columns} for row in rows]
+    widths = {c: max([len(c), *(len(row[c]) for row in cells)]) for c in columns}
+    for group in _column_groups(columns, widths, width):
+        table = Table(*[Column(c, no_wrap=True, min_width=widths[c]) for c in group])
+        for row in cells:
+            table.add_row(*[row[c] for c in group])
+        console.print(table, width=width)
     return 0
+
+
+def _column_groups(columns: list[str], widths: dict[str, int], width: int) -> list[list[str]]:
+    """Columns in tables of at most ``width`` characters, each led by the first column (as pandas
+    wraps a wide frame): every header and value whole, however many metrics a workload reports."""
+    key, groups = columns[0], [[columns[0]]]
+    for c in columns[1:]:
+        if len(groups[-1]) > 1 and sum(widths[g] for g in [*groups[-1], c]) + 3 * (len(groups[-1]) + 1) + 1 > width:
+            groups.append([key])
+        groups[-1].append(c)
+    return groups
 
 
 # ---------------------------------------------------------------------- display
 
 
-class _progress_display:
-    """A live bar: trials done of planned, running, failed, best value, elapsed."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False,
-        )
-        self.task: Any = None
-        self.finished = 0
-
-    def __enter__(self) -> tuple[Callable[..., None], Callable[..., None]]:
-        if not self.quiet:
-            self.bar.start()
-        return self.on_start, self.on_progress
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
-
-    def on_start(self, spec: Any, study: Any) -> None:
-        if self.quiet:
-            return
-        plan = study.plan
-        self.bar.console.print(
-            f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
-            f"{_objectives(spec)} · "
-            f"{_count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
-            f"{_count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
-        )
-
-    def on_progress(self, p: Any) -> None:
-        if self.quiet:
-            return
-        best = f"front {len(p.front)}" if p.front else f"best {fmt(p.best_value)}"
-        status = f"running {p.running} · pruned {p.pruned} · failed {p.failed} · {best}"
-        if not err.is_terminal and p.finished > self.finished:  # a log or CI: no live bar, a line a trial
-            self.finished = p.finished
-            err.print(f"trials {p.finished}/{p.planned} · complete {p.complete} · {status} · "
-                      f"{p.elapsed:.0f} s", highlight=False)
-        if self.task is None:
-            self.task = self.bar.add_task("trials", total=p.planned, status=status)
-        self.bar.update(self.task, completed=p.finished, total=p.planned, status=status)
+def _progress_display(quiet: bool) -> Display:
+    """The progress of a running study on stderr (see tuner.progress); --quiet: none."""
+    return Display(quiet, err)
 
 
 def _print_result(study: Any, args: argparse.Namespace) -> int:
@@ -697,12 +737,6 @@ def _print_next(study: Any) -> None:
 
 
 # ---------------------------------------------------------------------- several objectives: the Pareto front
-
-
-def _objectives(spec: Any) -> str:
-    """The launch header's objective: "minimize val_loss", or each of several, which form a Pareto front."""
-    named = ", ".join(f"{o.resolved_direction} {o.metric}" for o in spec.objectives or (spec.objective,))
-    return f"{named} (Pareto front)" if spec.multi_objective else named
 
 
 def _front_size(store: Any, name: str) -> str:
@@ -878,6 +912,9 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("spec", help="search-space file, e.g. search_spaces/mnist1d_mlp.yaml")
     launch.add_argument("--study", help="study name (default: the spec's name)")
     launch.add_argument("--strategy", help="auto (default; picks grid, gp or tpe), grid, random, tpe, gp, cmaes or qmc")
+    launch.add_argument("--pruner", metavar="NAME",
+                        help="the spec's pruner type instead of its pruner: section: none, median, percentile, "
+                             "successive_halving, hyperband, threshold or extrapolating (with its default options)")
     launch.add_argument("--trials", type=int, help="number of trials")
     launch.add_argument("--parallel", type=int, help="trials running at once")
     launch.add_argument("--epochs", type=int, help="epochs per trial")
@@ -951,7 +988,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", default="report.html", metavar="FILE", help="HTML file (default: report.html)")
     rep.add_argument("--png", metavar="DIR", help="also write every plot as a PNG file in DIR")
     rep.add_argument("--no-test", action="store_true",
-                     help="do not retrain the best configuration on train+validation to score the test split")
+                     help="no test score (of the best trial's saved model, or its configuration retrained on "
+                          "train+validation when it has no checkpoint)")
     _storage_option(rep)
 
     compare = add("compare", cmd_compare,

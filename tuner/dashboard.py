@@ -21,6 +21,7 @@ import errno
 import io
 import ipaddress
 import json
+import re
 import socket
 import threading
 import uuid
@@ -95,16 +96,22 @@ def annotate_all(store: Store, artifacts: Any) -> int:
 
 
 def note(study: optuna.Study, trial: FrozenTrial, artifact_id: str) -> str:
-    """The markdown note of a finished trial: its curves, diagnosis, gap and why it stopped."""
+    """The markdown note of a finished trial: its curves, diagnosis, gap and why it stopped.
+
+    What a trial recorded (a workload's error, a metric's name) shows as the text it
+    is, never as markdown: a reason that reads ``![t](http://host/x.png)`` would
+    otherwise make every browser that opens the page fetch that address.
+    """
     a = trial.user_attrs
-    lines = [f"## Trial {trial.number}: {trial.state.name.lower()}, {a.get('diagnosis', 'not diagnosed')}", ""]
+    lines = [f"## Trial {trial.number}: {trial.state.name.lower()}, {_text(a.get('diagnosis', 'not diagnosed'))}", ""]
     if artifact_id:
         url = f"/artifacts/{internals.study_id(study)}/{internals.trial_id(trial)}/{artifact_id}"
         lines += [f"![learning curves of trial {trial.number}: training and validation loss]({url})", ""]
     diagnosis = None
     if a.get("diagnosis"):
-        at = f" at epoch {a['diagnosis_epoch']}" if a.get("diagnosis_epoch") else ""
-        diagnosis = f"**{a['diagnosis']}**{at}" + (f": {a['diagnosis_detail']}" if a.get("diagnosis_detail") else "")
+        at = f" at epoch {_text(a['diagnosis_epoch'])}" if a.get("diagnosis_epoch") else ""
+        diagnosis = (f"**{_text(a['diagnosis'])}**{at}"
+                     + (f": {_text(a['diagnosis_detail'])}" if a.get("diagnosis_detail") else ""))
     facts = [
         ("diagnosis", diagnosis),
         ("overfitting gap (validation − training loss, last epoch)", report.fmt(a.get("final_gap"))),
@@ -118,10 +125,24 @@ def note(study: optuna.Study, trial: FrozenTrial, artifact_id: str) -> str:
         if value in (None, ""):
             continue
         text = str(value)
-        # A traceback keeps its lines in a code block; a sentence stays in the list.
-        lines.append(f"- {name}:\n\n```\n{text}\n```" if "\n" in text else f"- {name}: {text}")
+        if name == "diagnosis":  # already markdown, its parts made text above
+            lines.append(f"- {name}: {text}")
+        elif "\n" in text or "\r" in text:  # a traceback keeps its lines in a code block
+            fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+            lines.append(f"- {name}:\n\n{fence}\n{text}\n{fence}")
+        else:  # a sentence stays in the list
+            lines.append(f"- {name}: {_text(text)}")
     lines += ["", "_Written by `tuner dashboard` from tuner's per-epoch records._"]
     return "\n".join(lines)
+
+
+def _text(value: object) -> str:
+    """``value`` as markdown that shows it as it is: every ASCII punctuation mark escaped (CommonMark's rule),
+    so no image, link, HTML or emphasis can start in it."""
+    return _PUNCTUATION.sub(r"\\\g<0>", str(value))
+
+
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 
 # ---------------------------------------------------------------------- serving

@@ -47,6 +47,12 @@ class StudyFailedError(TunerError):
         self.workload_traceback = workload_traceback  # the first failed trial's, shown by --debug
 
 
+class StoreUnreachable(TunerError):
+    """The study store stayed unreachable past the outage bound: the study stopped, and a resume continues it."""
+
+    exit_code = 1
+
+
 class Terminated(KeyboardInterrupt):
     """The process got SIGTERM (`kill`, `docker stop`, systemd): stop as for Ctrl-C, and say which.
 

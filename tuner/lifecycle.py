@@ -44,7 +44,7 @@ class Run:
     started: float  # time.monotonic() at submission
     attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
-    judged_epoch: int = 0
+    judged_epoch: int = -1  # none yet (an Optuna objective reports from step 0)
     repeats: int = 0  # reports of an epoch the trial had reported already: ignored
     first_repeat: int | None = None  # the epoch of the first of them
     _epochs: set[int] = field(default_factory=set, repr=False)
@@ -191,8 +191,14 @@ def past_deadline(run: Run, plan: Plan, now: float, grace: float) -> bool:
 
 
 def starves_the_pruner(run: Run, ended: Ended, plan: Plan) -> bool:
-    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune."""
+    """A trial that completed without one per-epoch value: a pruner with nothing to read would never prune.
+
+    Not for an Optuna objective(trial): reporting is its choice there, and one that never calls trial.report is
+    never pruned, as in Optuna.
+    """
     if plan.spec.pruner.type == "none" or not isinstance(ended.result, Completed):
+        return False
+    if plan.define_by_run:
         return False
     return not any(metrics.score(r, plan.spec.objective) is not None for r in run.rows)
 
@@ -227,8 +233,9 @@ def end(
         state, why = TrialState.FAIL, Failure(f"no finite value of {spec.objective.metric} in any epoch")
     wall = wall or (now - run.started if now is not None else 0.0)
     device = device or (run.rows[-1].get("device", "cpu") if run.rows else "cpu")
+    failed = (getattr(why, "reason", None) or "no reason recorded") if state == TrialState.FAIL else None
     facts: dict[str, Any] = {
-        **_rows_summary(run, plan),
+        **_rows_summary(run, plan, failed),
         "wall_seconds": round(wall, 3),
         "device": device,
         "gpu_seconds": round(wall * spec.resources.gpu, 3) if str(device).startswith("cuda") else 0.0,
@@ -249,10 +256,10 @@ def _finite(value: Value) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
-def _rows_summary(run: Run, plan: Plan) -> dict[str, Any]:
+def _rows_summary(run: Run, plan: Plan, failed: str | None = None) -> dict[str, Any]:
     spec = plan.spec
     return {**metrics.trial_summary(run.rows, spec.objective, spec.direction),
-            **diagnosis.diagnose(run.rows, spec.diagnostics).as_attrs()}
+            **diagnosis.diagnose(run.rows, spec.diagnostics, failed).as_attrs()}
 
 
 def _pruning(result: Pruned) -> Pruning:

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner import lifecycle, recovery, strategies
+from tuner import lifecycle, optuna_objective, recovery, strategies
 from tuner.errors import StudyFailedError, Terminated
 from tuner.executors import Executor
 from tuner.lifecycle import Run, Step
@@ -29,7 +29,7 @@ from tuner.recorder import Recorder
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.trial import metrics, record
-from tuner.trial.messages import RESENT, Ended, Epochs, Event, TrialJob
+from tuner.trial.messages import RESENT, Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
@@ -49,6 +49,7 @@ class Progress:
     pruned: int = 0
     failed: int = 0
     retried: int = 0  # failed through no fault of their params: not counted in `finished`
+    interrupted: int = 0  # stopped with the study (Ctrl-C, SIGTERM): not finished, they run again at resume
     running: int = 0
     best_value: float | None = None
     best_trial: int | None = None
@@ -66,8 +67,11 @@ class Progress:
 
     def count(self, number: int, ending: Ending, directions: Sequence[str]) -> None:
         """Add one trial's end (``directions``: one per objective)."""
-        if getattr(ending.why, "kind", None) == record.RETRIED:
-            self.retried += 1
+        if not ending.counted:  # it did not finish: its params run again
+            if getattr(ending.why, "kind", None) == record.RETRIED:
+                self.retried += 1
+            else:
+                self.interrupted += 1
         elif ending.state == TrialState.COMPLETE:
             self.complete += 1
             if isinstance(ending.value, list):  # several objectives have a Pareto front, not one best value
@@ -114,6 +118,7 @@ class Orchestrator:
         self.on_progress = on_progress
         self.recorder = Recorder(spec, store, study, callbacks)
         self.running: dict[int, Run] = {}  # by trial id
+        self.asked: dict[int, optuna.Trial] = {}  # the Optuna trial of each running one, by trial id
         self.progress = recovery.count_existing(study, self.plan.trials)
         # (trial number, value) of the trial that reached `objective.target`: no new trial starts.
         self.reached: tuple[int, float] | None = None
@@ -152,7 +157,7 @@ class Orchestrator:
             self._report_progress()
 
     def _launch_more(self) -> None:
-        slots = min(self.spec.parallel, self.executor.capacity) - len(self.running)
+        slots = self.executor.at_once(self.spec.parallel) - len(self.running)
         for _ in range(max(slots, 0)):
             asked = self.recorder.db(self._ask_next)
             if asked is None:
@@ -161,8 +166,8 @@ class Orchestrator:
             run = Run(trial.number, internals.trial_id(trial), params, time.monotonic(),
                       attempt=int(trial.user_attrs.get(record.ATTEMPT, 1)))
             self.running[run.trial_id] = run
+            self.asked[run.trial_id] = trial
             self.executor.submit(self._resumed(trial, run, self.plan.job(trial, params, self.workload)))
-            self.recorder.heartbeat([run.trial_id])
         self.progress.running = len(self.running)
 
     def _resumed(self, trial: optuna.Trial, run: Run, job: TrialJob) -> TrialJob:
@@ -189,6 +194,9 @@ class Orchestrator:
             self._asked = self.recorder.ask(self._remaining)
             if self._asked is None:
                 return None
+        # Its first heartbeat at once: a trial that never had one is never stale, and one this orchestrator
+        # leaves RUNNING (killed, or stopped by an outage) must be, for a resume on PostgreSQL to run it again.
+        self.recorder.heartbeat([internals.trial_id(self._asked)])
         params = strategies.suggest(self._asked, self.spec)  # a retry gets the params already set
         trial, self._asked = self._asked, None
         return trial, params
@@ -199,6 +207,9 @@ class Orchestrator:
         now = time.monotonic()
         if isinstance(event, Epochs):
             self._on_epochs(event, now)
+            return
+        if isinstance(event, Call):
+            self._on_call(event)
             return
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
@@ -236,11 +247,24 @@ class Orchestrator:
                         "with all its metrics", run.number, run.first_repeat)
         return taken, resent
 
+    def _on_call(self, call: Call) -> None:
+        """An Optuna objective's trial asks its Optuna ``Trial`` (a suggest_*): the study's sampler answers."""
+        run, trial = self.running.get(call.trial_id), self.asked.get(call.trial_id)
+        if run is None or trial is None:  # ended meanwhile: its worker stops
+            self.executor.reply(call, ("stop", "the trial has ended"))
+            return
+        reply = self.recorder.db(optuna_objective.answer, trial, call)
+        param = optuna_objective.suggested(call, reply)
+        if param is not None:  # a retry of the trial runs these params again
+            run.params[param[0]] = param[1]
+        self.executor.reply(call, reply)
+
     def _apply(self, run: Run, step: Step) -> None:
         """Carry out a lifecycle step: stop the worker, queue a retry, write the end."""
         if step.end is None:
             return
         del self.running[run.trial_id]
+        self.asked.pop(run.trial_id, None)
         if step.stop:
             self.executor.stop([run.trial_id])
         if step.retry is not None:
@@ -326,8 +350,16 @@ class Orchestrator:
         )
 
     def _abort(self, reason: str) -> None:
-        """End every running trial as FAIL with ``reason``: nothing is left RUNNING."""
+        """End every running trial as FAIL with ``reason``: nothing is left RUNNING.
+
+        Except where the study stopped because its store stayed unreachable:
+        nothing can be written there, so the trials stay RUNNING, their
+        heartbeats stop, and a resume ends them as interrupted and runs them
+        again (as after kill -9).
+        """
         self.executor.cancel(list(self.running))
+        if self.recorder.lost is not None:
+            return
         if self._asked is not None:  # asked, stopped before it was submitted
             asked, self._asked = self._asked, None
             self.running[internals.trial_id(asked)] = Run(asked.number, internals.trial_id(asked), {}, time.monotonic())

@@ -12,8 +12,9 @@ from typing import Any
 import optuna
 
 from tuner import strategies
-from tuner.spec import StudySpec
+from tuner.spec import CALLABLE_PREFIX, TRIAL_SUFFIX, StudySpec
 from tuner.trial.messages import FLUSH_SECONDS, Scoring, TrialJob
+from tuner.trial.optuna_trial import OptunaObjective
 from tuner.store import internals
 
 
@@ -59,6 +60,12 @@ class Plan:
         return f"pruner {kind}"
 
     @property
+    def define_by_run(self) -> bool:
+        """Whether the study runs an Optuna objective(trial), which asks for its params as it runs."""
+        workload = self.spec.workload
+        return workload.startswith(CALLABLE_PREFIX) and workload.endswith(TRIAL_SUFFIX)
+
+    @property
     def is_grid(self) -> bool:
         return self.strategy == "grid"
 
@@ -71,17 +78,22 @@ class Plan:
         """The grid's points in order (grid search only)."""
         return strategies.grid_points(self.spec) if self.is_grid else []
 
-    def sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
-        return strategies.make_sampler(self.spec, self.strategy, seed)
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        """The sampler of one session of the study (a launch, a resume): seeded apart from every other one."""
+        return strategies.session_sampler(self.spec, self.strategy)
 
     def job(self, trial: optuna.Trial, params: dict[str, Any], workload: Any) -> TrialJob:
         spec = self.spec
+        # An Optuna objective asks the driver for its params as it runs, so its worker's channel is drained as
+        # often as a streaming one's; it hears verdicts where it asks (trial.should_prune), not at set epochs.
+        asks = isinstance(workload, OptunaObjective)
+        waits = self.judging and not asks
         return TrialJob(
             trial.number, internals.trial_id(trial), params, spec.context(), workload,
-            flush_seconds=0.0 if self.judging else FLUSH_SECONDS,
+            flush_seconds=0.0 if self.judging or asks else FLUSH_SECONDS,
             watch=spec.diagnostics.model_dump() if spec.pruner.diagnostics else None,
-            timeout=spec.trial_timeout, wait_at=self.wait_at if self.judging else (),
-            wait_from=self.wait_from if self.judging else None,
+            timeout=spec.trial_timeout, wait_at=self.wait_at if waits else (),
+            wait_from=self.wait_from if waits else None,
             objective=Scoring.of(spec.objective) if spec.value_at_best else None,
         )
 

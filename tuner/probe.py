@@ -74,9 +74,10 @@ class Finding:
         if self.fall is None:
             return None  # the loss never fell: nothing says where good rates are
         new_low = max(low, self.fall / LOW_MARGIN)
-        # Past the blow-up trials diverge; between the lowest loss and the blow-up a short ramp is
-        # already unstable, and a fixed rate held for a whole trial more so. No blow-up: keep high.
-        new_high = min(high, self.best) if self.blowup is not None and self.best is not None else high
+        # Smith's upper bound (where the loss stops falling; fastai's suggestions stay below it too), with or
+        # without a blow-up in the bounds: past the lowest loss a short ramp is already worse, and a fixed
+        # rate held for a whole trial is less stable still. A loss still falling at `high` has it there.
+        new_high = min(high, self.best) if self.best is not None else high
         return (new_low, new_high) if new_low < new_high else None
 
     def evidence(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import queue
+import shlex
 import socket
 import tempfile
 import threading
@@ -30,10 +31,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import checkpoints
 from tuner.checkpoints import Checkpoints
+from tuner.errors import StoreUnreachable
 from tuner.integrations._process import LoggerProcess, first_line
 from tuner.trial import metrics, record
 from tuner.trial.checkpoint import Checkpoint
-from tuner.spec import StudySpec
+from tuner.spec import CALLABLE_PREFIX, StudySpec
 from tuner.store import Store
 from tuner.store.lock import study_mutex
 from tuner.trial.record import EarlyStop, Ending, Failure
@@ -78,6 +80,7 @@ class Recorder:
         self.checkpoints = Checkpoints(store, study, spec.checkpoints.keep,
                                        spec.objective if spec.value_at_best else None)
         self._in_db = False
+        self.lost: str | None = None  # why the study stopped, once an outage outlasted DB_OUTAGE_SECONDS
 
     # ------------------------------------------------------------------ writes
 
@@ -199,31 +202,54 @@ class Recorder:
         plainly, so an outage is waited out once, for at most
         DB_OUTAGE_SECONDS, with one warning. While the database is away,
         workers keep training and their epochs wait in the executor's channel;
-        they are written once it is back.
+        they are written once it is back. An outage that outlasts the bound
+        stops the study with :class:`StoreUnreachable`, which says how to
+        resume it; from then on a call that meets the outage raises it at once
+        (the study's end waits no second time).
         """
         if self._in_db:
             return call(*args, **kwargs)
         self._in_db = True
+        started = time.monotonic()
         try:
             for attempt in itertools.count():
                 try:
                     result = call(*args, **kwargs)
                 except Exception as exc:
                     cause = outage_cause(exc)
-                    if cause is None or attempt * DB_RETRY_SECONDS >= DB_OUTAGE_SECONDS:
+                    if cause is None:
                         raise
+                    # The bound holds on the wall clock too: a connect attempt may itself take seconds.
+                    waited = max(attempt * DB_RETRY_SECONDS, time.monotonic() - started)
+                    if self.lost is None and waited >= DB_OUTAGE_SECONDS:
+                        self.lost = self._stopped(cause, waited)
+                    if self.lost is not None:
+                        raise StoreUnreachable(self.lost) from exc
                     if attempt == 0:
-                        reason = self.store.redact(str(cause.orig or cause).strip().splitlines()[0])
                         log.warning("the study store %s is unreachable (%s); retrying for up to %d s",
-                                    self.store.safe_url, reason, DB_OUTAGE_SECONDS)
+                                    self.store.safe_url, self._reason(cause), DB_OUTAGE_SECONDS)
                     time.sleep(DB_RETRY_SECONDS)
                     continue
                 if attempt:
-                    log.warning("the study store is back after %d s; the study goes on", attempt * DB_RETRY_SECONDS)
+                    waited = max(attempt * DB_RETRY_SECONDS, time.monotonic() - started)
+                    log.warning("the study store is back after %d s; the study goes on", waited)
                 return result
         finally:
             self._in_db = False
         raise AssertionError("unreachable")
+
+    def _reason(self, cause: sa.exc.DBAPIError) -> str:
+        return self.store.redact(str(cause.orig or cause).strip().splitlines()[0])
+
+    def _stopped(self, cause: sa.exc.DBAPIError, waited: float) -> str:
+        name = self.study.study_name
+        if self.spec.workload.startswith(CALLABLE_PREFIX):
+            again = f"tuner.resume({name!r}, objective=...) with the same function"
+        else:
+            again = f"`tuner resume {shlex.quote(name)}`"
+        return (f"the study store {self.store.safe_url} stayed unreachable for {waited:.0f} s ({self._reason(cause)}), "
+                f"so study {name!r} stopped; its running trials are left to a resume. Fix: once the database is "
+                f"back, run {again}: it marks them interrupted, runs them again and goes on to the budget.")
 
 
 class Callbacks:

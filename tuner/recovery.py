@@ -67,6 +67,10 @@ def recover(plan: Plan, recorder: Recorder, every_running: bool) -> None:
     with study_mutex(recorder.store.engine, internals.study_id(study)):
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not every_running:
+            # One whose orchestrator stopped between asking it and its first heartbeat (an outage it gave up
+            # on, kill -9) would never be stale: a heartbeat now starts its grace, as a live owner's next does.
+            for trial_id in internals.unbeaten_trial_ids(recorder.store.storage, internals.study_id(study)):
+                recorder.store.storage.record_heartbeat(trial_id)
             stale = set(internals.stale_trial_ids(recorder.store.storage, internals.study_id(study),
                                                   HEARTBEAT_SECONDS, HEARTBEAT_GRACE))
             running = [t for t in running if internals.trial_id(t) in stale]

@@ -58,6 +58,8 @@ COST_METRICS = ("seconds", "n_params")
 SINGLE_OBJECTIVE_STRATEGIES = ("cmaes",)
 # Marks a spec whose workload is a callable given to the Python API.
 CALLABLE_PREFIX = "callable:"
+# ... of an Optuna objective(trial), which asks for its params as it runs: its spec has none.
+TRIAL_SUFFIX = "(trial)"
 # Keys tuner passes to every workload next to the sampled params.
 RESERVED_PARAMS = ("epochs", "data", "seed")
 # Study names (and the schedules that launch studies): safe in URLs, file names and shells.
@@ -403,8 +405,10 @@ class StudySpec(_Model):
 
     @field_validator("params")
     @classmethod
-    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        if not params:
+    def _check_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # An Optuna objective(trial) passed to tuner.launch asks for its params as it runs (define-by-run).
+        workload = str(info.data.get("workload", ""))
+        if not params and not (workload.startswith(CALLABLE_PREFIX) and workload.endswith(TRIAL_SUFFIX)):
             raise ValueError(
                 "`params` must name at least one hyperparameter, but got none. "
                 "Fix: e.g. params: {lr: {type: float, low: 1.0e-4, high: 0.1, log: true}}."

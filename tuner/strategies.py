@@ -7,11 +7,13 @@ sqlalchemy and never knows how a trial runs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.spec import MAX_GRID_POINTS, CategoricalParam, FloatParam, IntParam, StudySpec, pruner_class
 
@@ -38,6 +40,76 @@ def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None 
     if strategy == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     raise ValueError(f"unknown strategy {strategy!r}")  # spec validation prevents this
+
+
+def session_sampler(spec: StudySpec, strategy: str | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler one session of a study (a launch, a resume) asks with: ``make_sampler``'s, seeded from the
+    spec's seed and the number of the first trial the session samples params for (see :class:`SessionSampler`).
+
+    Without a seed every session draws its own anyway; QMC keeps the spec's
+    seed, as it continues one scrambled sequence from the study's trials.
+    """
+    strategy = strategy or resolved(spec)
+    if spec.seed is None or strategy == "qmc":
+        return make_sampler(spec, strategy)
+    return SessionSampler(lambda seed: make_sampler(spec, strategy, seed), spec.seed)
+
+
+def session_seed(seed: int, first_trial: int) -> int:
+    """The seed of a session whose first sampled trial is number ``first_trial``: ``seed`` itself for trial 0
+    (a launch), else one derived from both."""
+    if first_trial == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, first_trial]).generate_state(1)[0])
+
+
+class SessionSampler(optuna.samplers.BaseSampler):
+    """A sampler seeded, once, when its session first samples: from the spec's seed and that trial's number.
+
+    A study's trial numbers are handed out once each, so every session of a
+    study gets a seed of its own: a resume never draws an earlier session's
+    configurations again, and orchestrators sharing a study (PostgreSQL,
+    `tuner resume` on several machines at once) never draw the same ones, as
+    they would from one seed and the same history. One session alone stays
+    reproducible: a launch samples trial 0 first (the spec's seed itself), a
+    resume the study's next trial. Trials whose params are all fixed (a grid
+    point, a run again) sample nothing, so they seed nothing.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build, self._seed = build, seed
+        self._sampler = build(seed)  # until the first sampling: before_trial / after_trial need one
+        self._seeded = False
+
+    def _seeded_for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if not self._seeded:
+            self._seeded = True
+            self._sampler = self._build(session_seed(self._seed, trial.number))
+            self._sampler.before_trial(study, trial)
+        return self._sampler
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._seeded_for(study, trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._seeded_for(study, trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._seeded_for(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+    def __str__(self) -> str:
+        return str(self._sampler)
 
 
 def make_pruner(spec: StudySpec, options: Mapping[str, Any] | None = None) -> optuna.pruners.BasePruner:
@@ -308,8 +380,12 @@ def profile(spec: StudySpec) -> SpaceProfile:
 
 def choose(spec: StudySpec) -> Choice:
     """The strategy ``auto`` runs for ``spec``: grid, TPE or GP, by the rule above."""
-    space = profile(spec)
     budget = spec.trials or DEFAULT_TRIALS
+    if not spec.params:  # an Optuna objective(trial): its space is known only as its trials ask
+        return Choice("tpe", f"{count(budget, 'trial')} of an objective(trial) that asks for its params as it "
+                             "runs: TPE (multivariate, grouped) models the params each trial asks for, "
+                             "conditional ones included")
+    space = profile(spec)
     over = f"{count(budget, 'trial')} over {space}"
     # A grid is queued whole before it runs, so not even a budget that covers it makes one past the cap.
     if space.grid_size is not None and space.grid_size <= min(budget, MAX_GRID_POINTS):
@@ -334,5 +410,6 @@ def resolved(spec: StudySpec) -> str:
     return choose(spec).strategy if spec.strategy == "auto" else spec.strategy
 
 
-__all__ = ["make_sampler", "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
+__all__ = ["make_sampler", "session_sampler", "session_seed", "SessionSampler",
+           "make_pruner", "fits", "point_key", "suggest", "grid_points", "grid_size", "grid_values",
            "planned_trials", "grid_cut", "count", "describe", "choose", "resolved", "profile", "Choice", "SpaceProfile"]

@@ -15,7 +15,7 @@ from torch import nn
 from workers.config import Config
 from workers.data import Dataset
 from workers.layers import hidden_block
-from workers.training import Report, checkpoint_score, fit, fit_final
+from workers.training import Report, checkpoint_score, fit, fit_final, saved_model
 
 # Few channels suffice for 40-sample signals; this is also what keeps a CNN
 # epoch within a few times an MLP epoch on a CPU.
@@ -55,3 +55,8 @@ def final_score(params: Mapping[str, Any]) -> tuple[float, float]:
 def saved_score(params: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[float, float]:
     """A CNN trial's saved model scored on the test split; (test loss, test accuracy)."""
     return checkpoint_score(params, build, state, width=DEFAULT_WIDTH)
+
+
+def model(params: Mapping[str, Any], state: Mapping[str, Any]) -> nn.Module:
+    """A CNN trial's saved model (its checkpoint's ``state``) as a module, in eval mode; it takes raw features."""
+    return saved_model(params, build, state, width=DEFAULT_WIDTH)

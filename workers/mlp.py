@@ -10,7 +10,7 @@ from torch import nn
 from workers.config import Config
 from workers.data import Dataset
 from workers.layers import hidden_block
-from workers.training import Report, checkpoint_score, fit, fit_final
+from workers.training import Report, checkpoint_score, fit, fit_final, saved_model
 
 
 def build(cfg: Config, data: Dataset) -> nn.Sequential:
@@ -40,3 +40,8 @@ def final_score(params: Mapping[str, Any]) -> tuple[float, float]:
 def saved_score(params: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[float, float]:
     """An MLP trial's saved model scored on the test split; (test loss, test accuracy)."""
     return checkpoint_score(params, build, state)
+
+
+def model(params: Mapping[str, Any], state: Mapping[str, Any]) -> nn.Module:
+    """An MLP trial's saved model (its checkpoint's ``state``) as a module, in eval mode; it takes raw features."""
+    return saved_model(params, build, state)

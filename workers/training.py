@@ -190,6 +190,36 @@ def checkpoint_score(params: Mapping[str, Any], build: Build, state: Mapping[str
     return evaluate(run.model, run.val)
 
 
+def saved_model(params: Mapping[str, Any], build: Build, state: Mapping[str, Any], **defaults: Any) -> nn.Module:
+    """A trial's saved model (a :meth:`Run.state`) as a module on the CPU, in eval mode.
+
+    It takes the data set's features as :func:`workers.data.load` gives them:
+    with ``standardize`` (the default) it is a :class:`Standardized` that
+    scales them with the trial's training split, as the trial trained;
+    otherwise the network itself.
+    """
+    cfg = Config.from_params(params, **defaults)
+    data = dataset(cfg)
+    network = build(cfg, data)
+    network.load_state_dict(state["model"])
+    scaling = input_scaling(data) if cfg.standardize else None
+    model = network if scaling is None else Standardized(network, *scaling)
+    return model.eval()
+
+
+class Standardized(nn.Module):
+    """A network and the standardization its inputs had in training: ``network((x - mean) / std)``."""
+
+    def __init__(self, network: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network((x - self.mean) / self.std)
+
+
 def dataset(cfg: Config) -> Dataset:
     """The data set a config trains on: loaded, its training split cut to ``train_size``."""
     return shrink(load(cfg.data, cfg.seed), cfg.train_size, cfg.seed)
@@ -220,9 +250,7 @@ def to_splits(data: Dataset, standardize: bool, device: torch.device) -> tuple[S
     """
     x_train, x_val = data.x_train, data.x_val
     if standardize:
-        axis = None if data.signal_shape else 0
-        mean, std = x_train.mean(axis=axis), x_train.std(axis=axis)
-        std = np.where(std > 0, std, 1.0)  # a constant feature stays constant
+        mean, std = input_scaling(data)
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
@@ -231,6 +259,14 @@ def to_splits(data: Dataset, standardize: bool, device: torch.device) -> tuple[S
         return Split(x_t, torch.from_numpy(np.array(y, dtype=np.int64)).to(device))
 
     return split(x_train, data.y_train), split(x_val, data.y_val)
+
+
+def input_scaling(data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and std that standardize inputs: the train split's, one for all features of a signal or image,
+    one per feature of a table (see :func:`to_splits`)."""
+    axis = None if data.signal_shape else 0
+    mean, std = data.x_train.mean(axis=axis), data.x_train.std(axis=axis)
+    return mean, np.where(std > 0, std, 1.0)  # a constant feature stays constant
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:

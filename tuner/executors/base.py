@@ -14,12 +14,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
-from tuner.trial.messages import Event, TrialJob
+from tuner.trial.messages import Call, Event, TrialJob
 
 
 class Executor(ABC):
     #: How many trials it can run at once (the orchestrator keeps at most this many in flight).
     capacity: int = 1
+
+    def at_once(self, parallel: int) -> int:
+        """How many trials it runs at once when the spec asks for ``parallel``."""
+        return min(parallel, self.capacity)
 
     def check_workload(self, workload: Any) -> None:
         """Refuse, before anything is created, a workload this executor cannot hand to its workers."""
@@ -36,6 +40,10 @@ class Executor(ABC):
 
     def handled(self) -> None:
         """The driver has handled every event the last ``poll`` returned (and said which trials to stop)."""
+
+    def reply(self, call: Call, reply: tuple[Any, ...]) -> None:
+        """Answer a :class:`Call` that ``poll`` returned (its trial waits for it), by ``handled()`` at the latest."""
+        raise NotImplementedError(f"{type(self).__name__} cannot answer a trial's calls")
 
     def stop(self, trial_ids: Iterable[int]) -> None:
         """Ask these trials to stop at their next report (the driver has ended them)."""

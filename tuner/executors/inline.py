@@ -9,6 +9,7 @@ in a workload stops right there.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tuner.executors.base import Executor
-from tuner.trial.messages import Ended, Epochs, Event, TrialJob
+from tuner.trial.messages import Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.worker import run_trial
 
 
@@ -73,6 +74,7 @@ class InlineExecutor(Executor):
         self.running: TrialJob | None = None
         self.stopping: set[int] = set()
         self.unanswered: list[threading.Event] = []
+        self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}  # (trial id, seq) -> the driver's reply
         self.closed = threading.Event()
         self.guarded = False
 
@@ -139,10 +141,24 @@ class InlineExecutor(Executor):
                     return True
             return job.trial_id in self.stopping
 
+        calls = itertools.count(1)
+
+        def ask(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+            call = Call(job.trial_id, next(calls), method, args, kwargs)
+            handled = threading.Event()
+            self.events.put((call, handled))
+            while not handled.wait(0.1):
+                if self.closed.is_set():  # no poll will hand the call over any more
+                    break
+            return self.replies.pop((job.trial_id, call.seq), ("stop", f"trial {job.number} was stopped"))
+
         def trial() -> None:
-            self.events.put((run_trial(job, deliver), None))
+            self.events.put((run_trial(job, deliver, ask=ask), None))
 
         threading.Thread(target=trial, name=f"tuner-trial-{job.number}", daemon=True).start()
+
+    def reply(self, call: Call, reply: tuple[Any, ...]) -> None:
+        self.replies[(call.trial_id, call.seq)] = reply
 
     def stop(self, trial_ids: Iterable[int]) -> None:
         self.stopping.update(trial_ids)

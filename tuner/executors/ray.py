@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tuner.errors import TunerError
 from tuner.executors.base import Executor
-from tuner.trial.messages import FLUSH_SECONDS, Ended, Epochs, Event, Failed, TrialJob
+from tuner.trial.messages import FLUSH_SECONDS, Call, Ended, Epochs, Event, Failed, TrialJob
 from tuner.trial.worker import crashed, run_trial
 
 
@@ -37,17 +38,21 @@ WAITING_TRIALS = 128
 
 @ray.remote(num_cpus=0, concurrency_groups={"verdicts": WAITING_TRIALS})
 class EpochChannel:
-    """Rows pushed by workers until the driver drains them; the driver's answers on the way back.
+    """Rows and calls pushed by workers until the driver drains them; the driver's answers on the way back.
 
-    ``push``, ``drain`` and ``answer`` run one at a time, in order; ``verdict``
-    calls (a worker waiting at an epoch where it may be stopped) wait in
-    threads of their own until the driver has answered for that epoch.
+    ``push``, ``ask``, ``drain`` and ``answer`` run one at a time, in order;
+    ``verdict`` calls (a worker waiting at an epoch where it may be stopped)
+    and ``reply`` calls (a worker waiting for the driver's Optuna trial to
+    answer a ``suggest_*``) wait in threads of their own until the driver has
+    answered.
     """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.stopped: set[int] = set()  # trial ids the driver ended
         self.judged: dict[int, int] = {}  # trial id -> the last epoch whose rows the driver has handled
+        self.calls: list[Call] = []  # asked by workers, not drained yet
+        self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}  # (trial id, seq) -> the driver's reply
         self.changed = threading.Condition()
 
     def push(self, rows: list[dict[str, Any]]) -> set[int]:
@@ -55,26 +60,43 @@ class EpochChannel:
             self.rows.extend(rows)
             return set(self.stopped)
 
-    def drain(self) -> list[dict[str, Any]]:
+    def ask(self, call: Call) -> None:
+        with self.changed:
+            self.calls.append(call)
+
+    def drain(self) -> tuple[list[dict[str, Any]], list[Call]]:
         with self.changed:
             rows, self.rows = self.rows, []
-            return rows
+            calls, self.calls = self.calls, []
+            return rows, calls
 
-    def answer(self, judged: dict[int, int], stopped: list[int]) -> None:
+    def answer(self, judged: dict[int, int], stopped: list[int],
+               replies: dict[tuple[int, int], tuple[Any, ...]] | None = None) -> None:
         with self.changed:
             self.stopped.update(stopped)
+            self.replies.update(replies or {})
             for trial_id, epoch in judged.items():
-                self.judged[trial_id] = max(epoch, self.judged.get(trial_id, 0))
+                self.judged[trial_id] = max(epoch, self.judged.get(trial_id, -1))
             self.changed.notify_all()
 
     @ray.method(concurrency_group="verdicts")
     def verdict(self, trial_id: int, epoch: int, timeout: float) -> bool | None:
         """Whether the trial must stop once the driver has handled ``epoch`` (None: not yet, after ``timeout``)."""
         with self.changed:
-            self.changed.wait_for(lambda: trial_id in self.stopped or self.judged.get(trial_id, 0) >= epoch, timeout)
+            self.changed.wait_for(lambda: trial_id in self.stopped or self.judged.get(trial_id, -1) >= epoch, timeout)
             if trial_id in self.stopped:
                 return True
-            return False if self.judged.get(trial_id, 0) >= epoch else None
+            return False if self.judged.get(trial_id, -1) >= epoch else None
+
+    @ray.method(concurrency_group="verdicts")
+    def reply(self, trial_id: int, seq: int, timeout: float) -> tuple[Any, ...] | None:
+        """The driver's reply to the trial's call ``seq`` (None: not yet, after ``timeout``)."""
+        key = (trial_id, seq)
+        with self.changed:
+            self.changed.wait_for(lambda: key in self.replies or trial_id in self.stopped, timeout)
+            if key in self.replies:
+                return self.replies.pop(key)
+            return ("stop", "the trial was stopped") if trial_id in self.stopped else None
 
 
 class _Pusher:
@@ -88,13 +110,19 @@ class _Pusher:
         self.trial_id = trial_id
         self.last: Any = None
         self.stopped: set[int] = set()
+        self.epoch: int | None = None  # the last epoch pushed
+        self.calls = 0
 
     def __call__(self, rows: list[dict[str, Any]], wait: bool) -> bool:
+        if rows:
+            self.epoch = rows[-1]["epoch"]
         if wait:
             self.last = None
             if self.trial_id in ray.get(self.channel.push.remote(rows)):
                 return True
-            epoch = rows[-1]["epoch"]
+            epoch = self.epoch
+            if epoch is None:  # nothing pushed yet: there is nothing to judge
+                return False
             while True:
                 verdict = ray.get(self.channel.verdict.remote(self.trial_id, epoch, VERDICT_WAIT_SECONDS))
                 if verdict is not None:
@@ -105,6 +133,15 @@ class _Pusher:
                 self.stopped = ray.get(ready[0])
         self.last = self.channel.push.remote(rows)
         return self.trial_id in self.stopped
+
+    def ask(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The worker's ``ask``: the call goes with the rows (after those pushed before it); wait for its reply."""
+        self.calls += 1
+        self.channel.ask.remote(Call(self.trial_id, self.calls, method, args, kwargs))
+        while True:
+            reply = ray.get(self.channel.reply.remote(self.trial_id, self.calls, VERDICT_WAIT_SECONDS))
+            if reply is not None:
+                return reply
 
     def settle(self) -> None:
         # The driver drains the channel after it sees this task finish, so
@@ -117,7 +154,7 @@ class _Pusher:
 def _remote_trial(job: TrialJob, channel: Any) -> Ended:
     pusher = _Pusher(channel, job.trial_id)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    ended = run_trial(job, pusher, node=node)
+    ended = run_trial(job, pusher, node=node, ask=pusher.ask)
     pusher.settle()
     return ended
 
@@ -138,6 +175,7 @@ class RayExecutor(Executor):
         self.last_drain = 0.0
         self.seen: dict[int, int] = {}  # the last epoch of each trial returned by poll: handled by the next
         self.stops: list[int] = []
+        self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}
 
     @property
     def capacity(self) -> int:  # type: ignore[override]
@@ -173,6 +211,9 @@ class RayExecutor(Executor):
         # the channel, and with it the study, along (the driver's node dies only with the driver).
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.channel = EpochChannel.options(scheduling_strategy=here).remote()
+        # Up before any trial starts: a worker's rows wait in its own process until the channel is, and a
+        # worker that dies meanwhile would take them along.
+        ray.get(self.channel.drain.remote())
 
     def submit(self, job: TrialJob) -> None:
         ref = _remote_trial.options(**self.task_options, name=f"trial-{job.number}").remote(job, self.channel)
@@ -198,19 +239,22 @@ class RayExecutor(Executor):
 
     def delivered(self) -> list[Event]:
         self.last_drain = time.monotonic()
-        rows = ray.get(self.channel.drain.remote())
+        rows, calls = ray.get(self.channel.drain.remote())
         for row in rows:
-            self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], 0))
-        return [Epochs(rows)] if rows else []
+            self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], -1))
+        return ([Epochs(rows)] if rows else []) + list(calls)
 
     def handled(self) -> None:
         self._answer()
 
     def _answer(self) -> None:
         """What the last poll returned is handled now: tell the waiting workers, with the stops, in one call."""
-        if self.seen or self.stops:
-            self.channel.answer.remote(self.seen, self.stops)
-            self.seen, self.stops = {}, []
+        if self.seen or self.stops or self.replies:
+            self.channel.answer.remote(self.seen, self.stops, self.replies)
+            self.seen, self.stops, self.replies = {}, [], {}
+
+    def reply(self, call: Call, reply: tuple[Any, ...]) -> None:
+        self.replies[(call.trial_id, call.seq)] = reply
 
     def stop(self, trial_ids: Iterable[int]) -> None:
         self.stops.extend(trial_ids)
@@ -250,8 +294,10 @@ class RayExecutor(Executor):
             self.channel = None
         if self.started_ray:
             ray.shutdown()
+            _print_ray_messages(True)
             self.started_ray = False
-            shutil.rmtree(_temp_dir_of(os.getpid()), ignore_errors=True)
+            for folder in _temp_dirs(os.getpid()):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _connect(address: str | None) -> bool:
@@ -271,11 +317,10 @@ def _connect(address: str | None) -> bool:
             if address:
                 ray.init(address=address, **quiet)
             else:
-                # Token authentication stays on (Ray's default): Ray's ports listen
-                # on every interface even when the node address is loopback.
                 # address="local": a new instance of our own, never one that a
-                # `ray start` on this machine left recorded in /tmp/ray.
-                with _worker_environment():
+                # `ray start` on this machine left recorded in /tmp/ray. Token
+                # authentication stays on (Ray's default).
+                with _worker_environment(), _on_loopback():
                     ray.init(address="local", _node_ip_address="127.0.0.1", _temp_dir=_own_temp_dir(), **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         if "No node info found" in str(exc):
@@ -286,7 +331,20 @@ def _connect(address: str | None) -> bool:
             "Fix: check --ray-address / RAY_ADDRESS (e.g. 127.0.0.1:6379) and that the cluster "
             "is up (`ray status`), or use --executor inline."
         ) from None
+    _print_ray_messages(False)
     return True
+
+
+def _print_ray_messages(on: bool) -> None:
+    """Whether a driver prints the messages Ray's raylets publish to it (on tuner's own stdout).
+
+    log_to_driver=False keeps the workers' output in Ray's log files, but a driver
+    still prints every "(raylet) A worker died or was killed ..." line it is sent,
+    amid tuner's output. They are in the raylet's log file too, and the trial's
+    record says why it ended; Ray's own switch for them is the one its debugger
+    turns off at a breakpoint.
+    """
+    ray._private.worker._worker_logs_enabled = on
 
 
 # A local Ray keeps its session files (logs, sockets, spilled objects) under a folder
@@ -295,19 +353,35 @@ def _connect(address: str | None) -> bool:
 TEMP_PREFIX = "tuner-ray-"
 
 
-def _temp_dir_of(pid: int) -> Path:
-    return Path(tempfile.gettempdir(), f"{TEMP_PREFIX}{pid}")
-
-
 def _own_temp_dir() -> str:
-    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        owner = folder.name.removeprefix(TEMP_PREFIX)
-        if owner.isdigit() and not _alive(int(owner)):
+    """Ray's temp folder for a local Ray: inside a new folder that this process made, which only it may enter.
+
+    Made anew, never taken as found: a folder, or a link to one, that another user
+    put in the shared temp folder under a name tuner would use would otherwise get
+    Ray's sockets and logs, and that user their contents. Ray makes its own folders
+    writable by everyone (0777), so they go one level down, behind the private one.
+    """
+    for folder in _temp_dirs():
+        owner = folder.name.removeprefix(TEMP_PREFIX).partition("-")[0]
+        if not _alive(int(owner)):
             _kill_holders(folder)
             shutil.rmtree(folder, ignore_errors=True)
-    path = _temp_dir_of(os.getpid())
-    path.mkdir(mode=0o700, exist_ok=True)
-    return str(path)
+    return os.path.join(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"), "ray")
+
+
+def _temp_dirs(pid: int | None = None) -> list[Path]:
+    """The session folders of local Rays (of ``pid``'s alone, if given) in the temp folder: this user's own."""
+    found = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{pid if pid is not None else ''}*"):
+        owner = folder.name.removeprefix(TEMP_PREFIX).partition("-")[0]
+        try:
+            info = folder.lstat()
+        except OSError:  # gone meanwhile
+            continue
+        if owner.isdigit() and (pid is None or int(owner) == pid) and stat.S_ISDIR(info.st_mode) \
+                and info.st_uid == os.getuid():
+            found.append(folder)
+    return found
 
 
 def _kill_holders(folder: Path) -> None:
@@ -338,19 +412,51 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Workers never touch the study store, so the processes of a local Ray (and the
-# user code its workers run) never see the database's URL or password.
-DRIVER_ONLY_VARIABLES = ("TUNER_STORAGE", "TUNER_STORAGE_PASSWORD_FILE", "OPTUNA_STORAGE")
-
-
 @contextlib.contextmanager
 def _worker_environment() -> Iterator[None]:
-    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's."""
-    saved = {k: os.environ.pop(k) for k in DRIVER_ONLY_VARIABLES if k in os.environ}
+    """The environment a local Ray's processes start with (they inherit it): the driver's, less the store's.
+
+    Workers never touch the study store, so the processes of a local Ray (and the
+    user code its workers run) never see the database's URL or password.
+    """
+    from tuner.store.sql import SECRET_VARIABLES  # the driver's: workers never import the store
+
+    saved = {k: os.environ.pop(k) for k in (*SECRET_VARIABLES, *LOCAL_RAY_VARIABLES) if k in os.environ}
+    os.environ.update(LOCAL_RAY_VARIABLES)
     try:
         yield
     finally:
+        for name in LOCAL_RAY_VARIABLES:
+            os.environ.pop(name, None)
         os.environ.update(saved)
+
+
+# Ray's settings (RayConfig reads RAY_<name>) for the processes of a local Ray: no metrics
+# collection, so no Prometheus exporter in its dashboard agent (tuner reads none of it).
+LOCAL_RAY_VARIABLES = {"RAY_enable_metrics_collection": "0"}
+
+
+@contextlib.contextmanager
+def _on_loopback() -> Iterator[None]:
+    """Keep every server of a local Ray on 127.0.0.1, unreachable from other machines.
+
+    Ray replaces a node address of 127.0.0.1 with the machine's own, so that other
+    machines may join, and its servers then listen on every interface: gRPC (GCS,
+    raylet, each worker), and the autoscaler's and dashboard's Prometheus metrics,
+    which answer anyone, token or not. Where Ray runs single-node clusters only
+    (macOS and Windows, or RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), it keeps the
+    loopback address, and each of those servers listens on 127.0.0.1 alone. A local
+    Ray of tuner's never takes other nodes, so it starts that way; Ray reads the
+    setting once, at import, so its constant is set for the start (once the node
+    exists, Ray takes its address from the node).
+    """
+    constants = ray._private.ray_constants
+    saved = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager

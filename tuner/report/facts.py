@@ -233,9 +233,10 @@ def duration(secs: float | None) -> str:
 # ---------------------------------------------------------------------- test score
 
 
-def test_score(facts: Facts) -> tuple[dict[str, float] | None, str]:
+def test_score(facts: Facts, on_step: Callable[[str], None] = lambda step: None
+               ) -> tuple[dict[str, float] | None, str]:
     """The best trial's saved model, or else its configuration retrained on train+validation, scored once on
-    the test split.
+    the test split. ``on_step`` hears which of the two, before it runs (the report command prints it).
 
     Only the built-in workloads (``mlp``, ``cnn``) have a test split tuner can
     reach; a custom workload gets the reason instead. A best trial that kept
@@ -255,10 +256,13 @@ def test_score(facts: Facts) -> tuple[dict[str, float] | None, str]:
               **fixed, **best.params, "epochs": int(best.user_attrs.get("best_epoch") or facts.spec.get("epochs", 10))}
     saved = _saved_model(facts, best)
     if saved is not None:
+        on_step(f"scoring trial {best.number}'s saved model (epoch {saved.epoch}) on the test split, not retrained")
         loss, acc = _with_one_thread(lambda: _workload(workload).saved_score(params, saved.load()))
         return {"test_loss": loss, "test_acc": acc, "epochs": saved.epoch, "checkpoint": True}, (
             f"Trial {best.number}'s saved model (its checkpoint of epoch {saved.epoch}), scored once on the "
             "held-out test split; not retrained.")
+    on_step(f"retraining trial {best.number}'s configuration on train+validation for {params['epochs']} epochs, "
+            "then scoring it on the test split")
     loss, acc = _final_fit(workload, params)
     return {"test_loss": loss, "test_acc": acc, "epochs": params["epochs"]}, (
         f"Trial {best.number}'s configuration retrained on train+validation for {params['epochs']} epochs "

@@ -9,12 +9,13 @@ while it serves. matplotlib is imported where a figure is made, so that
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.report.facts import Facts, Row, distributions, running_best, seconds, value
@@ -26,7 +27,7 @@ LOSSES = (("train_loss", TRAIN, "--", "train loss"), ("val_loss", VAL, "-", "val
 ACCURACIES = (("train_acc", TRAIN, "--", "train accuracy"), ("val_acc", VAL, "-", "validation accuracy"))
 DIAGNOSIS_COLORS = {
     "healthy": "#2ca02c", "overfitting": "#ff7f0e", "stalled": "#7f7f7f", "diverged": "#d62728",
-    "exploding_gradients": "#9467bd", "vanishing_gradients": "#17becf", "none": "#bbbbbb",
+    "exploding_gradients": "#9467bd", "vanishing_gradients": "#17becf", "failed": "#8c564b", "none": "#bbbbbb",
 }
 STATE_MARKERS = {"COMPLETE": "o", "PRUNED": "x", "FAIL": "v"}
 
@@ -304,15 +305,85 @@ def _position(dist: Any, value: Any) -> float:
 
 
 def _param_axis(ax: Any, name: str, dist: Any, axis: str = "x") -> None:
+    """A param's axis: its name; a categorical's choices at 0, 1, 2, ...; an int's whole numbers; log when it is.
+
+    Numbers (an int's range, or a list of `values`) get as many labelled
+    ticks as fit side by side (a list keeps an unlabelled tick at every
+    value); a categorical's names are each shown.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
     set_label, set_scale = (ax.set_xlabel, ax.set_xscale) if axis == "x" else (ax.set_ylabel, ax.set_yscale)
     set_label(name)
+    scale = ax.xaxis if axis == "x" else ax.yaxis
     if isinstance(dist, CategoricalDistribution):
-        ticks = range(len(dist.choices))
         labels = [str(c) for c in dist.choices]
-        (ax.set_xticks if axis == "x" else ax.set_yticks)(list(ticks), labels)
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices):  # `values: [...]`
+            scale.set_major_locator(_roomy())
+            scale.set_major_formatter(FuncFormatter(lambda x, _: labels[round(x)] if 0 <= x < len(labels) else ""))
+            scale.set_minor_locator(FixedLocator(range(len(labels))))
+        else:  # names: each one shown
+            scale.set_ticks(range(len(labels)), labels)
         (ax.set_xlim if axis == "x" else ax.set_ylim)(-0.5, len(dist.choices) - 0.5)
     elif getattr(dist, "log", False):
         set_scale("log")
+    elif isinstance(dist, IntDistribution):
+        scale.set_major_locator(_roomy())
+
+
+def _roomy() -> Any:
+    """A locator of whole-number ticks with room between their labels (see ``_roomy_class``)."""
+    return _roomy_class()()
+
+
+@functools.cache
+def _roomy_class() -> type:
+    """The class, made on first use: matplotlib loads only where a figure is made."""
+    from matplotlib.ticker import MaxNLocator
+
+    class Roomy(MaxNLocator):
+        """Whole-number ticks, as many as leave room between their labels (``MaxNLocator(integer=True)``).
+
+        matplotlib's own count allows 3 characters a label; an int's 100000
+        or a choice's name is wider, so the count here shrinks until each
+        label, measured in the tick labels' font, clears its neighbours.
+        """
+
+        MOST = 9
+
+        def __init__(self) -> None:
+            super().__init__(nbins=self.MOST, steps=[1, 2, 2.5, 5, 10], integer=True, min_n_ticks=1)
+
+        def __call__(self) -> Any:
+            low, high = sorted(self.axis.get_view_interval())
+            for nbins in range(self.MOST, 0, -1):
+                self.set_params(nbins=nbins)
+                ticks = [t for t in self.tick_values(low, high) if low <= t <= high]
+                if self._room(ticks, low, high):
+                    break
+            return ticks
+
+        def _room(self, ticks: Sequence[float], low: float, high: float) -> bool:
+            from matplotlib import rcParams
+            from matplotlib.font_manager import FontProperties
+            from matplotlib.textpath import text_to_path
+
+            if len(ticks) < 2 or high <= low:
+                return True
+            across = self.axis.axis_name == "x"
+            font = FontProperties(size=rcParams[f"{self.axis.axis_name}tick.labelsize"])
+            em = font.get_size_in_points()
+            if across:  # label widths, in points
+                sizes = [text_to_path.get_text_width_height_descent(label, font, ismath=False)[0]
+                         for label in self.axis.get_major_formatter().format_ticks(ticks)]
+            else:  # stacked labels: one line each
+                sizes = [1.2 * em] * len(ticks)
+            box = self.axis.axes.bbox
+            points = (box.width if across else box.height) * 72 / self.axis.axes.figure.dpi / (high - low)
+            return all((b - a) * points >= (wa + wb) / 2 + em / 2
+                       for a, b, wa, wb in zip(ticks, ticks[1:], sizes, sizes[1:]))
+
+    return Roomy
 
 
 def _legend(ax: Any, **options: Any) -> None:

@@ -124,9 +124,7 @@ def _report(study: Any, facts: Facts, retrain: bool, draw: Draw, on_step: Callab
                             "generated": f"{datetime.now():%Y-%m-%d %H:%M}", "completed": bool(facts.completed)}
     page["pareto"] = _pareto(facts, draw) if facts.front else None
     if facts.completed:
-        if retrain:
-            on_step("retraining the best configuration on train+validation for its test score")
-        page["best"] = _best(facts, retrain)
+        page["best"] = _best(facts, retrain, on_step)
         page["history"] = draw("history", f"{facts.metric} of each trial (pruned: its last value) and the best so far",
                                history_figure(facts))
     else:
@@ -157,7 +155,7 @@ def _overview(facts: Facts) -> str:
     ])
 
 
-def _best(facts: Facts, retrain: bool) -> dict[str, Any]:
+def _best(facts: Facts, retrain: bool, on_step: Callable[[str], None]) -> dict[str, Any]:
     best = facts.completed[0]  # only a study with a completed trial gets this section
     attrs = best.user_attrs
     rows = [(k, fmt(v)) for k, v in best.params.items()]
@@ -167,7 +165,7 @@ def _best(facts: Facts, retrain: bool) -> dict[str, Any]:
     at_best = next((r for r in curve if r.get("epoch") == attrs.get("best_epoch")), curve[-1])
     if finite(at_best.get("val_acc")):
         rows.append(("validation accuracy (best epoch)", f"{at_best['val_acc']:.2%}"))
-    score, how = test_score(facts) if retrain else (None, "Not retrained (--no-test): the score above is the "
+    score, how = test_score(facts, on_step) if retrain else (None, "Not retrained (--no-test): the score above is the "
                                                            "validation score.")
     if score is not None:
         rows += [("test loss", fmt(score["test_loss"])), ("test accuracy", f"{score['test_acc']:.2%}")]

@@ -58,6 +58,18 @@ def stale_trial_ids(storage: Any, study_id: int, interval: int, grace: int) -> l
         storage.heartbeat_interval = storage.grace_period = None
 
 
+def unbeaten_trial_ids(storage: Any, study_id: int) -> list[int]:
+    """RUNNING trials that never had a heartbeat, which Optuna's stale-trial query never counts as stale."""
+    import sqlalchemy as sa
+
+    trials, beats = TRIALS, models.TrialHeartbeatModel.__table__
+    query = (sa.select(trials.c.trial_id).select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+             .where(trials.c.study_id == study_id, trials.c.state == optuna.trial.TrialState.RUNNING,
+                    beats.c.trial_id.is_(None)))
+    with storage.engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
 def dashboard_note_key(trial_id: int) -> str:
     """The study system attribute under which optuna-dashboard keeps a trial's note version."""
     from optuna_dashboard._note import note_ver_key

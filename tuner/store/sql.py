@@ -53,6 +53,14 @@ _OPEN_FIXES = (
 )
 # Where a URL may come from, first found wins (Optuna's own CLI reads OPTUNA_STORAGE).
 URL_VARIABLES = ("TUNER_STORAGE", "OPTUNA_STORAGE")
+# Variables that hold a database's URL, password, or where to find one: the orchestrator's alone. A local
+# Ray's processes (and the workloads they run) start without them; workers never touch the store.
+SECRET_VARIABLES = (
+    *URL_VARIABLES, "TUNER_STORAGE_PASSWORD_FILE",
+    # libpq's (psycopg's) password, password file, service file and service name, and client key.
+    "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE", "PGSERVICE", "PGSSLKEY",
+    "MYSQL_PWD",  # MySQL's password
+)
 _JOURNAL_PEEK = 1 << 20  # bytes of a suspected JournalStorage file read to name its studies
 
 
@@ -280,18 +288,22 @@ class Store:
                 conn.execute(self._insert_ignore(_IV.__table__, ["trial_id", "step"]), values)
 
     def set_trial_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
-        """Set Optuna user attributes of one trial in one transaction (dashboard-visible)."""
+        """Set Optuna user attributes of one trial in one transaction (dashboard-visible).
+
+        One upsert (INSERT ... ON CONFLICT DO UPDATE): orchestrators sharing a
+        study may write the same attribute of a trial at the same moment (their
+        checkpoint retention), where a delete then an insert would collide on
+        the table's unique (trial_id, key).
+        """
         if not attrs:
             return
         table = _UA.__table__
+        insert = self._dialect_insert(table).values(
+            [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()])
+        upsert = insert.on_conflict_do_update(index_elements=["trial_id", "key"],
+                                              set_={"value_json": insert.excluded.value_json})
         with self.engine.begin() as conn:
-            conn.execute(
-                table.delete().where(table.c.trial_id == trial_id, table.c.key.in_(list(attrs)))
-            )
-            conn.execute(
-                table.insert(),
-                [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()],
-            )
+            conn.execute(upsert)
 
     def count_epochs(self, study: optuna.Study) -> int:
         """How many epoch rows the study's trials have."""
@@ -327,6 +339,14 @@ class Store:
         else:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        """The backend's own INSERT, which has ON CONFLICT."""
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
 
     def redact(self, text: str) -> str:
         """``text`` (a driver's message, say) with this store's password masked in every spelling."""

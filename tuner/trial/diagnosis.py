@@ -23,8 +23,9 @@ EXPLODING = "exploding_gradients"
 VANISHING = "vanishing_gradients"
 OVERFITTING = "overfitting"
 STALLED = "stalled"
+FAILED = "failed"  # a FAIL trial whose epochs show none of the above: its fail reason says why
 HEALTHY = "healthy"
-KINDS = (DIVERGED, EXPLODING, VANISHING, OVERFITTING, STALLED, HEALTHY)
+KINDS = (DIVERGED, EXPLODING, VANISHING, OVERFITTING, STALLED, FAILED, HEALTHY)
 
 
 class Thresholds(BaseModel):
@@ -179,10 +180,15 @@ def alarm(rows: Sequence[Row], t: Thresholds) -> Finding | None:
     return diverged(rows, t) or exploding(rows, t) or vanishing(rows, t)
 
 
-def diagnose(rows: Sequence[Row], t: Thresholds) -> Finding:
-    """The one diagnosis of a whole trial, most severe first."""
+def diagnose(rows: Sequence[Row], t: Thresholds, failed: str | None = None) -> Finding:
+    """The one diagnosis of a whole trial, most severe first.
+
+    ``failed``: the reason a FAIL trial has no value. Such a trial is never healthy: unless its epochs
+    show what went wrong (diverged, say), its diagnosis is ``failed``, with that reason.
+    """
     short = min(t.vanishing_epochs, max(len(rows), 1))
     return (
         diverged(rows, t) or exploding(rows, t) or vanishing(rows, t, short)
-        or overfitting(rows, t) or stalled(rows, t) or Finding(HEALTHY)
+        or overfitting(rows, t) or stalled(rows, t)
+        or (Finding(FAILED, detail=failed) if failed is not None else Finding(HEALTHY))
     )

@@ -136,4 +136,16 @@ class Ended:
     waits: list[float] = field(default_factory=list)  # seconds the worker waited for each verdict
 
 
-Event = Union[Epochs, Ended]
+@dataclass(frozen=True)
+class Call:
+    """A running trial asks the driver to call a method of its Optuna ``Trial`` (an Optuna objective's
+    ``suggest_*`` or ``set_user_attr``); the driver replies through the executor (``Executor.reply``)."""
+
+    trial_id: int
+    seq: int  # the trial's count of calls: which one a reply answers
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+Event = Union[Epochs, Ended, Call]

@@ -32,8 +32,12 @@ from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
 from tuner.trial.messages import RESENT, Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
 # Takes a batch of rows and whether to wait for the driver's verdict on them;
-# answers True when the driver wants the trial stopped.
+# answers True when the driver wants the trial stopped. An empty batch with a
+# wait asks only for the verdict on the rows delivered before.
 Deliver = Callable[[list[dict[str, Any]], bool], bool]
+# Asks the driver to call a method of the trial's Optuna ``Trial`` (method, args, kwargs) and waits for its
+# reply: ("value", v), ("error", exception type name, message) or ("stop", why) (see tuner/trial/optuna_trial.py).
+Ask = Callable[[str, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]
 
 
 class StopTrial(optuna.TrialPruned):
@@ -65,9 +69,10 @@ class Reporter:
     workload goes on at ``restored.epoch + 1``.
     """
 
-    def __init__(self, job: TrialJob, deliver: Deliver | None) -> None:
+    def __init__(self, job: TrialJob, deliver: Deliver | None, ask: Ask | None = None) -> None:
         self.job = job
         self.deliver = deliver
+        self.ask = ask  # the channel an Optuna objective's trial asks the driver's study through
         self.pending: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self.thresholds = Thresholds(**job.watch) if job.watch is not None else None
@@ -152,8 +157,10 @@ class Reporter:
             self._best = row
 
     def flush(self, wait: bool = False, final: bool = False) -> None:
-        """Deliver the rows not delivered yet; with them the kept checkpoints, when they are due."""
-        if not self.pending or self.deliver is None:
+        """Deliver the rows not delivered yet, with the kept checkpoints when they are due; with ``wait``, hear
+        the driver's verdict on the last epoch reported (also when its rows went already) and raise StopTrial
+        if it ends the trial."""
+        if self.deliver is None or not (self.pending or (wait and self.epochs)):
             return
         due = wait or final or time.perf_counter() - self._last_flush >= self.job.flush_seconds
         rows = self.remaining() if due else [_without_checkpoint(r) for r in self.pending]
@@ -229,7 +236,7 @@ def resolve(workload: Any) -> Callable[..., Any]:
     return func
 
 
-def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -> Ended:
+def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None, ask: Ask | None = None) -> Ended:
     """Run one trial to the end; every exception the workload raises becomes part of the result.
 
     Every one, BaseExceptions too (KeyboardInterrupt, SystemExit,
@@ -239,7 +246,7 @@ def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None) -
     its workload raises is the trial's failure and the driver learns of it.
     """
     start = time.perf_counter()
-    report = Reporter(job, deliver)
+    report = Reporter(job, deliver, ask)
     try:
         result = _run(job, report)
     finally:
