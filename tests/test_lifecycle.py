@@ -89,7 +89,8 @@ def test_each_end_of_a_worker_becomes_one_state_with_its_reason(result: Result, 
 def test_no_value_and_no_report_fails_with_the_fix() -> None:
     step = lifecycle.on_ended(Run(0, 1, {}, 0.0), Ended(0, 1, Completed()), plan(), now=1.0)
     assert step.end.state == TrialState.FAIL
-    assert step.end.attrs()[record.FAIL_REASON] == ("the workload returned no value and never reported 'val_loss'. "
+    assert step.end.attrs()[record.FAIL_REASON] == ("the workload returned no value and never reported 'val_loss': "
+                                                    "it reported no metric (it only returned its result). "
                                                     "Fix: call report(epoch, val_loss=...) each epoch, or return "
                                                     "the value.")
 

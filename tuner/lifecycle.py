@@ -14,8 +14,9 @@ only when a pruner is on and the epoch is one it may judge.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,28 @@ class Run:
     attempt: int = 1
     rows: list[dict[str, Any]] = field(default_factory=list)
     judged_epoch: int = -1  # none yet (an Optuna objective reports from step 0)
+    repeats: int = 0  # reports of an epoch the trial had reported already: ignored
+    first_repeat: int | None = None  # the epoch of the first of them
+    _epochs: set[int] = field(default_factory=set, repr=False)
+
+    def fresh(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of ``rows`` whose epoch the trial had not reported yet, now its own (in ``rows``).
+
+        The first report of an epoch is the one that counts, in the trial's
+        value as in the store (which keeps one row per epoch) and as Optuna's
+        ``trial.report`` does with a step given twice; a later one is ignored
+        and counted in ``repeats``.
+        """
+        taken = []
+        for row in rows:
+            if row["epoch"] in self._epochs:
+                self.repeats += 1
+                self.first_repeat = row["epoch"] if self.first_repeat is None else self.first_repeat
+                continue
+            self._epochs.add(row["epoch"])
+            taken.append(row)
+        self.rows.extend(taken)
+        return taken
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,37 @@ def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
                "ranks too low among the trials there",
     )
     return Step(end(run, plan, TrialState.PRUNED, None, why, now), stop=True)
+
+
+# How close a reported name must be to an objective's metric to be taken for a misspelling of it (difflib's
+# ratio): val_acc for val_accuracy (0.74), eval_loss for val_loss (0.94), but not train_loss for val_loss (0.67).
+MISSPELT = 0.7
+# Keys of a row that tuner adds or the workload does not report as metrics: never named as what it reported.
+_NOT_REPORTED = ("trial_id", "epoch", "device", "checkpoint", "seconds", "gap_loss", "gap_acc")
+
+
+def misnamed(row: dict[str, Any], plan: Plan, number: int) -> str | None:
+    """At a trial's first epoch: why the study must stop when an objective's metric is missing from it and a
+    name it does report is that metric misspelt (no trial could ever be judged on it); else None."""
+    reported = [k for k in row if k not in _NOT_REPORTED]
+    for metric in plan.spec.metric_names:
+        if metric in row:
+            continue
+        near = difflib.get_close_matches(metric, reported, n=1, cutoff=MISSPELT)
+        if near:
+            return (f"objective metric {metric!r} is not among what trial {number} reported at epoch {row['epoch']}: "
+                    f"{', '.join(reported)}. Did you mean {near[0]!r}? Fix: set `metric: {near[0]}` under "
+                    f"objective: in the spec, or report(epoch, {metric}=...) in the workload.")
+    return None
+
+
+def what_it_reported(rows: Sequence[dict[str, Any]], metric: str) -> str:
+    """For a message about a metric the workload never reported: what it did report, and the nearest name."""
+    reported = list(dict.fromkeys(k for row in rows for k in row if k not in _NOT_REPORTED))
+    if not reported:
+        return "it reported no metric (it only returned its result)"
+    near = difflib.get_close_matches(metric, reported, n=1)
+    return f"it reported {', '.join(reported)}" + (f" (did you mean {near[0]!r}?)" if near else "")
 
 
 def on_ended(run: Run, ended: Ended, plan: Plan, now: float) -> Step:
@@ -240,8 +294,9 @@ def _value(result: Completed, run: Run, plan: Plan) -> tuple[Value, str | None]:
     if value is None:
         value = metrics.objective_value(run.rows, spec.objective, spec.direction)
     if value is None:
-        return None, (f"the workload returned no value and never reported {metric!r}. Fix: call "
-                      f"report(epoch, {metric}=...) each epoch, or return the value.")
+        return None, (f"the workload returned no value and never reported {metric!r}: "
+                      f"{what_it_reported(run.rows, metric)}. Fix: call report(epoch, {metric}=...) each epoch, "
+                      "or return the value.")
     if not math.isfinite(value):
         return None, f"the objective {metric} is {value} (the run diverged)"
     return value, None
@@ -253,8 +308,8 @@ def _values(rows: Sequence[dict[str, Any]], plan: Plan, mode: str | None = None)
     values = metrics.objective_values(rows, spec.objectives, mode)
     first = spec.objective.metric
     if not values:
-        return None, (f"the workload never reported {first!r}, the first objective. Fix: call "
-                      f"report(epoch, {first}=...) each epoch.")
+        return None, (f"the workload never reported {first!r}, the first objective: "
+                      f"{what_it_reported(rows, first)}. Fix: call report(epoch, {first}=...) each epoch.")
     for metric, value in zip(spec.metric_names, values):
         if value is None:
             return None, (f"the workload did not report {metric!r} at the epoch the first objective ({first}) "

@@ -29,7 +29,7 @@ from tuner.recorder import Recorder
 from tuner.spec import StudySpec
 from tuner.store import Store
 from tuner.trial import metrics, record
-from tuner.trial.messages import Call, Ended, Epochs, Event, TrialJob
+from tuner.trial.messages import RESENT, Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.record import Ending, counts_toward_budget
 from tuner.store import internals
 
@@ -178,7 +178,7 @@ class Orchestrator:
         if found is None:
             return job
         checkpoint, rows, best_score = found
-        run.rows.extend(rows)
+        run.fresh(rows)
         run.judged_epoch = checkpoint.epoch
         log.info("trial %d resumes from trial %s's checkpoint at epoch %d", run.number,
                  trial.user_attrs[record.RETRY_OF], checkpoint.epoch)
@@ -214,22 +214,38 @@ class Orchestrator:
         run = self.running.get(event.trial_id)
         if run is None:  # ended already (stopped early, timed out, or aborted)
             return
-        self.recorder.epochs(event.rows, {run.trial_id: run})
-        run.rows.extend(event.rows)
+        rows, resent = self._fresh(run, event.rows)
+        self.recorder.epochs(rows, {run.trial_id: run}, resent)
         self._apply(run, lifecycle.on_ended(run, event, self.plan, now))
         if lifecycle.starves_the_pruner(run, event, self.plan):
-            self._starved(event)
+            self._starved(run, event)
 
     def _on_epochs(self, event: Epochs, now: float) -> None:
-        rows = [r for r in event.rows if r["trial_id"] in self.running]  # a stopped trial's late rows go
-        self.recorder.epochs(rows, self.running)
-        touched = {}
-        for row in rows:
-            run = self.running[row["trial_id"]]
-            run.rows.append(row)
-            touched[run.trial_id] = run
+        rows, resent, touched = [], [], {}
+        for row in event.rows:
+            run = self.running.get(row["trial_id"])
+            if run is not None:  # a stopped trial's late rows go
+                fresh, again = self._fresh(run, [row])
+                rows += fresh
+                resent += again
+                touched[run.trial_id] = run
+        self.recorder.epochs(rows, self.running, resent)
         for run in touched.values():
             self._apply(run, lifecycle.on_epochs(run, self.plan, lambda: self._pruner_verdict(run), now))
+
+    def _fresh(self, run: Run, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows of epochs the trial had not reported yet (now in ``run.rows``), and the copies of rows
+        sent again with their checkpoint (messages.RESENT); a repeated epoch is said once a trial."""
+        resent = [r for r in rows if r.pop(RESENT, False)]
+        repeats, first = run.repeats, not run.rows
+        taken = run.fresh(r for r in rows if not any(r is again for again in resent))
+        if first and taken:
+            self._check_names(run, taken[0])
+        if run.repeats and not repeats:
+            log.warning("trial %d reported epoch %d again; the first report of an epoch is the one that counts "
+                        "(as in Optuna's trial.report), later ones are ignored. Fix: report each epoch once, "
+                        "with all its metrics", run.number, run.first_repeat)
+        return taken, resent
 
     def _on_call(self, call: Call) -> None:
         """An Optuna objective's trial asks its Optuna ``Trial`` (a suggest_*): the study's sampler answers."""
@@ -254,11 +270,12 @@ class Orchestrator:
         if step.retry is not None:
             self.recorder.enqueue(step.retry.params, {record.ATTEMPT: step.retry.attempt,
                                                       record.RETRY_OF: step.retry.retry_of})
-        self.recorder.end(run.number, run.trial_id, step.end)
-        self.progress.count(run.number, step.end, self.spec.directions)
+        ending = self.recorder.end(run.number, run.trial_id, step.end)
+        self.progress.count(run.number, ending, self.spec.directions)
         self.progress.running = len(self.running)
-        if step.end.state == TrialState.FAIL and step.end.counted and self.first_error is None:
-            self.first_error = (run, getattr(step.end.why, "reason", "no value"))
+        if ending.state == TrialState.FAIL and ending.counted and self.first_error is None:
+            why = ending.why
+            self.first_error = (run, why.shown_reason if isinstance(why, record.Failure) else "no value")
         if self.reached is None and lifecycle.reaches_target(step.end, self.plan):
             self._reach(run.number, step.end.value)
 
@@ -271,8 +288,14 @@ class Orchestrator:
     def _expire_deadlines(self) -> None:
         """Kill trials that outlived trial_timeout (a hung worker cannot stop itself)."""
         now = time.monotonic()
-        for run in list(self.running.values()):
-            if lifecycle.past_deadline(run, self.plan, now, KILL_AFTER_SECONDS):
+        expired = [run for run in self.running.values() if lifecycle.past_deadline(run, self.plan, now,
+                                                                                    KILL_AFTER_SECONDS)]
+        if not expired:
+            return
+        for event in self.executor.delivered():  # what they reported up to now is theirs: recorded first
+            self._handle(event)
+        for run in expired:
+            if run.trial_id in self.running:  # not ended by what it delivered
                 self.executor.cancel([run.trial_id])
                 self._apply(run, lifecycle.on_deadline(run, self.plan, now))
 
@@ -284,16 +307,23 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ the study's end
 
-    def _starved(self, ended: Ended) -> None:
+    def _starved(self, run: Run, ended: Ended) -> None:
         """A pruner with nothing to read would never prune: say so after the first trial."""
         self._abort("study stopped: the pruner has no per-epoch values")
         metric = self.spec.objective.metric
         raise StudyFailedError(
             f"pruner {self.spec.pruner.type!r} needs a value of {metric!r} every epoch, but trial "
-            f"{ended.number} reported none (it only returned its result). Fix: call "
+            f"{ended.number} reported none: {lifecycle.what_it_reported(run.rows, metric)}. Fix: call "
             f"report(epoch, {metric}=...) each epoch, or set `pruner: none`.",
             study=self.study.study_name,
         )
+
+    def _check_names(self, run: Run, row: dict[str, Any]) -> None:
+        """At a trial's first epoch, an objective's metric it reports misspelt stops the study there."""
+        problem = lifecycle.misnamed(row, self.plan, run.number)
+        if problem is not None:
+            self._abort("study stopped: the objective's metric is not what the workload reports")
+            raise StudyFailedError(problem, study=self.study.study_name)
 
     def _reach(self, number: int | None, value: float | None) -> None:
         """A trial reached `objective.target`: the study starts no new trial; those running finish (as W&B's)."""

@@ -9,6 +9,7 @@ each write after it is committed (:class:`Callbacks`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -16,25 +17,28 @@ import pickle
 import queue
 import shlex
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
+from optuna.artifacts import upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import checkpoints
 from tuner.checkpoints import Checkpoints
 from tuner.errors import StoreUnreachable
 from tuner.integrations._process import LoggerProcess, first_line
-from tuner.trial import metrics
+from tuner.trial import metrics, record
 from tuner.trial.checkpoint import Checkpoint
 from tuner.spec import CALLABLE_PREFIX, StudySpec
 from tuner.store import Store
 from tuner.store.lock import study_mutex
-from tuner.trial.record import EarlyStop, Ending
+from tuner.trial.record import EarlyStop, Ending, Failure
 from tuner.store import internals
 
 # How long the study waits out a database outage (a PostgreSQL restart) before giving up.
@@ -80,11 +84,13 @@ class Recorder:
 
     # ------------------------------------------------------------------ writes
 
-    def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any] | None = None) -> None:
-        """Write one batch of epoch rows, then the checkpoints they carry; then each trial of ``runs`` (by
-        trial id) that has rows here is logged."""
-        if rows:
-            saved = checkpoints.take(rows)
+    def epochs(self, rows: Sequence[dict[str, Any]], runs: Mapping[int, Any] | None = None,
+               resent: Sequence[dict[str, Any]] = ()) -> None:
+        """Write one batch of epoch rows, then the checkpoints they carry (and those of ``resent``: rows
+        written before, sent again with their checkpoint); then each trial of ``runs`` (by trial id) that has
+        rows here is logged."""
+        if rows or resent:
+            saved = checkpoints.take(sorted([*resent, *rows], key=lambda r: r["epoch"]))  # each trial's in order
             self.db(self.store.record_epochs, list(rows), lambda r: metrics.score(r, self.spec.objective))
             for trial_id, taken in saved.items():
                 self.db(self.checkpoints.save, trial_id, taken)
@@ -106,8 +112,12 @@ class Recorder:
         self.db(self.checkpoints.save, trial_id, taken)
         return checkpoint, rows, self.checkpoints.best_score(trial_id)
 
-    def end(self, number: int, trial_id: int, ending: Ending) -> None:
-        """Write how a trial ended: its attributes, its constraint, then its Optuna state; then tell the callbacks."""
+    def end(self, number: int, trial_id: int, ending: Ending) -> Ending:
+        """Write how a trial ended: its attributes, its constraint, then its Optuna state; then tell the callbacks.
+
+        Returns the ending as written (a failure too long to show names the file that keeps its whole text)."""
+        if isinstance(ending.why, Failure) and ending.why.too_long:
+            ending = dataclasses.replace(ending, why=self._keep_whole_text(trial_id, ending.why))
         self.db(self._end, number, trial_id, ending)
         if trial_id in self.checkpoints.ids:  # a study without checkpoints never pays for the look
             if self.spec.objective.mode == "last" and not isinstance(ending.why, EarlyStop):
@@ -115,6 +125,25 @@ class Recorder:
             self.db(self.checkpoints.retain, self.spec.direction)
         if self.callbacks:
             self.callbacks.ended(self.frozen(trial_id))
+        return ending
+
+    def _keep_whole_text(self, trial_id: int, failure: Failure) -> Failure:
+        """Keep a failure's whole text as the trial's artifact (optuna-dashboard lists it on the trial's page);
+        its attributes show it cut, and name the file. One that cannot be written is said there instead."""
+        text = failure.text
+        with tempfile.TemporaryDirectory(prefix="tuner-failure-") as folder:
+            path = Path(folder, record.FAIL_TEXT_FILENAME)
+            path.write_text(text, encoding="utf-8", errors="backslashreplace")
+            try:
+                artifact_id = self.db(upload_artifact, artifact_store=self.checkpoints.artifacts, file_path=str(path),
+                                      study_or_trial=optuna.Trial(self.study, trial_id), mimetype="text/plain",
+                                      encoding="utf-8")
+            except OSError as exc:  # a full or read-only disk: the trial still ends, with the text cut
+                whole = {"error": f"{type(exc).__name__}: {exc}", "chars": len(text)}
+            else:
+                whole = {"artifact_id": artifact_id, "chars": len(text),
+                         "path": str(self.checkpoints.directory.resolve() / artifact_id)}
+        return dataclasses.replace(failure, whole_text=whole)
 
     def _end(self, number: int, trial_id: int, ending: Ending) -> None:
         self.store.set_trial_attrs(trial_id, {**ending.attrs(), "orchestrator": ORCHESTRATOR_ID})

@@ -48,6 +48,11 @@ class Executor(ABC):
     def stop(self, trial_ids: Iterable[int]) -> None:
         """Ask these trials to stop at their next report (the driver has ended them)."""
 
+    def delivered(self) -> list[Event]:
+        """What workers delivered that ``poll`` has not returned yet, without waiting: taken before a trial is
+        ended without its worker's word (killed at its deadline), so that no epoch it reported is lost."""
+        return []
+
     def cancel(self, trial_ids: Iterable[int]) -> None:
         """Stop these trials now, if the executor can (their ends are not awaited)."""
 

@@ -1,14 +1,16 @@
 """Run trials one after another in this process, in a thread: for debugging and tests.
 
 The trial runs in a thread so that the driver's loop stays the same as with
-Ray: the thread hands each batch of rows over as an event and waits until
-the driver has handled it (the next ``poll``), so a stop takes effect before
-the next epoch. A breakpoint in a workload stops right there.
+Ray: the thread hands each epoch's rows over as an event as it reports them
+and, where a verdict may fall, waits until the driver has handled them (the
+next ``poll``), so a stop takes effect before the next epoch. A breakpoint
+in a workload stops right there.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 from collections import deque
@@ -18,6 +20,47 @@ from typing import Any
 from tuner.executors.base import Executor
 from tuner.trial.messages import Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.worker import run_trial
+
+
+class WorkloadExit(BaseException):
+    """A workload called ``os._exit`` in the driver's process: it fails its trial instead of ending the study."""
+
+
+class _ExitGuard:
+    """While inline trials may run, ``os._exit`` from a thread of the driver other than its main one fails that
+    thread's trial (a WorkloadExit) instead of ending the driver at once, with no exit handler run, its exit
+    status 0 and the trial left RUNNING. The main thread, and a process forked from this one, exit as asked."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+        self.real = os._exit
+        self.pid = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.users == 0:
+                self.real, self.pid = os._exit, os.getpid()
+                os._exit = self._exit  # type: ignore[assignment]
+            self.users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.users -= 1
+            if self.users == 0:
+                os._exit = self.real
+
+    def _exit(self, status: int) -> None:
+        if os.getpid() == self.pid and threading.current_thread() is not threading.main_thread():
+            raise WorkloadExit(
+                f"the workload called os._exit({status}), which would end the study's own process: with "
+                "--executor inline its trials run inside it. Fix: return (or raise) from the workload instead, or "
+                "run it on Ray, where each trial has a process of its own"
+            )
+        self.real(status)
+
+
+_EXIT_GUARD = _ExitGuard()
 
 
 class InlineExecutor(Executor):
@@ -32,6 +75,8 @@ class InlineExecutor(Executor):
         self.stopping: set[int] = set()
         self.unanswered: list[threading.Event] = []
         self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}  # (trial id, seq) -> the driver's reply
+        self.closed = threading.Event()
+        self.guarded = False
 
     def submit(self, job: TrialJob) -> None:
         self.waiting.append(job)
@@ -46,11 +91,24 @@ class InlineExecutor(Executor):
             got = [self.events.get(timeout=timeout)]
         except queue.Empty:
             return []
-        while not self.events.empty():
-            got.append(self.events.get_nowait())
-        events = []
+        return self._take(got)
+
+    def delivered(self) -> list[Event]:
+        return self._take([])
+
+    def _take(self, got: list[tuple[Event, threading.Event | None]]) -> list[Event]:
+        """``got`` and every event queued after it, as poll returns them."""
+        while True:
+            try:
+                got.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        events: list[Event] = []
         for event, handled in got:
-            events.append(event)
+            if isinstance(event, Epochs) and events and isinstance(events[-1], Epochs):
+                events[-1] = Epochs(events[-1].rows + event.rows)  # one batch of rows: one write
+            else:
+                events.append(event)
             if handled is not None:
                 self.unanswered.append(handled)
             if isinstance(event, Ended) and self.running is not None and event.trial_id == self.running.trial_id:
@@ -68,12 +126,19 @@ class InlineExecutor(Executor):
 
     def _start(self, job: TrialJob) -> None:
         self.running = job
+        if not self.guarded:
+            _EXIT_GUARD.__enter__()
+            self.guarded = True
 
         def deliver(rows: list[dict[str, Any]], wait: bool) -> bool:
-            # Always waits: in one process the verdict costs a hand-over, not a round trip.
+            if not wait:  # the rows are the driver's now; a stop is heard at the next delivery
+                self.events.put((Epochs(rows), None))
+                return job.trial_id in self.stopping
             handled = threading.Event()
             self.events.put((Epochs(rows), handled))
-            handled.wait()
+            while not handled.wait(0.1):
+                if self.closed.is_set():  # no poll will hand these rows over any more
+                    return True
             return job.trial_id in self.stopping
 
         calls = itertools.count(1)
@@ -82,7 +147,9 @@ class InlineExecutor(Executor):
             call = Call(job.trial_id, next(calls), method, args, kwargs)
             handled = threading.Event()
             self.events.put((call, handled))
-            handled.wait()
+            while not handled.wait(0.1):
+                if self.closed.is_set():  # no poll will hand the call over any more
+                    break
             return self.replies.pop((job.trial_id, call.seq), ("stop", f"trial {job.number} was stopped"))
 
         def trial() -> None:
@@ -107,3 +174,7 @@ class InlineExecutor(Executor):
 
     def close(self) -> None:
         self.cancel([j.trial_id for j in self.waiting] + ([self.running.trial_id] if self.running else []))
+        self.closed.set()
+        if self.guarded:
+            _EXIT_GUARD.__exit__()
+            self.guarded = False

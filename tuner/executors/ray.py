@@ -154,7 +154,7 @@ class _Pusher:
 def _remote_trial(job: TrialJob, channel: Any) -> Ended:
     pusher = _Pusher(channel, job.trial_id)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
-    ended = run_trial(job, pusher, node=node, own_process=True, ask=pusher.ask)
+    ended = run_trial(job, pusher, node=node, ask=pusher.ask)
     pusher.settle()
     return ended
 
@@ -211,6 +211,9 @@ class RayExecutor(Executor):
         # the channel, and with it the study, along (the driver's node dies only with the driver).
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.channel = EpochChannel.options(scheduling_strategy=here).remote()
+        # Up before any trial starts: a worker's rows wait in its own process until the channel is, and a
+        # worker that dies meanwhile would take them along.
+        ray.get(self.channel.drain.remote())
 
     def submit(self, job: TrialJob) -> None:
         ref = _remote_trial.options(**self.task_options, name=f"trial-{job.number}").remote(job, self.channel)
@@ -222,26 +225,24 @@ class RayExecutor(Executor):
             return []
         refs = list(self.refs)
         now = time.monotonic()
-        # A task younger than FLUSH_SECONDS has pushed nothing yet (a short
-        # trial's rows all come back in its outcome), so the channel is drained
-        # only when an older task ended or is still streaming.
-        old = [r for r, (job, t0) in self.refs.items() if job.flush_seconds == 0 or now - t0 >= FLUSH_SECONDS]
-        streaming = any(self.refs[r][0].flush_seconds == 0 for r in old)
+        streaming = any(job.flush_seconds == 0 for job, _ in self.refs.values())
         interval = STREAM_DRAIN_SECONDS if streaming else FLUSH_SECONDS
         ready, _ = ray.wait(refs, num_returns=1, timeout=min(timeout, interval))
         if ready:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         now = time.monotonic()
         events: list[Event] = []
-        if any(r in ready for r in old) or (old and now - self.last_drain >= interval):
-            self.last_drain = now
-            rows, calls = ray.get(self.channel.drain.remote())
-            if rows:
-                events.append(Epochs(rows))  # before the ends: a trial's rows precede its end
-                for row in rows:
-                    self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], -1))
-            events.extend(calls)
-        return events + [self._outcome(ref) for ref in ready]
+        # Workers push each epoch as it is reported: a trial that ended (a dead worker's too) has its rows here.
+        if ready or now - self.last_drain >= interval:
+            events += self.delivered()
+        return events + [self._outcome(ref) for ref in ready]  # the rows first: a trial's rows precede its end
+
+    def delivered(self) -> list[Event]:
+        self.last_drain = time.monotonic()
+        rows, calls = ray.get(self.channel.drain.remote())
+        for row in rows:
+            self.seen[row["trial_id"]] = max(row["epoch"], self.seen.get(row["trial_id"], -1))
+        return ([Epochs(rows)] if rows else []) + list(calls)
 
     def handled(self) -> None:
         self._answer()

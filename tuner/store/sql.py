@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from tuner.errors import StorageError
 from tuner.store import internals, schema
 from tuner.store.models import COLUMNS, Base, EpochRecord
+from tuner.trial import limits
 
 DEFAULT_URL = "sqlite:///tuner.db"
 log = logging.getLogger("tuner")
@@ -660,17 +661,18 @@ def _finite(value: Any) -> float | None:
 
 
 def _epoch_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    record: dict[str, Any] = {"trial_id": row["trial_id"], "epoch": int(row["epoch"])}
+    """A row as stored; a value the store cannot hold is refused (ValueError) by the rule report() follows."""
+    record: dict[str, Any] = {"trial_id": row["trial_id"], "epoch": limits.epoch(row["epoch"])}
     for col in COLUMNS:
         value = row.get(col)
         if col == "device":
-            record[col] = None if value is None else str(value)
+            record[col] = None if value is None else limits.text(col, value)
         elif col == "iterations":
-            record[col] = None if value is None else int(value)
+            record[col] = None if value is None else limits.iterations(value)
         else:
             record[col] = _finite(value)
     extra = {
-        k: (float(v) if isinstance(v, (int, float)) else v)
+        limits.name(k): (float(v) if isinstance(v, (int, float)) else v)
         for k, v in row.items()
         if k not in COLUMNS and k not in ("trial_id", "epoch", "trial")
     }

@@ -13,9 +13,12 @@ from typing import Any, Union
 
 from tuner.trial.checkpoint import Checkpoint
 
-# Rows are sent in batches at most this often (seconds): cheap to record, and
-# still live enough for the dashboard.
+# Checkpoints travel at most this often (seconds), and the driver reads what
+# workers delivered this often: cheap to record, and still live enough for the
+# dashboard. Each epoch's row leaves its worker as it is reported.
 FLUSH_SECONDS = 0.5
+# Marks a copy of a delivered row that comes again to bring its checkpoint: the driver takes the checkpoint only.
+RESENT = "_resent"
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,13 @@ INTERRUPTED = "interrupted"  # the study stopped while it ran: not counted, its 
 RETRIED = "retried"  # the worker died and the params were queued again: not counted
 NOT_COUNTED = (INTERRUPTED, RETRIED)
 
-# A failed trial keeps the end of its workload's traceback (an attribute: bounded).
+# What a failed trial keeps in its attributes, which tables and messages show: a reason of at most
+# MAX_REASON_CHARS and a traceback of at most MAX_TRACEBACK_CHARS (its start and its end). Where either is
+# longer, the whole text is kept as the trial's artifact, named by FAIL_TEXT.
+MAX_REASON_CHARS = 1000
 MAX_TRACEBACK_CHARS = 8000
+FAIL_TEXT = "fail_text"  # {artifact_id, path, chars}: the whole reason and traceback, as a text file
+FAIL_TEXT_FILENAME = "failure.txt"
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,50 @@ class Failure:
     reason: str
     kind: str | None = None  # one of the kinds above; None: the workload's own error
     traceback: str | None = None
+    whole_text: Mapping[str, Any] | None = None  # where the whole text was kept, when it is too long to show
+
+    @property
+    def too_long(self) -> bool:
+        """Whether the reason or the traceback is cut in the attributes (and its whole text worth keeping)."""
+        return len(self.reason) > MAX_REASON_CHARS or len(self.traceback or "") > MAX_TRACEBACK_CHARS
+
+    @property
+    def text(self) -> str:
+        """The whole reason and traceback, as one text."""
+        return self.reason + (f"\n\n{self.traceback}" if self.traceback else "")
+
+    @property
+    def shown_reason(self) -> str:
+        """The reason as the attributes keep it and messages show it: cut past MAX_REASON_CHARS."""
+        if len(self.reason) <= MAX_REASON_CHARS:
+            return self.reason
+        cut = f" ... [cut at {MAX_REASON_CHARS} of {len(self.reason)} characters{self._where()}]"
+        return self.reason[:MAX_REASON_CHARS] + cut
 
     def attrs(self) -> dict[str, Any]:
-        out: dict[str, Any] = {FAIL_REASON: self.reason}
+        out: dict[str, Any] = {FAIL_REASON: self.shown_reason}
         if self.kind is not None:
             out[FAIL_KIND] = self.kind
         if self.traceback:
-            out[FAIL_TRACEBACK] = self.traceback[-MAX_TRACEBACK_CHARS:]
+            out[FAIL_TRACEBACK] = self._shown_traceback()
+        if self.whole_text is not None:
+            out[FAIL_TEXT] = dict(self.whole_text)
         return out
+
+    def _shown_traceback(self) -> str:
+        """Its start (where it was raised from) and its end (the innermost frames and the error)."""
+        text = self.traceback or ""
+        if len(text) <= MAX_TRACEBACK_CHARS:
+            return text
+        head, tail = MAX_TRACEBACK_CHARS // 4, MAX_TRACEBACK_CHARS * 3 // 4
+        return f"{text[:head]}\n... [{len(text) - head - tail} characters cut{self._where()}] ...\n{text[-tail:]}"
+
+    def _where(self) -> str:
+        if self.whole_text is None:
+            return ""
+        if "path" in self.whole_text:
+            return f"; the whole text: {self.whole_text['path']}"
+        return f"; the whole text could not be kept: {self.whole_text.get('error', '')}"
 
     @property
     def counted(self) -> bool:

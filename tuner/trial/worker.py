@@ -26,10 +26,10 @@ from typing import Any
 
 import optuna
 
-from tuner.trial import metrics
+from tuner.trial import limits, metrics
 from tuner.trial.checkpoint import Checkpoint, pack
 from tuner.trial.diagnosis import DIVERGED, Finding, Thresholds, alarm
-from tuner.trial.messages import Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
+from tuner.trial.messages import RESENT, Completed, Crashed, Ended, Failed, Pruned, Result, TimedOut, TrialJob
 
 # Takes a batch of rows and whether to wait for the driver's verdict on them;
 # answers True when the driver wants the trial stopped. An empty batch with a
@@ -51,16 +51,22 @@ class StopTrial(optuna.TrialPruned):
 class Reporter:
     """The ``report(epoch, checkpoint=None, **metrics)`` callable a workload receives.
 
+    Each epoch's row is delivered as it is reported, without waiting for
+    the driver (except where a verdict may fall): whatever ends the trial, a
+    crash of its worker or a hang it is killed for, every epoch reported
+    before is the driver's.
+
     ``checkpoint`` (a file path, bytes, or a state dict) is kept with the
-    trial: of those reported between two deliveries of rows only the last one
-    travels, and the one of the epoch that best meets the job's objective so
-    far (the model the trial's value describes). A function that returns one
-    costs less: it is called only at an epoch that beats the trial's best,
-    when its epoch's rows are delivered (at most every ``flush_seconds``) or
-    at the last epoch, inside that epoch's ``report`` call, so the epochs in
-    between save nothing. ``restored`` is the checkpoint a trial run again after a
-    worker death starts from (None otherwise): its workload goes on at
-    ``restored.epoch + 1``.
+    trial; checkpoints travel at most every ``flush_seconds`` (and at the
+    last epoch, and where a verdict may fall): of those reported in between
+    only the last one, and the one of the epoch that best meets the job's
+    objective so far (the model the trial's value describes), each with a
+    copy of its epoch's row. A function that returns one costs less: it is
+    called only at an epoch that beats the trial's best, when checkpoints
+    travel or at the last epoch, inside that epoch's ``report`` call, so the
+    epochs in between save nothing. ``restored`` is the checkpoint a trial
+    run again after a worker death starts from (None otherwise): its
+    workload goes on at ``restored.epoch + 1``.
     """
 
     def __init__(self, job: TrialJob, deliver: Deliver | None, ask: Ask | None = None) -> None:
@@ -79,9 +85,19 @@ class Reporter:
         self.waits: list[float] = []  # seconds spent waiting for each verdict
         self.device: str | None = None
         self._last_report = time.perf_counter()
-        self._last_flush = self._last_report
+        self._last_flush = self._last_report  # when checkpoints last travelled
+        self.closed = False  # the trial ended: a late report() (a thread the workload left) is refused
+
+    def close(self) -> None:
+        self.closed = True
 
     def __call__(self, epoch: int, checkpoint: Any = None, **metrics: Any) -> None:
+        if self.closed:
+            raise RuntimeError(
+                f"report({epoch!r}, ...) was called after trial {self.job.number} ended, so it is not recorded "
+                "(a thread of the workload outlived it?). Fix: wait for the threads that report (join them) "
+                "before the workload returns."
+            )
         now = time.perf_counter()
         row = _epoch_row(epoch, metrics)
         row.setdefault("seconds", now - self._last_report)
@@ -103,10 +119,8 @@ class Reporter:
                 raise StopTrial(f"trial {self.job.number}: {finding.kind}: {finding.detail}", finding)
         if self.deliver is None:
             return
-        if not final and self.job.waits_at(epoch):
-            self.flush(wait=True)  # a verdict may fall here: hear it before the next epoch starts
-        elif now - self._last_flush >= self.job.flush_seconds:
-            self.flush()
+        # Where a verdict may fall, hear it before the next epoch starts; elsewhere the row goes without a wait.
+        self.flush(wait=not final and self.job.waits_at(epoch), final=final)
 
     def _checkpoint(self, row: dict[str, Any], given: Any) -> None:
         # A function not called in its own epoch never is: by the next, the state it returns has moved on.
@@ -142,35 +156,55 @@ class Reporter:
         if best:
             self._best = row
 
-    def flush(self, wait: bool = False) -> None:
-        """Deliver the pending rows; with ``wait``, hear the driver's verdict on the last epoch reported (also
-        when its rows went already) and raise StopTrial if it ends the trial."""
+    def flush(self, wait: bool = False, final: bool = False) -> None:
+        """Deliver the rows not delivered yet, with the kept checkpoints when they are due; with ``wait``, hear
+        the driver's verdict on the last epoch reported (also when its rows went already) and raise StopTrial
+        if it ends the trial."""
         if self.deliver is None or not (self.pending or (wait and self.epochs)):
             return
-        self._call_later()
-        rows, self.pending, self._kept, self._best = self.pending, [], None, None
-        self._last_flush = start = time.perf_counter()
+        due = wait or final or time.perf_counter() - self._last_flush >= self.job.flush_seconds
+        rows = self.remaining() if due else [_without_checkpoint(r) for r in self.pending]
+        self.pending = []
+        start = time.perf_counter()
         stop = self.deliver(rows, wait)
         if wait:
             self.waits.append(time.perf_counter() - start)
         if stop:
             raise StopTrial(f"trial {self.job.number} stopped by the orchestrator")
 
+    def remaining(self, ended: bool = False) -> list[dict[str, Any]]:
+        """What is left to deliver, checkpoints and all: the rows not delivered yet, after a copy of each
+        delivered row that holds a kept checkpoint (marked RESENT: the driver takes only its checkpoint).
+        ``ended``: the trial is over, and a checkpoint function of its last epoch is not called any more."""
+        if not ended:
+            self._call_later()
+        pending = {id(r) for r in self.pending}
+        held = {id(r): r for r in (self._best, self._kept) if r is not None and id(r) not in pending
+                and "checkpoint" in r}
+        resent = [{**r, RESENT: True} for r in sorted(held.values(), key=lambda r: r["epoch"])]
+        rows = resent + [dict(r) for r in self.pending]
+        for row in (*held.values(), *self.pending):
+            row.pop("checkpoint", None)  # it travels now
+        self._kept, self._best = None, None
+        self._last_flush = time.perf_counter()
+        return rows
+
+
+def _without_checkpoint(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a row to deliver before its checkpoint is due (the worker's own row keeps it until then)."""
+    return {k: v for k, v in row.items() if k != "checkpoint"}
+
 
 def _epoch_row(epoch: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(epoch, bool) or not isinstance(epoch, int):
-        raise TypeError(f"report(epoch, ...): epoch must be an int, but got {epoch!r}")
-    row: dict[str, Any] = {"epoch": epoch}
+    """The row of one report, each value as the store holds it (tuner/trial/limits.py refuses what it cannot)."""
+    row: dict[str, Any] = {"epoch": limits.epoch(epoch)}
     for key, value in metrics.items():
         if key == "device":
-            row[key] = str(value)
-            continue
-        try:
-            row[key] = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"report(epoch, {key}=...): metrics must be numbers, but got {value!r}"
-            ) from None
+            row[key] = limits.text(key, value)
+        elif key == "iterations":
+            row[key] = limits.iterations(value)
+        else:
+            row[limits.name(key)] = limits.number_of(key, value)
     if "train_loss" in row and "val_loss" in row:
         row["gap_loss"] = row["val_loss"] - row["train_loss"]
     if "train_acc" in row and "val_acc" in row:
@@ -202,30 +236,29 @@ def resolve(workload: Any) -> Callable[..., Any]:
     return func
 
 
-def run_trial(
-    job: TrialJob, deliver: Deliver | None, node: str | None = None, own_process: bool = False,
-    ask: Ask | None = None,
-) -> Ended:
-    """Run one trial to the end; every exception becomes part of the result.
+def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None, ask: Ask | None = None) -> Ended:
+    """Run one trial to the end; every exception the workload raises becomes part of the result.
 
-    ``own_process``: the trial runs in a worker of its own (Ray), where a
-    KeyboardInterrupt can only come from the workload, so it fails the trial
-    like any error. In the driver (inline) it is the user's Ctrl-C and stops
-    the study.
+    Every one, BaseExceptions too (KeyboardInterrupt, SystemExit,
+    GeneratorExit, a class of the workload's own): a trial runs in a thread
+    of the driver (inline) or a worker of its own (Ray), never in the
+    driver's main thread, where alone the user's Ctrl-C arrives, so what
+    its workload raises is the trial's failure and the driver learns of it.
     """
     start = time.perf_counter()
     report = Reporter(job, deliver, ask)
-    result = _run(job, report, own_process)
+    try:
+        result = _run(job, report)
+    finally:
+        report.close()
     return Ended(
-        job.number, job.trial_id, result, rows=report.pending, device=report.device or detect_device(),
-        node=node or socket.gethostname(), wall_seconds=time.perf_counter() - start, waits=report.waits,
+        job.number, job.trial_id, result, rows=report.remaining(ended=True),
+        device=report.device or detect_device(), node=node or socket.gethostname(),
+        wall_seconds=time.perf_counter() - start, waits=report.waits,
     )
 
 
-def _run(job: TrialJob, report: Reporter, own_process: bool) -> Result:
-    caught: tuple[type[BaseException], ...] = (Exception, SystemExit)
-    if own_process:
-        caught += (KeyboardInterrupt,)
+def _run(job: TrialJob, report: Reporter) -> Result:
     try:
         with _deadline(job.timeout):
             returned = resolve(job.workload)(dict(job.workload_params), report)
@@ -239,7 +272,7 @@ def _run(job: TrialJob, report: Reporter, own_process: bool) -> Result:
             return Pruned()
         return Pruned({"kind": finding.kind, "epoch": finding.epoch, "detail": finding.detail,
                        "values": finding.values})
-    except caught as exc:
+    except BaseException as exc:  # noqa: BLE001 - the workload's, whatever it is: see run_trial
         _free_gpu_memory()
         return Failed(_describe(exc), traceback.format_exc())
 

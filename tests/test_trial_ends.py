@@ -1,0 +1,204 @@
+"""The driver always learns how a trial ended: whatever its workload raises, exits or leaves behind.
+
+Run as a user runs it: the installed `tuner` script, `--executor inline`, from the user's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+import tuner
+from tests.services import user_env
+
+TUNER = shutil.which("tuner")
+
+WORKLOAD = '''
+import os
+import threading
+import time
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def train(params, report):
+    case = params["case"]
+    report(1, val_loss=0.5)
+    if case == "keyboard_interrupt":
+        raise KeyboardInterrupt("the workload's own")
+    if case == "base_exception":
+        raise Interrupted("a BaseException of the workload's")
+    if case == "generator_exit":
+        raise GeneratorExit("closed")
+    if case == "os_exit":
+        os._exit(0)
+    if case == "late_report":
+        def later():
+            time.sleep(0.3)
+            report(2, val_loss=0.1)
+        threading.Thread(target=later, daemon=False).start()
+    return None
+'''
+
+SPEC = """name: ends
+workload: ends:train
+strategy: grid
+epochs: 2
+pruner: none
+trial_timeout: 30
+max_failed_trials: 10
+params:
+  case: {type: categorical, choices: [keyboard_interrupt, base_exception, generator_exit, os_exit, late_report, ok]}
+"""
+
+FAILS = {
+    "keyboard_interrupt": "KeyboardInterrupt: the workload's own",
+    "base_exception": "Interrupted: a BaseException of the workload's",
+    "generator_exit": "GeneratorExit: closed",
+    "os_exit": "WorkloadExit: the workload called os._exit(0), which would end the study's own process",
+}
+
+
+def test_whatever_a_workload_raises_or_leaves_behind_inline_the_driver_records_and_exits(tmp_path, tally):
+    assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
+    (tmp_path / "ends.py").write_text(WORKLOAD)
+    (tmp_path / "ends.yaml").write_text(SPEC)
+    launched = subprocess.run([TUNER, "launch", "ends.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                              env=user_env(), capture_output=True, text=True, timeout=120)
+    assert launched.returncode == 0, launched.stderr
+    trials = {t.params["case"]: t for t in optuna.load_study(
+        study_name="ends", storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials}
+    assert len(trials) == 6
+    for case, reason in FAILS.items():
+        trial = trials[case]
+        assert trial.state == TrialState.FAIL, case
+        assert trial.user_attrs["fail_reason"].startswith(reason), trial.user_attrs["fail_reason"]
+        assert "fail_kind" not in trial.user_attrs  # the workload's own failure, not a timeout
+        tally("fault")
+    # A report from a thread the workload left running is refused, and the process still exits.
+    late = trials["late_report"]
+    assert (late.state, late.value, late.intermediate_values) == (TrialState.COMPLETE, 0.5, {1: 0.5})
+    assert "report(2, ...) was called after trial" in launched.stderr
+    assert (trials["ok"].state, trials["ok"].value) == (TrialState.COMPLETE, 0.5)
+    tally("fault")
+
+
+SLOW = """name: slow
+workload: slow:train
+trials: 3
+epochs: 200
+pruner: none
+params:
+  x: {type: float, low: 0, high: 1}
+"""
+
+
+def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
+    """A KeyboardInterrupt of the workload's fails its trial; the user's Ctrl-C (SIGINT) stops the study."""
+    (tmp_path / "slow.py").write_text("import time\n\ndef train(params, report):\n"
+                                      "    for epoch in range(1, params['epochs'] + 1):\n"
+                                      "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
+    (tmp_path / "slow.yaml").write_text(SLOW)
+    proc = subprocess.Popen([TUNER, "launch", "slow.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                            env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db, deadline = tmp_path / "tuner.db", time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the first trial records epochs
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
+                    break
+        except sqlite3.OperationalError:
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    (trial,) = optuna.load_study(study_name="slow", storage=f"sqlite:///{db}").trials
+    assert trial.state == TrialState.FAIL and "Ctrl-C" in trial.user_attrs["fail_reason"]
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def raises_base_exception(params, report):
+    report(1, val_loss=0.5)
+    raise Interrupted("a BaseException of the workload's")
+
+
+def test_a_base_exception_on_ray_is_the_workloads_failure_not_a_start_failure(ray_local, storage, tally):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=raises_base_exception,
+                         trials=1, epochs=1, storage=storage, pruner="none")
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "Interrupted: a BaseException of the workload's"
+    assert "raise Interrupted" in trial.user_attrs["fail_traceback"]
+    tally("fault")
+
+
+# ---------------------------------------------------------------------- every epoch reported before the end is kept
+
+RELEASE = threading.Event()
+
+
+def reports_then_hangs(params, report):
+    for epoch in range(1, 4):
+        report(epoch, val_loss=1.0 / epoch)
+    RELEASE.wait()  # blocked in C, where trial_timeout's exception cannot reach it: the driver must kill it
+
+
+def test_epochs_reported_just_before_a_hang_are_kept(storage, tally):
+    try:
+        study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=reports_then_hangs,
+                             trials=1, epochs=10, executor="inline", storage=storage, trial_timeout=0.5,
+                             pruner="none")
+    finally:
+        RELEASE.set()  # let the abandoned thread go
+    (trial,) = study.trials
+    assert (trial.state, trial.user_attrs["fail_kind"]) == (TrialState.FAIL, "timeout")
+    assert trial.intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3]
+    tally("fault")
+
+
+def reports_then_dies(params, report):
+    for epoch in range(1, 4):
+        report(epoch, val_loss=1.0 / epoch)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGKILL)  # out of memory, say
+
+
+def test_epochs_reported_just_before_a_worker_dies_are_kept_on_ray(ray_local, storage, tally):
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=reports_then_dies,
+                         trials=1, epochs=10, storage=storage, retries=0, pruner="none")
+    (trial,) = study.trials
+    assert (trial.state, trial.user_attrs["fail_kind"]) == (TrialState.FAIL, "worker_died")
+    assert trial.intermediate_values == {1: 1.0, 2: 0.5, 3: 1 / 3}
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3]
+    tally("fault")
+
+
+def checkpoint_between_deliveries(params, report):
+    for epoch in range(1, 6):  # all within one checkpoint interval: the rows go, the checkpoint waits
+        report(epoch, val_loss=[3.0, 1.0, 2.0, 2.5, 2.7][epoch - 1], checkpoint=b"epoch 2" if epoch == 2 else None)
+
+
+def test_a_checkpoint_kept_while_its_row_went_ahead_still_reaches_the_study(storage, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNER_ARTIFACTS", str(tmp_path / "artifacts"))
+    study = tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=checkpoint_between_deliveries,
+                         trials=1, epochs=5, executor="inline", storage=storage, pruner="none")
+    (trial,) = study.trials
+    assert (trial.value, trial.user_attrs["checkpoint"]["epoch"], trial.user_attrs["best_checkpoint"]["epoch"]) == (
+        1.0, 2, 2)
+    assert study.checkpoint(0, tmp_path / "model.bin").read_bytes() == b"epoch 2"
+    assert [r["epoch"] for r in study.epochs()] == [1, 2, 3, 4, 5]  # each stored once
