@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +22,7 @@ from tuner.errors import SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.plan import Plan
-from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, load_spec, point_problems
+from tuner.spec import CALLABLE_PREFIX, FloatParam, StudySpec, call_problem, load_spec, point_problems
 from tuner.store import Store
 from tuner.store.lock import study_lock
 from tuner.trial import metrics, record
@@ -365,17 +364,11 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
     """
     if objective is None:
         return
-    try:
-        signature = inspect.signature(objective)
-    except (TypeError, ValueError):  # a builtin with no signature: let it run
-        return
-    try:
-        signature.bind({}, lambda epoch, **metrics: None)
-    except TypeError:
-        name = getattr(objective, "__qualname__", type(objective).__name__)
+    wrong = call_problem(objective)
+    if wrong:
         raise TunerError(
-            f"objective: tuner calls it as train(params, report), but {name}{signature} cannot take those two "
-            "arguments (an Optuna-style objective(trial)?). Fix: take the sampled params and a report "
+            f"objective: {wrong.removesuffix('.')} (an Optuna-style objective(trial)?). Fix: take the sampled "
+            "params and a report "
             "callable, and move each trial.suggest_* into space=:\n"
             "    def train(params, report):              # params['lr'], params['epochs'], ...\n"
             "        for epoch in range(1, params['epochs'] + 1):\n"
@@ -403,7 +396,10 @@ def _callbacks(spec: StudySpec, given: Sequence[Callable[..., Any]]) -> list[Any
     if spec.log is not None and spec.log.mlflow is not None:
         from tuner.integrations.mlflow import MLflowCallback
 
-        loggers.append(MLflowCallback(spec.log.mlflow))
+        try:
+            loggers.append(MLflowCallback(spec.log.mlflow))
+        except TunerError as exc:  # unreachable: said before the study is created
+            raise TunerError(f"log.mlflow: {exc}") from None
     return [*given, *loggers]
 
 
