@@ -246,3 +246,21 @@ def test_the_rules_behind_a_first_mistake_still_run(keys: dict[str, Any], expect
     for problem, start in zip(sorted(problems), sorted(expected)):
         assert problem.startswith(start), problems
     tally("hostile input")
+
+
+def test_an_unreachable_mlflow_server_is_said_in_one_line_before_the_study_exists(tmp_path: Path, tally) -> None:
+    import optuna
+
+    import tuner
+    from tests.services import free_port
+    from tuner import TunerError
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(TunerError) as caught:
+        tuner.launch(spec(log={"mlflow": uri}), executor="inline", storage=storage)
+    message = str(caught.value)
+    assert message.startswith(f"log.mlflow: the MLflow tracking store {uri} cannot be reached: ")
+    assert "\n" not in message and "Fix: start the tracking server or database" in message
+    assert optuna.get_all_study_names(storage) == []
+    tally("hostile input")
