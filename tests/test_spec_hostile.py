@@ -128,6 +128,14 @@ LOADER_CASES = {
     "int low: false": ({"params": {"x": {"type": "int", "low": False, "high": 3}}},
                        "params.x.low: must be an integer, but got False. Fix: give a whole number, e.g. low: 0 "
                        "(true and false are not numbers)."),
+    "timeout: true": ({"timeout": True}, "timeout: must be a number, but got True (true and false are not "
+                                         "numbers). Fix: give a number, e.g. 0.5."),
+    "float low: false": ({"params": {"x": {"type": "float", "low": False, "high": 1}}},
+                         "params.x.low: must be a number, but got False (true and false are not numbers)."),
+    "resources.cpu: true": ({"resources": {"cpu": True}}, "resources.cpu: must be a number, but got True"),
+    "log: 1": ({"params": {"x": {"type": "float", "low": 0.5, "high": 1, "log": 1}}},
+               "params.x.log: must be true or false, but got 1."),
+    "probe.narrow: 'yes'": ({"probe": {"narrow": "yes"}}, "probe.narrow: must be true or false, but got 'yes'."),
     "int step past its range": (
         {"params": {"x": {"type": "int", "low": 1, "high": 5, "step": 10}}},
         "params.x: `step` must be at most `high - low` = 4, but got step=10, which would leave the single value "
@@ -194,6 +202,9 @@ def test_values_that_are_right_still_load() -> None:
     assert (loaded.trials, loaded.seed, loaded.params["x"].step, loaded.context()["epochs"]) == (2, 0, 2**53, 3)
     # One training seed for every trial, while the sampler keeps `seed`: a choice, not a mistake.
     assert load_spec(spec(seed=5, fixed={"seed": 1})).context()["seed"] == 1
+    # YAML reads 1e-4 (no dot) as a string: a number still, as pydantic reads it.
+    lr = load_spec(spec(params={"lr": {"type": "float", "low": "1e-4", "high": 1, "log": True}})).params["lr"]
+    assert lr.low == 1e-4
 
 
 # ---------------------------------------------------------------------- every mistake of a file at once

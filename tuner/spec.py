@@ -124,6 +124,18 @@ def _check_param_name(name: str) -> str:
 
 
 ParamName = Annotated[str, AfterValidator(_check_param_name)]
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1.0; a string stays allowed, as YAML reads 1e-4 (no dot) as one.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, but got {_shown(value)} (true and false are not numbers). "
+                         "Fix: give a number, e.g. 0.5.")
+    return value
+
+
+# A number as written, of a float field: never true or false.
+Float = Annotated[float, BeforeValidator(_not_bool)]
+# true or false as written: pydantic's lax mode would take 1 or 'yes' as true without a word.
+Bool = Annotated[bool, Strict()]
 # A whole number as written: pydantic's lax mode would take `true` as 1 and '2' as 2 without a word.
 Int = Annotated[int, Strict()]
 
@@ -134,11 +146,11 @@ class _Model(BaseModel):
 
 class FloatParam(_Model):
     type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    values: tuple[float, ...] | None = None
+    low: Float
+    high: Float
+    log: Bool = False
+    step: Float | None = None
+    values: tuple[Float, ...] | None = None
     when: dict[str, Scalar] | None = None
 
     @model_validator(mode="after")
@@ -157,7 +169,7 @@ class IntParam(_Model):
     type: Literal["int"]
     low: Int
     high: Int
-    log: bool = False
+    log: Bool = False
     step: Int | None = None
     values: tuple[Int, ...] | None = None
     when: dict[str, Scalar] | None = None
@@ -213,11 +225,11 @@ class Objective(_Model):
     mode: Literal["best", "last"] = "best"
     # Penalize overfitting: score = metric + gap_penalty * gap_loss when minimizing,
     # metric - gap_penalty * gap_acc when maximizing.
-    gap_penalty: float = Field(default=0.0, ge=0)
+    gap_penalty: Float = Field(default=0.0, ge=0)
     # A constraint: trials whose gap (at the best epoch) exceeds this are infeasible.
-    max_gap: float | None = None
+    max_gap: Float | None = None
     # Stop starting trials once a completed trial's value reaches this (W&B sweeps' `target`).
-    target: float | None = None
+    target: Float | None = None
 
     @property
     def resolved_direction(self) -> str:
@@ -259,7 +271,7 @@ class Pruner(BaseModel):
     type: str = "successive_halving"
     # Stop a trial as soon as it diverges, its gradients explode, or they vanish
     # for `diagnostics.vanishing_epochs` epochs; composes with `type`.
-    diagnostics: bool = True
+    diagnostics: Bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -311,14 +323,14 @@ class EarlyStopping(_Model):
     """Stop a trial when its objective has not improved for ``patience`` epochs; it keeps its best epoch."""
 
     patience: Int = Field(gt=0)
-    min_delta: float = Field(default=0.0, ge=0)
+    min_delta: Float = Field(default=0.0, ge=0)
 
 
 class Probe(_Model):
     """A learning-rate range test before the study (tuner/probe.py); ``probe: true`` takes these defaults."""
 
     # Cut params.lr to the range the probe supports before the study is created.
-    narrow: bool = False
+    narrow: Bool = False
     # Built-in workloads: optimizer steps of the one run, lr raised each step (~22 a decade over 9).
     steps: Int = Field(default=200, ge=10)
     # Other workloads: learning rates tried, one short run each, for `epochs` epochs.
@@ -336,8 +348,8 @@ class Checkpoints(_Model):
 
 
 class Resources(_Model):
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
+    cpu: Float = Field(default=1.0, gt=0)
+    gpu: Float = Field(default=0.0, ge=0)
 
 
 class Log(_Model):
@@ -363,10 +375,10 @@ class StudySpec(_Model):
     parallel: Int = Field(default=1, gt=0)
     epochs: Int = Field(default=10, gt=0)
     seed: Int | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: Float | None = Field(default=None, gt=0)
     # Seconds one trial may run before it is stopped and recorded FAIL (a hung trial).
     # At most what a thread may wait for (threading.TIMEOUT_MAX, ~292 years): the deadline is a timer.
-    trial_timeout: float | None = Field(default=None, gt=0)
+    trial_timeout: Float | None = Field(default=None, gt=0)
     # Re-runs (same params) of a trial whose worker process or node died.
     retries: Int = Field(default=1, ge=0)
     # When this many trials have ended and every one failed, the workload is broken: the study stops.
