@@ -446,9 +446,9 @@ class StudySpec(_Model):
     def _locate_workload(cls, workload: str, info: ValidationInfo) -> str:
         """A workload's file, or a module found only beside the spec file, as the absolute path workers import.
 
-        ``module:function`` imports from the working directory or an installed package, as in Python;
-        failing those, from the spec file's folder. ``path/to/train.py:function`` is a file, relative
-        to the spec file's folder (the working directory for a spec given as a dict).
+        ``module:function`` imports from the working directory, else from the spec file's folder, else
+        from installed packages. ``path/to/train.py:function`` is a file, relative to the spec file's
+        folder (the working directory for a spec given as a dict).
         """
         if workload in BUILTIN_WORKLOADS or workload.startswith(CALLABLE_PREFIX) or ":" not in workload:
             return workload
@@ -456,7 +456,7 @@ class StudySpec(_Model):
         folder = (info.context or {}).get("folder")
         if is_path(module):
             return f"{os.path.abspath(os.path.join(folder or os.getcwd(), os.path.expanduser(module)))}:{func}"
-        if folder is None or module.startswith(".") or not module or _importable(module.split(".")[0]):
+        if folder is None or module.startswith(".") or not module or _found_in(module.split(".")[0], os.getcwd()):
             return workload
         parts = module.split(".")
         beside = [folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")]
@@ -779,12 +779,12 @@ def call_problem(func: Any) -> str | None:
     return None
 
 
-def _importable(top: str) -> bool:
-    """Whether a top-level module imports from ``sys.path`` (the working directory, installed packages)."""
-    import importlib.util
+def _found_in(top: str, folder: str) -> bool:
+    """Whether the top-level module ``top`` is a file or package in ``folder``."""
+    import importlib.machinery
 
     try:
-        return importlib.util.find_spec(top) is not None
+        return importlib.machinery.PathFinder.find_spec(top, [folder]) is not None
     except (ImportError, ValueError):
         return False
 
