@@ -143,6 +143,10 @@ LOADER_CASES = {
     "float step past its range": (
         {"params": {"x": {"type": "float", "low": 0.0, "high": 0.5, "step": 1.0}}},
         "params.x: `step` must be at most `high - low` = 0.5, but got step=1.0"),
+    "float step too fine to count": (
+        {"params": {"x": {"type": "float", "low": 0.0, "high": 1e307, "step": 1e-300}}},
+        "params.x: `step` must divide `high - low` into at most 2**53 steps (samplers count them exactly), but "
+        "step=1e-300 over [0.0, 1e+307] makes inf. Fix: use a larger step, or drop `step` for a continuous range."),
     "int bound past 2**53": (
         {"params": {"x": {"type": "int", "low": 0, "high": 10**23}}},
         "params.x: `high` must lie within ±2**53 (9,007,199,254,740,992), the integers a sampler's float "

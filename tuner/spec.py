@@ -162,6 +162,13 @@ class FloatParam(_Model):
                 f"high={_shown(self.high)} span more than the largest float. Fix: narrow the range, e.g. "
                 "low: -1.0e300, high: 1.0e300, or search the magnitude with `log: true` over positive values."
             )
+        if self.step is not None and not (self.high - self.low) / self.step <= MAX_INT:
+            raise ValueError(
+                f"`step` must divide `high - low` into at most 2**53 steps (samplers count them exactly), but "
+                f"step={_shown(self.step)} over [{_shown(self.low)}, {_shown(self.high)}] makes "
+                f"{(self.high - self.low) / self.step:.3g}. Fix: use a larger step, or drop `step` for a "
+                "continuous range."
+            )
         return self
 
 
@@ -1052,18 +1059,19 @@ def _cycle_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> li
     return problems
 
 
-def enumerated_by_gp(spec: StudySpec) -> list[tuple[str, int]]:
+def enumerated_by_gp(spec: StudySpec) -> list[tuple[str, int | None]]:
     """The discrete params (an int range, a float with `step`) with more values than Optuna's GPSampler
-    can enumerate each trial (GP_MAX_POINTS), with their number of values."""
+    can enumerate each trial (GP_MAX_POINTS), with their number of values (None: past a float's range)."""
     found = []
     for name, param in spec.params.items():
         if isinstance(param, CategoricalParam) or param.values is not None:
             continue
         step = param.step if param.step is not None else (1 if isinstance(param, IntParam) else None)
         if step is not None:
-            points = int((param.high - param.low) // step) + 1
-            if points > GP_MAX_POINTS:
-                found.append((name, points))
+            width = (param.high - param.low) / step  # inf for a float step far below its range
+            if width >= GP_MAX_POINTS:
+                points = (param.high - param.low) // step + 1 if isinstance(param, IntParam) else width + 1
+                found.append((name, int(points) if math.isfinite(points) else None))
     return found
 
 
@@ -1072,7 +1080,8 @@ def _gp_problems(spec: StudySpec) -> list[str]:
         return []  # auto leaves GP for TPE on such a space (strategies.choose)
     return [
         f"params.{_cut(name)}: strategy gp (Optuna's GPSampler) lists every value of a discrete param each "
-        f"trial, so it takes at most {_amount(GP_MAX_POINTS)}, but this one has {_amount(points)}. Fix: use a "
+        f"trial, so it takes at most {_amount(GP_MAX_POINTS)}, but this one has "
+        f"{_amount(points) if points is not None else 'more than any array holds'}. Fix: use a "
         "larger `step`, type: float for a continuous range, or strategy tpe or random."
         for name, points in enumerated_by_gp(spec)
     ]

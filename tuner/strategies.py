@@ -330,7 +330,8 @@ def choose(spec: StudySpec) -> Choice:
     too_many = enumerated_by_gp(spec)
     if too_many:
         name, points = too_many[0]
-        return Choice("tpe", f"{over}: {name} has {points:,} values, more than GP enumerates each trial "
+        many = f"{points:,}" if points is not None else "countless"
+        return Choice("tpe", f"{over}: {name} has {many} values, more than GP enumerates each trial "
                              f"({GP_MAX_POINTS:,}); TPE samples a range of any size")
     if budget <= GP_MAX_TRIALS:
         return Choice("gp", f"{over}: GP is the most sample-efficient at small budgets")
