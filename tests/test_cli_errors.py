@@ -134,9 +134,11 @@ def test_zero_trials_from_a_flag(tmp_path: Path, spec_file: Path) -> None:
 def test_several_problems_in_one_run(tmp_path: Path, spec_file: Path) -> None:
     result = run_cli(tmp_path, "launch", spec_file.name, "--epochs", "0", "--parallel", "-1", "--strategy", "grid")
     assert_rejected(result, tmp_path)
-    assert "error: --parallel, --epochs: 2 problems" in result.stderr
+    # The grid's need of values for lr shows up with them, not after they are fixed.
+    assert "error: wine_space.yaml: 3 problems" in result.stderr
     assert "  - --parallel: must be > 0, but got -1" in result.stderr
     assert "  - --epochs: must be > 0, but got 0" in result.stderr
+    assert "  - params.lr: strategy `grid` needs a finite set of values" in result.stderr
 
 
 # ---------------------------------------------------------------------- storage mistakes

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import shlex
@@ -27,7 +26,7 @@ from tuner.progress import shown
 from tuner.plan import Plan
 from tuner.spec import (
     CALLABLE_PREFIX, MAX_NAME_LENGTH, TRIAL_SUFFIX, FloatParam, StudySpec, check_study_name, load_spec,
-    point_problems,
+    point_problems, unfit_shape,
 )
 from tuner.store import Store, resolve_url
 from tuner.store.lock import study_lock
@@ -546,17 +545,11 @@ def _check_objective(objective: Callable[..., Any] | None) -> None:
     ``objective(trial)``."""
     if objective is None or optuna_objective.takes_trial(objective):
         return
-    try:
-        signature = inspect.signature(objective)
-    except (TypeError, ValueError):  # a builtin with no signature: let it run
-        return
-    try:
-        signature.bind({}, lambda epoch, **metrics: None)
-    except TypeError:
-        name = getattr(objective, "__qualname__", type(objective).__name__)
+    shape = unfit_shape(objective)
+    if shape:
         raise TunerError(
             f"objective: tuner calls it as Optuna's objective(trial) or as train(params, report), but "
-            f"{name}{signature} can take neither. Fix: take Optuna's trial (and call trial.suggest_*), or the "
+            f"{shape} can take neither. Fix: take Optuna's trial (and call trial.suggest_*), or the "
             "sampled params and a report callable, with the space in space=:\n"
             "    def train(params, report):              # params['lr'], params['epochs'], ...\n"
             "        for epoch in range(1, params['epochs'] + 1):\n"
@@ -584,7 +577,10 @@ def _callbacks(spec: StudySpec, given: Sequence[Callable[..., Any]]) -> list[Any
     if spec.log is not None and spec.log.mlflow is not None:
         from tuner.integrations.mlflow import MLflowCallback
 
-        loggers.append(MLflowCallback(spec.log.mlflow))
+        try:
+            loggers.append(MLflowCallback(spec.log.mlflow))
+        except TunerError as exc:  # unreachable: said before the study is created
+            raise TunerError(f"log.mlflow: {exc}") from None
     return [*given, *loggers]
 
 

@@ -12,8 +12,11 @@ import difflib
 import heapq
 import itertools
 import math
+import os
 import re
 import reprlib
+import threading
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +24,12 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -34,7 +39,7 @@ from pydantic import (
 
 from tuner.trial.diagnosis import Thresholds
 from tuner.errors import SpecError
-from tuner.trial.worker import resolve
+from tuner.trial.worker import is_path, resolve
 
 # `auto` (the default) picks among the others from the space and the budget (strategies.choose).
 STRATEGIES = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "auto")
@@ -62,6 +67,8 @@ CALLABLE_PREFIX = "callable:"
 TRIAL_SUFFIX = "(trial)"
 # Keys tuner passes to every workload next to the sampled params.
 RESERVED_PARAMS = ("epochs", "data", "seed")
+# Those that `fixed` must not replace: tuner plans by them (`fixed: {seed: N}` is one training seed for all).
+FIXED_RESERVED = ("epochs", "data")
 # Study names (and the schedules that launch studies): safe in URLs, file names and shells.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 # ... and short enough for a file name (a schedule's name of 100 plus its firing time fits).
@@ -75,10 +82,18 @@ MAX_SPEC_BYTES = 10 * 2**20
 MAX_YAML_VALUES = 100_000
 # Messages echo what a user wrote; a value longer than this is cut with "…".
 MAX_SHOWN = 80
+# A file's path is shown whole up to this length (it is absolute by then, and the end names the file).
+MAX_PATH_SHOWN = 400
 # Past this many problems a file is likely not a spec at all; the rest are counted, not listed.
 MAX_PROBLEMS = 25
 # What NumPy's and Optuna's samplers accept as a seed.
 MAX_SEED = 2**32 - 1
+# Bounds of an int param: samplers compute in float64, which holds every integer up to 2**53.
+MAX_INT = 2**53
+# Optuna's GPSampler enumerates every value of a discrete param (an int, a float with `step`) each trial.
+GP_MAX_POINTS = 10**6
+# Optuna stores a param's name in a VARCHAR(512) column (its MAX_INDEXED_STRING_LENGTH).
+MAX_PARAM_NAME = 512
 
 
 def _check_scalar(value: Any) -> Any:
@@ -98,36 +113,87 @@ def _check_scalar(value: Any) -> Any:
 Scalar = Annotated[Union[bool, int, float, str], BeforeValidator(_check_scalar)]
 
 
+def _check_param_name(name: str) -> str:
+    # The name is a column value in the store (Optuna's trial_params.param_name, VARCHAR(512)):
+    # PostgreSQL refuses a NUL in text, and UTF-8 cannot hold a lone surrogate.
+    bad = next(((i, c) for i, c in enumerate(name) if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None or not name.strip() or len(name) > MAX_PARAM_NAME:
+        rule = (f"holds the control character {ascii(bad[1])} at position {bad[0]}" if bad is not None
+                else "is blank" if not name.strip() else f"has {len(name)} characters")
+        raise ValueError(
+            f"params: a param's name must be printable text of 1 to {MAX_PARAM_NAME} characters (the store "
+            f"keeps it as text), but {_shown(name)} {rule}. Fix: rename it, e.g. lr or num_layers."
+        )
+    return name
+
+
+ParamName = Annotated[str, AfterValidator(_check_param_name)]
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1.0; a string stays allowed, as YAML reads 1e-4 (no dot) as one.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, but got {_shown(value)} (true and false are not numbers). "
+                         "Fix: give a number, e.g. 0.5.")
+    return value
+
+
+# A number as written, of a float field: never true or false.
+Float = Annotated[float, BeforeValidator(_not_bool)]
+# true or false as written: pydantic's lax mode would take 1 or 'yes' as true without a word.
+Bool = Annotated[bool, Strict()]
+# A whole number as written: pydantic's lax mode would take `true` as 1 and '2' as 2 without a word.
+Int = Annotated[int, Strict()]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FloatParam(_Model):
     type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    values: tuple[float, ...] | None = None
+    low: Float
+    high: Float
+    log: Bool = False
+    step: Float | None = None
+    values: tuple[Float, ...] | None = None
     when: dict[str, Scalar] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
         _check_range(self.low, self.high, self.log, self.step)
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(
+                f"`high - low` must be a finite number (samplers draw within it), but low={_shown(self.low)}, "
+                f"high={_shown(self.high)} span more than the largest float. Fix: narrow the range, e.g. "
+                "low: -1.0e300, high: 1.0e300, or search the magnitude with `log: true` over positive values."
+            )
+        if self.step is not None and not (self.high - self.low) / self.step <= MAX_INT:
+            raise ValueError(
+                f"`step` must divide `high - low` into at most 2**53 steps (samplers count them exactly), but "
+                f"step={_shown(self.step)} over [{_shown(self.low)}, {_shown(self.high)}] makes "
+                f"{(self.high - self.low) / self.step:.3g}. Fix: use a larger step, or drop `step` for a "
+                "continuous range."
+            )
         return self
 
 
 class IntParam(_Model):
     type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int | None = None
-    values: tuple[int, ...] | None = None
+    low: Int
+    high: Int
+    log: Bool = False
+    step: Int | None = None
+    values: tuple[Int, ...] | None = None
     when: dict[str, Scalar] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
+        for key in ("low", "high"):
+            if abs(getattr(self, key)) > MAX_INT:
+                raise ValueError(
+                    f"`{key}` must lie within ±2**53 ({MAX_INT:,}), the integers a sampler's float arithmetic "
+                    f"holds exactly, but got {key}={_shown(getattr(self, key))}. Fix: narrow the range, or use "
+                    "type: float (with `log: true` to search the magnitude)."
+                )
         _check_range(self.low, self.high, self.log, self.step)
         return self
 
@@ -170,11 +236,11 @@ class Objective(_Model):
     mode: Literal["best", "last"] = "best"
     # Penalize overfitting: score = metric + gap_penalty * gap_loss when minimizing,
     # metric - gap_penalty * gap_acc when maximizing.
-    gap_penalty: float = Field(default=0.0, ge=0)
+    gap_penalty: Float = Field(default=0.0, ge=0)
     # A constraint: trials whose gap (at the best epoch) exceeds this are infeasible.
-    max_gap: float | None = None
+    max_gap: Float | None = None
     # Stop starting trials once a completed trial's value reaches this (W&B sweeps' `target`).
-    target: float | None = None
+    target: Float | None = None
 
     @property
     def resolved_direction(self) -> str:
@@ -216,7 +282,7 @@ class Pruner(BaseModel):
     type: str = "successive_halving"
     # Stop a trial as soon as it diverges, its gradients explode, or they vanish
     # for `diagnostics.vanishing_epochs` epochs; composes with `type`.
-    diagnostics: bool = True
+    diagnostics: Bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -267,20 +333,20 @@ class Pruner(BaseModel):
 class EarlyStopping(_Model):
     """Stop a trial when its objective has not improved for ``patience`` epochs; it keeps its best epoch."""
 
-    patience: int = Field(gt=0)
-    min_delta: float = Field(default=0.0, ge=0)
+    patience: Int = Field(gt=0)
+    min_delta: Float = Field(default=0.0, ge=0)
 
 
 class Probe(_Model):
     """A learning-rate range test before the study (tuner/probe.py); ``probe: true`` takes these defaults."""
 
     # Cut params.lr to the range the probe supports before the study is created.
-    narrow: bool = False
+    narrow: Bool = False
     # Built-in workloads: optimizer steps of the one run, lr raised each step (~22 a decade over 9).
-    steps: int = Field(default=200, ge=10)
+    steps: Int = Field(default=200, ge=10)
     # Other workloads: learning rates tried, one short run each, for `epochs` epochs.
-    points: int = Field(default=8, ge=3)
-    epochs: int = Field(default=1, gt=0)
+    points: Int = Field(default=8, ge=3)
+    epochs: Int = Field(default=1, gt=0)
     # Values for the other params while probing (default: the middle of each range, a categorical's first).
     params: dict[str, Scalar] = {}
 
@@ -289,12 +355,12 @@ class Checkpoints(_Model):
     """What is kept of the checkpoints trials report (tuner/checkpoints.py)."""
 
     # The best trials whose checkpoints stay in the artifact store; the others' are removed as trials end.
-    keep: int = Field(default=3, gt=0)
+    keep: Int = Field(default=3, gt=0)
 
 
 class Resources(_Model):
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
+    cpu: Float = Field(default=1.0, gt=0)
+    gpu: Float = Field(default=0.0, ge=0)
 
 
 class Log(_Model):
@@ -316,17 +382,18 @@ class StudySpec(_Model):
     # being `objective`; empty for a study with one objective.
     objectives: tuple[Objective, ...] = ()
     strategy: str = "auto"
-    trials: int | None = Field(default=None, gt=0)
-    parallel: int = Field(default=1, gt=0)
-    epochs: int = Field(default=10, gt=0)
-    seed: int | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    trials: Int | None = Field(default=None, gt=0)
+    parallel: Int = Field(default=1, gt=0)
+    epochs: Int = Field(default=10, gt=0)
+    seed: Int | None = None
+    timeout: Float | None = Field(default=None, gt=0)
     # Seconds one trial may run before it is stopped and recorded FAIL (a hung trial).
-    trial_timeout: float | None = Field(default=None, gt=0)
+    # At most what a thread may wait for (threading.TIMEOUT_MAX, ~292 years): the deadline is a timer.
+    trial_timeout: Float | None = Field(default=None, gt=0)
     # Re-runs (same params) of a trial whose worker process or node died.
-    retries: int = Field(default=1, ge=0)
+    retries: Int = Field(default=1, ge=0)
     # When this many trials have ended and every one failed, the workload is broken: the study stops.
-    max_failed_trials: int = Field(default=3, gt=0)
+    max_failed_trials: Int = Field(default=3, gt=0)
     log: Log | None = None
     resources: Resources = Resources()
     fixed: dict[str, Scalar | None] = {}
@@ -335,7 +402,7 @@ class StudySpec(_Model):
     checkpoints: Checkpoints = Checkpoints()
     diagnostics: Thresholds = Thresholds()
     probe: Probe | None = None
-    params: dict[str, Param]
+    params: dict[ParamName, Param]
 
     @model_validator(mode="before")
     @classmethod
@@ -381,6 +448,58 @@ class StudySpec(_Model):
                 f"but got {_shown(number)}. Fix: use a seed in that range, e.g. seed: 0."
             )
         return parse(number)
+
+    @field_validator("workload")
+    @classmethod
+    def _locate_workload(cls, workload: str, info: ValidationInfo) -> str:
+        """A workload's file, or a module found only beside the spec file, as the absolute path workers import.
+
+        ``module:function`` imports from the working directory, else from the spec file's folder, else
+        from installed packages. ``path/to/train.py:function`` is a file, relative to the spec file's
+        folder (the working directory for a spec given as a dict).
+        """
+        if workload in BUILTIN_WORKLOADS or workload.startswith(CALLABLE_PREFIX) or ":" not in workload:
+            return workload
+        module, _, func = workload.rpartition(":")
+        folder = (info.context or {}).get("folder")
+        if is_path(module):
+            return f"{os.path.abspath(os.path.join(folder or os.getcwd(), os.path.expanduser(module)))}:{func}"
+        if folder is None or module.startswith(".") or not module or _found_in(module.split(".")[0], os.getcwd()):
+            return workload
+        parts = module.split(".")
+        beside = [folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")]
+        found = next((str(f) for f in beside if f.is_file()), None)
+        return f"{found}:{func}" if found is not None else workload
+
+    @field_validator("trial_timeout")
+    @classmethod
+    def _check_trial_timeout(cls, seconds: float | None) -> float | None:
+        # The deadline is a timer thread, which waits at most threading.TIMEOUT_MAX (~292 years).
+        if seconds is not None and seconds > threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"must be at most {threading.TIMEOUT_MAX:.0f} seconds (about 292 years, the longest a timer "
+                f"waits), but got {_shown(seconds)}. Fix: use a shorter limit, or remove trial_timeout for none."
+            )
+        return seconds
+
+    @field_validator("fixed")
+    @classmethod
+    def _check_fixed(cls, fixed: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # tuner passes epochs and data itself, and plans by them (the budget, pruner rungs, the launch
+        # line); a `fixed` copy would replace them in the workload only, without a word. A fixed seed
+        # is a choice: one training seed for every trial while the sampler keeps `seed`.
+        problems = []
+        for key in (k for k in FIXED_RESERVED if k in fixed):
+            top = info.data.get(key)
+            shown = f" ({key}: {_shown(top)} here)" if top is not None else ""
+            problems.append(
+                f"fixed.{key}: is set by tuner from the top-level `{key}:`{shown}, so a value here would "
+                f"silently replace it; got {_shown(fixed[key])}. Fix: set `{key}: {_shown(fixed[key])}` at "
+                f"the top level and remove fixed.{key}."
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return fixed
 
     @field_validator("log", mode="before")
     @classmethod
@@ -505,6 +624,12 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
         )
     if step is not None and step <= 0:
         raise ValueError(f"`step > 0` must hold, but got step={_shown(step)}. Fix: use a positive step.")
+    if step is not None and low < high and step > high - low:
+        raise ValueError(
+            f"`step` must be at most `high - low` = {_shown(high - low)}, but got step={_shown(step)}, which "
+            f"would leave the single value low={_shown(low)} to try. Fix: use a smaller step, or fix the "
+            "value in `fixed:` if one value is meant."
+        )
     if log and step is not None:
         raise ValueError(
             f"`log` and `step` cannot be combined, but got log=true, step={_shown(step)}. "
@@ -521,10 +646,19 @@ def _one_of(field: str, value: str, valid: tuple[str, ...], meant: tuple[str, ..
 
 
 def _did_you_mean(value: Any, valid: Any) -> str:
+    close = _closest(value, valid)
+    return f" Did you mean {_shown(close)}?" if close is not None else ""
+
+
+def _closest(value: Any, valid: Any) -> Any:
+    """The valid name ``value`` most likely misspells, or None."""
     # Compare lower-cased, so that "TPE" or "MLP" still finds its name.
     names = {str(v).lower(): v for v in valid}
-    close = difflib.get_close_matches(str(value)[:MAX_SHOWN].lower(), list(names), n=1)
-    return f" Did you mean {_shown(names[close[0]])}?" if close else ""
+    typed = str(value)[:MAX_SHOWN].lower()
+    # Two letters swapped (lgo, tpye) keep every letter: that name before one that merely looks alike (low).
+    swapped = [n for n in names if sorted(n) == sorted(typed) and n != typed]
+    close = swapped or difflib.get_close_matches(typed, list(names), n=1)
+    return names[close[0]] if close else None
 
 
 class _ShortRepr(reprlib.Repr):
@@ -560,9 +694,11 @@ def _listed(values: list[Any], most: int = 5, quote: bool = True) -> str:
     return shown + (f" (and {len(values) - most} more)" if len(values) > most else "")
 
 
-def _cut(text: str) -> str:
-    """A name the user chose (a key), cut like :func:`_shown` cuts a value."""
-    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+def _cut(text: str, most: int = MAX_SHOWN) -> str:
+    """A name the user chose (a key), cut like :func:`_shown` cuts a value; control characters escaped."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _amount(n: int) -> str:
@@ -585,7 +721,7 @@ def _cross_field_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int])
     for name, param in spec.params.items():
         problems += _param_problems(spec, name, param)
     problems += _cycle_problems(spec, lines)
-    problems += _probe_problems(spec)
+    problems += _probe_problems(spec) + _gp_problems(spec)
     if spec.strategy == "grid" and not problems:
         problems += _grid_problems(spec)
     return problems
@@ -612,11 +748,61 @@ def _workload_problems(spec: StudySpec) -> list[str]:
             f"'package.module:function', but got {_shown(spec.workload)}."
             f"{_did_you_mean(spec.workload, tuple(BUILTIN_WORKLOADS))}"
         ]
+    module = spec.workload.rpartition(":")[0]
+    if module.startswith(".") and not is_path(module):
+        return [f"`workload` must name a module or a .py file, but {_shown(spec.workload)} is a relative module "
+                f"name, which has no package to be relative to. Fix: name the file (workload: "
+                f"./{module.lstrip('.').replace('.', '/')}.py:{spec.workload.rpartition(':')[2]}) or the module "
+                f"(workload: {module.lstrip('.')}:{spec.workload.rpartition(':')[2]})."]
+    if is_path(module) and not (module.endswith(".py") and os.path.isfile(module)):
+        what = "does not exist" if not os.path.exists(module) else "is not a Python (.py) file"
+        return [f"`workload` names the file {_cut(module, MAX_PATH_SHOWN)}, which {what}. Fix: check the path; "
+                "a relative one is read from the spec file's folder."]
+    # A path is shown whole: cut, the part that tells which file would be lost.
+    shown = repr(_cut(spec.workload, MAX_PATH_SHOWN)) if is_path(module) else _shown(spec.workload)
     try:
-        resolve(spec.workload)
+        func = resolve(spec.workload)
     except ImportError as exc:
-        return [f"`workload` {_shown(spec.workload)} does not import: {_cut(str(exc))}. {_IMPORT_FIX}"]
+        fix = _FILE_FIX if is_path(module) else _IMPORT_FIX
+        return [f"`workload` {shown} does not import: {_cut(str(exc), MAX_PATH_SHOWN)}. {fix}"]
+    wrong = call_problem(func)
+    if wrong:
+        return [f"`workload` {shown}: {wrong} Fix: name a function defined as "
+                "def train(params, report) (see the README's Workloads)."]
     return []
+
+
+def call_problem(func: Any) -> str | None:
+    """Why ``func`` cannot be called as a workload, ``func(params, report)``; None when it can (or cannot tell)."""
+    shape = unfit_shape(func)
+    return None if shape is None else f"tuner calls it as train(params, report), but {shape} cannot take those two arguments."
+
+
+def unfit_shape(func: Any) -> str | None:
+    """``func``'s name and signature when it cannot be called as ``func(params, report)``; None when it can
+    (or cannot tell: a builtin without a signature)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin without a signature: let it run
+        return None
+    try:
+        signature.bind({}, lambda epoch, **metrics: None)
+    except TypeError:
+        name = getattr(func, "__qualname__", type(func).__name__)
+        return _cut(f"{name}{signature}")
+    return None
+
+
+def _found_in(top: str, folder: str) -> bool:
+    """Whether the top-level module ``top`` is a file or package in ``folder``."""
+    import importlib.machinery
+
+    try:
+        return importlib.machinery.PathFinder.find_spec(top, [folder]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _builtin_param_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> list[str]:
@@ -642,9 +828,11 @@ def _builtin_param_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int
 
 
 _IMPORT_FIX = (
-    "Fix: check the spelling, and run tuner from the directory that holds the module "
-    "(or install it) so that `python -c 'import MODULE'` works there."
+    "Fix: check the spelling; tuner imports the module from the directory it runs in, else from the "
+    "spec file's folder, else from installed packages (`python -c 'import MODULE'` works there), or "
+    "name its file: workload: path/to/module.py:function."
 )
+_FILE_FIX = "Fix: correct the file, or name the function it defines."
 
 
 def _metric_problems(spec: StudySpec) -> list[str]:
@@ -880,6 +1068,34 @@ def _cycle_problems(spec: StudySpec, lines: Mapping[tuple[str, ...], int]) -> li
     return problems
 
 
+def enumerated_by_gp(spec: StudySpec) -> list[tuple[str, int | None]]:
+    """The discrete params (an int range, a float with `step`) with more values than Optuna's GPSampler
+    can enumerate each trial (GP_MAX_POINTS), with their number of values (None: past a float's range)."""
+    found = []
+    for name, param in spec.params.items():
+        if isinstance(param, CategoricalParam) or param.values is not None:
+            continue
+        step = param.step if param.step is not None else (1 if isinstance(param, IntParam) else None)
+        if step is not None:
+            width = (param.high - param.low) / step  # inf for a float step far below its range
+            if width >= GP_MAX_POINTS:
+                points = (param.high - param.low) // step + 1 if isinstance(param, IntParam) else width + 1
+                found.append((name, int(points) if math.isfinite(points) else None))
+    return found
+
+
+def _gp_problems(spec: StudySpec) -> list[str]:
+    if spec.strategy != "gp":
+        return []  # auto leaves GP for TPE on such a space (strategies.choose)
+    return [
+        f"params.{_cut(name)}: strategy gp (Optuna's GPSampler) lists every value of a discrete param each "
+        f"trial, so it takes at most {_amount(GP_MAX_POINTS)}, but this one has "
+        f"{_amount(points) if points is not None else 'more than any array holds'}. Fix: use a "
+        "larger `step`, type: float for a continuous range, or strategy tpe or random."
+        for name, points in enumerated_by_gp(spec)
+    ]
+
+
 def _grid_problems(spec: StudySpec) -> list[str]:
     from tuner.strategies import grid_size, grid_values  # strategies imports this module
 
@@ -1009,11 +1225,13 @@ def load_spec(
     """
     lines: dict[tuple[str, ...], int] = {}
     problems: list[str] = []
+    folder = None  # where the file is: a workload's file or module is looked for there too
     if isinstance(source, Mapping):
         label, raw = "<spec>", dict(source)
     else:
         label = str(source)
         raw, lines, problems = _read_yaml(Path(source))
+        folder = Path(source).resolve().parent
     raw.setdefault("name", Path(label).stem.replace("_", "-") if label != "<spec>" else "study")
     for key, value in (overrides or {}).items():
         if value is None:
@@ -1031,14 +1249,126 @@ def load_spec(
             continue
         raw[key] = value
         lines = {path: line for path, line in lines.items() if path[0] != key}  # no longer the file's
+        if key == "workload":
+            folder = None  # a keyword's or flag's workload is the caller's, found from the working directory
+    context = {"lines": lines, "folder": folder}
     try:
-        spec = StudySpec.model_validate(raw, context={"lines": lines})
+        spec = StudySpec.model_validate(raw, context=context)
     except ValidationError as exc:
-        problems += [line for err in exc.errors() for line in _explain(err, raw).split("\n")]
+        problems += _every_problem(raw, exc.errors(), context)
     if problems:
         spelled = _given(overrides)
         raise _refusal(label, [_blamed(p, spelled) for p in problems], set(spelled.values())) from None
     return spec
+
+
+# Rounds of repairing a spec and validating it again, to find the problems its first errors hid.
+REPAIR_ROUNDS = 3
+
+
+def _every_problem(raw: Mapping[str, Any], errors: list[Any], context: Mapping[str, Any]) -> list[str]:
+    """Every problem of a spec, not only those its first validation reached.
+
+    pydantic checks a model's own rules (``log`` needs ``low > 0``) and the
+    spec's cross-field rules (``when``, the workload, a grid's size) only once
+    its keys validate, so one misspelt key would hide them. So the spec is
+    repaired as its errors suggest (an unknown key renamed to the key it was
+    likely meant as, or dropped; a bad top-level value dropped for its default;
+    a broken param replaced by a valid stand-in of its name) and validated
+    again, and the problems that brings up are added, except those of a
+    stand-in itself (they would describe the stand-in, not the file).
+    """
+    problems = [line for err in errors for line in _explain(err, raw).split("\n")]
+    dropped: set[str] = set()
+    for _ in range(REPAIR_ROUNDS):
+        repaired = _repaired(raw, errors, dropped)
+        if repaired is None:
+            break
+        try:
+            StudySpec.model_validate(repaired, context=context)
+            break
+        except ValidationError as exc:
+            raw, errors = repaired, exc.errors()
+        for line in (line for err in errors for line in _explain(err, raw).split("\n")):
+            hidden = any(line.startswith((f"params.{_cut(name)}:", f"params.{_cut(name)}.")) for name in dropped)
+            if line not in problems and not hidden:
+                problems.append(line)
+    return problems
+
+
+def _repaired(raw: Mapping[str, Any], errors: list[Any], dropped: set[str]) -> dict[str, Any] | None:
+    """``raw`` with what ``errors`` point at repaired (see :func:`_every_problem`); None when nothing can be."""
+    out = _copied(raw)
+    changed = False
+    for err in errors:
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) >= 3 and loc[0] == "params" and loc[2] in _PARAM_MODELS:
+            del loc[2]
+        if err["type"] == "union_tag_not_found" and len(loc) == 2 and loc[0] == "params":
+            meant = _misspelt_type(err.get("input"))
+            if meant is not None:  # {tpye: float, ...}: validate it as the float it means
+                out["params"][loc[1]]["type"] = out["params"][loc[1]].pop(meant)
+                changed = True
+                continue
+        parent = _at_path(out, loc[:-1])
+        if err["type"] == "extra_forbidden" and isinstance(parent, dict) and loc[-1] in parent:
+            meant = _closest(loc[-1], _valid_keys(loc[:-1], out))
+            value = parent.pop(loc[-1])
+            if meant is not None and meant not in parent:
+                parent[meant] = value  # `stratgy: tpe` checked as the strategy it means
+            changed = True
+        elif len(loc) >= 2 and loc[0] == "params" and isinstance(out.get("params"), dict) and loc[1] in out["params"]:
+            if loc[1] not in dropped:
+                out["params"][loc[1]] = _stand_in(out["params"][loc[1]])
+                dropped.add(loc[1])
+                changed = True
+        elif len(loc) == 1 and loc[0] in out and loc[0] not in ("name", "params", "objective", "objectives"):
+            if StudySpec.model_fields.get(loc[0]) is not None and not StudySpec.model_fields[loc[0]].is_required():
+                del out[loc[0]]  # its default stands in, so the rules that read it can run
+                changed = True
+    return out if changed else None
+
+
+def _stand_in(param: Any) -> dict[str, Any]:
+    """A valid param in place of a broken one, so that the rules reading the others can run: a
+    categorical keeps its choices (a `when` may name them), any other is a float in [0, 1]."""
+    param = param if isinstance(param, Mapping) else {}
+    choices = param.get("choices")
+    if param.get("type") == "categorical" and isinstance(choices, list) and choices:
+        try:
+            kept = list(dict.fromkeys(c for c in choices if c is None or isinstance(c, (bool, int, float, str))))
+        except TypeError:
+            kept = []
+        return {"type": "categorical", "choices": kept or [0]}
+    return {"type": "float", "low": 0.0, "high": 1.0}
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a spec's mappings and lists, deep enough to repair (scalars are shared)."""
+    if isinstance(value, Mapping):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
+
+
+def _at_path(raw: Any, loc: list[str]) -> Any:
+    for key in loc:
+        if isinstance(raw, dict) and key in raw:
+            raw = raw[key]
+        elif isinstance(raw, list) and key.isdigit() and int(key) < len(raw):
+            raw = raw[int(key)]
+        else:
+            return None
+    return raw
+
+
+def _misspelt_type(param: Any) -> str | None:
+    """The key of a param's mapping that misspells ``type`` ({tpye: float}), if it has no ``type``."""
+    if not isinstance(param, Mapping) or "type" in param:
+        return None
+    keys = [k for k in param if isinstance(k, str)]
+    return next((k for k in keys if _closest(k, ("type",)) == "type"), None)
 
 
 def _given(overrides: Mapping[str, Any] | None) -> dict[str, str]:
@@ -1242,7 +1572,7 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     if kind == "value_error":
         msg = str(err["ctx"]["error"])
         # Messages that already name their field ("params.x: ...", "`strategy` must ...") keep it.
-        named = msg.startswith(("params.", f"`{field}`"))
+        named = msg.startswith(("params.", "params:", f"`{field}`", f"{field}."))
         return msg if named or not loc else f"{field}: {msg}"
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1], raw)
@@ -1252,6 +1582,11 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         )
     if kind == "missing":
         return f"{field}: required key is missing. Fix: add `{loc[-1]}:`."
+    meant = _misspelt_type(value) if kind == "union_tag_not_found" else None
+    if meant is not None:
+        valid = list(dict.fromkeys(k for m in _PARAM_MODELS.values() for k in m.model_fields))
+        return (f"{field}.{_cut(meant)}: unknown key {_shown(meant)}. Did you mean 'type'? "
+                f"Valid keys here: {', '.join(valid)}.")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         got = f"got {_shown(value.get('type'))}" if isinstance(value, dict) and "type" in value else "got none"
         return (
@@ -1261,7 +1596,7 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     if kind == "finite_number":
         return f"{field}: must be a finite number, but got {_shown(value)}. Fix: use a finite bound."
     if kind in ("int_from_float", "int_parsing", "int_parsing_size", "int_type"):
-        return f"{field}: must be an integer, but got {_shown(value)}. Fix: use a whole number (or type: float)."
+        return f"{field}: must be an integer, but got {_shown(value)}. Fix: {_int_fix(loc, value)}."
     if kind in ("float_parsing", "float_type"):
         return f"{field}: must be a number, but got {_shown(value)}."
     if kind in _BOUNDS:
@@ -1279,6 +1614,16 @@ def _explain(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     if kind in ("string_type",):
         return f"{field}: must be a string, but got {_shown(value)}."
     return f"{field}: {err['msg']}, but got {_shown(value)}."
+
+
+def _int_fix(loc: list[str], value: Any) -> str:
+    """How to write a whole number where ``value`` was given (a quoted number, true/false, a fraction)."""
+    leaf = loc[-1] if loc and not loc[-1].isdigit() else (loc[-2] if len(loc) > 1 else "it")
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return f"write it without quotes, as {leaf}: {value.strip()}"
+    if isinstance(value, bool):
+        return f"give a whole number, e.g. {leaf}: {'1' if value else '0'} (true and false are not numbers)"
+    return "use a whole number" + (" (or type: float)" if loc and loc[0] == "params" else "")
 
 
 _BOUNDS = {

@@ -15,7 +15,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.spec import MAX_GRID_POINTS, CategoricalParam, FloatParam, IntParam, StudySpec, pruner_class
+from tuner.spec import (
+    GP_MAX_POINTS, MAX_GRID_POINTS, CategoricalParam, FloatParam, IntParam, StudySpec, enumerated_by_gp, pruner_class,
+)
 
 
 def make_sampler(spec: StudySpec, strategy: str | None = None, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -304,7 +306,9 @@ def describe(spec: StudySpec, choice: Choice | None = None) -> str:
 #    than half the params are categorical. TPE models which params are active
 #    and categorical choices natively; Optuna's GP models only the params every
 #    trial has and samples the rest at random.
-# 3. GP: a numeric-heavy space and at most GP_MAX_TRIALS trials.
+# 3. GP: a numeric-heavy space and at most GP_MAX_TRIALS trials, unless a discrete
+#    param has more than GP_MAX_POINTS values (Optuna's GPSampler lists them all
+#    each trial: an int range of 2**53 is a MemoryError), where TPE runs instead.
 # 4. TPE otherwise: a GP's cost per trial grows with the trials it has seen
 #    (cubically in the kernel solve), TPE's stays small. Optuna's own
 #    AutoSampler (optunahub samplers/auto_sampler) draws the line at 250;
@@ -399,6 +403,12 @@ def choose(spec: StudySpec) -> Choice:
                              "the conditional ones at random")
     if 2 * space.categorical > space.total:
         return Choice("tpe", f"{over}: mostly categorical, which TPE models directly")
+    too_many = enumerated_by_gp(spec)
+    if too_many:
+        name, points = too_many[0]
+        many = f"{points:,}" if points is not None else "countless"
+        return Choice("tpe", f"{over}: {name} has {many} values, more than GP enumerates each trial "
+                             f"({GP_MAX_POINTS:,}); TPE samples a range of any size")
     if budget <= GP_MAX_TRIALS:
         return Choice("gp", f"{over}: GP is the most sample-efficient at small budgets")
     return Choice("tpe", f"{over}: above {GP_MAX_TRIALS} trials a GP's cost per trial grows "

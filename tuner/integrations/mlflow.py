@@ -30,7 +30,46 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.integrations._logging import SUMMARY_ATTRS, metrics, run_name, why
 
-__all__ = ["MLflowCallback"]
+__all__ = ["MLflowCallback", "check_reachable"]
+
+# Tracking stores behind a network connection, checked once before any run is made: MLflow itself
+# retries an unreachable database for minutes, then raises with a long traceback.
+_DATABASES = ("postgresql", "mysql", "mssql")
+_CONNECT_SECONDS = 10
+
+
+def check_reachable(tracking_uri: str) -> None:
+    """Raise a TunerError, in one line and without the password, if the tracking server or database
+    at ``tracking_uri`` cannot be reached now (a file or SQLite store is made where it is named)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from tuner.errors import TunerError
+    from tuner.store.sql import _without_password, safe_url
+
+    scheme = tracking_uri.partition(":")[0].split("+")[0].lower()
+    try:
+        if scheme in _DATABASES:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(tracking_uri, connect_args={"connect_timeout": _CONNECT_SECONDS}
+                                      if scheme != "mssql" else {"timeout": _CONNECT_SECONDS})
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+        elif scheme in ("http", "https"):
+            parts = urlsplit(tracking_uri)
+            port = parts.port or (443 if scheme == "https" else 80)
+            socket.create_connection((parts.hostname or "", port), timeout=_CONNECT_SECONDS).close()
+    except Exception as exc:  # the driver's own errors (OperationalError, ImportError of a DBAPI, OSError)
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = _without_password(text.splitlines()[0] if text else type(exc).__name__, tracking_uri)
+        raise TunerError(
+            f"the MLflow tracking store {safe_url(tracking_uri)} cannot be reached: {reason}. Fix: start the "
+            "tracking server or database (or correct its host, port, user and password), or log to a local "
+            "store, e.g. file:./mlruns."
+        ) from None
 
 # MLflow takes at most 1000 metrics and 100 params in one log_batch call.
 _MAX_METRICS, _MAX_PARAMS = 1000, 100
@@ -53,6 +92,8 @@ class MLflowCallback:
     def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
         if tracking_uri is not None and tracking_uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        if tracking_uri is not None:
+            check_reachable(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.experiment = experiment
         self._runs: dict[tuple[str, int], str] = {}

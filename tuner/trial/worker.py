@@ -222,18 +222,65 @@ def detect_device() -> str:
 
 
 def resolve(workload: Any) -> Callable[..., Any]:
-    """The workload's function: itself, or ``module:function`` imported (ImportError if it can't)."""
+    """The workload's function: itself, ``module:function`` or ``path/to/file.py:function`` imported
+    (ImportError if it can't)."""
     if callable(workload):
         return workload
-    module_name, _, func_name = workload.partition(":")
+    module_name, _, func_name = workload.rpartition(":")  # a path may hold ':', a function name never
     try:
-        module = importlib.import_module(module_name)
+        module = import_file(module_name) if is_path(module_name) else importlib.import_module(module_name)
+    except ImportError as exc:
+        if is_path(module_name):
+            raise
+        raise ImportError(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # a module that raises on import is as broken as a missing one
         raise ImportError(f"{type(exc).__name__}: {exc}") from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ImportError(f"module {module_name!r} has no function {func_name!r}")
     return func
+
+
+def is_path(module: str) -> bool:
+    """Whether a workload's module part names a file (``./train.py``, ``src/train.py``) rather than a module."""
+    return module.endswith(".py") or "/" in module or os.sep in module or module.startswith("~")
+
+
+def import_root(file: str) -> tuple[str, str]:
+    """The folder to import ``file`` from and its module name there: the first folder up from it that is
+    no package (holds no ``__init__.py``), so that ``pkg/sub.py`` imports as ``pkg.sub``."""
+    folder, name = os.path.split(os.path.abspath(file))
+    parts = [] if name == "__init__.py" else [name.removesuffix(".py")]
+    while os.path.isfile(os.path.join(folder, "__init__.py")) and os.path.dirname(folder) != folder:
+        folder, package = os.path.split(folder)
+        parts.insert(0, package)
+    return folder, ".".join(parts)
+
+
+def import_file(path: str) -> Any:
+    """The module of the Python file ``path`` (relative to the working directory), imported as its
+    package layout says; its folder goes on ``sys.path``, as a script's own folder does."""
+    file = os.path.abspath(os.path.expanduser(path))
+    if not file.endswith(".py") or not os.path.isfile(file):
+        what = "is not a .py file" if os.path.exists(file) else "does not exist"
+        raise ImportError(f"the file {file} {what}")
+    root, name = import_root(file)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    loaded = sys.modules.get(name)
+    try:
+        if loaded is None or os.path.abspath(getattr(loaded, "__file__", None) or "") == file:
+            return importlib.import_module(name)
+        # Another file of the same module name is imported already (a second study in this
+        # process): run this one as a module of its own rather than hand back the other.
+        from importlib.util import module_from_spec, spec_from_file_location
+
+        found = spec_from_file_location(name, file)
+        module = module_from_spec(found)
+        found.loader.exec_module(module)
+        return module
+    except Exception as exc:  # a module that raises on import is as broken as a missing one
+        raise ImportError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def run_trial(job: TrialJob, deliver: Deliver | None, node: str | None = None, ask: Ask | None = None) -> Ended:
