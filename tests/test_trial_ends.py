@@ -14,6 +14,7 @@ import threading
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 import tuner
@@ -125,6 +126,44 @@ def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
     assert proc.returncode == 130, stderr
     (trial,) = optuna.load_study(study_name="slow", storage=f"sqlite:///{db}").trials
     assert trial.state == TrialState.FAIL and "Ctrl-C" in trial.user_attrs["fail_reason"]
+
+
+MLP = """name: mlp-stopped
+workload: mlp
+data: mnist1d
+objective: {metric: val_loss, direction: minimize}
+trials: 4
+epochs: 50
+pruner: none
+params:
+  lr:    {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+  width: {type: int, low: 64, high: 128}
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_stopping_an_inline_study_mid_training_exits_with_its_code_not_an_abort(tmp_path, sig, code, tally):
+    """Ctrl-C or SIGTERM while the built-in MLP trains inline: the trial's thread is inside torch, and the
+    process exits 130 / 143 instead of aborting at its exit ("terminate called without an active exception")."""
+    (tmp_path / "mlp.yaml").write_text(MLP)
+    proc = subprocess.Popen([TUNER, "launch", "mlp.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                            env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db, deadline = tmp_path / "tuner.db", time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # until the first trial trains
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
+                    break
+        except sqlite3.OperationalError:
+            pass
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "terminate called" not in stderr
+    trials = optuna.load_study(study_name="mlp-stopped", storage=f"sqlite:///{db}").trials
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    tally("fault")
 
 
 class Interrupted(BaseException):

@@ -152,9 +152,11 @@ class Orchestrator:
             self._abort(_stop_reason(exc))
             raise
         finally:
-            self.executor.close()
-            self.recorder.close()
-            self._report_progress()
+            try:
+                self.executor.close()  # may wait for a stopped trial (Ctrl-C again ends the wait)
+            finally:
+                self.recorder.close()
+                self._report_progress()
 
     def _launch_more(self) -> None:
         slots = self.executor.at_once(self.spec.parallel) - len(self.running)

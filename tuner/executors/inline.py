@@ -5,11 +5,19 @@ Ray: the thread hands each epoch's rows over as an event as it reports them
 and, where a verdict may fall, waits until the driver has handled them (the
 next ``poll``), so a stop takes effect before the next epoch. A breakpoint
 in a workload stops right there.
+
+A thread cannot be killed: when the study stops (Ctrl-C, SIGTERM) its
+trial is told to stop at its next report, and ``close`` waits for that
+(up to STOP_WAIT seconds). A daemon thread still inside a native library
+(torch) when the interpreter exits would abort the process ("terminate
+called without an active exception") instead of letting it exit with its
+status.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -20,6 +28,11 @@ from typing import Any
 from tuner.executors.base import Executor
 from tuner.trial.messages import Call, Ended, Epochs, Event, TrialJob
 from tuner.trial.worker import run_trial
+
+log = logging.getLogger("tuner")
+
+# How long close() waits for a stopped trial to reach its next report and end.
+STOP_WAIT = 60.0
 
 
 class WorkloadExit(BaseException):
@@ -77,6 +90,7 @@ class InlineExecutor(Executor):
         self.replies: dict[tuple[int, int], tuple[Any, ...]] = {}  # (trial id, seq) -> the driver's reply
         self.closed = threading.Event()
         self.guarded = False
+        self.thread: threading.Thread | None = None  # the trial's, until close() saw it end
 
     def submit(self, job: TrialJob) -> None:
         self.waiting.append(job)
@@ -155,7 +169,8 @@ class InlineExecutor(Executor):
         def trial() -> None:
             self.events.put((run_trial(job, deliver, ask=ask), None))
 
-        threading.Thread(target=trial, name=f"tuner-trial-{job.number}", daemon=True).start()
+        self.thread = threading.Thread(target=trial, name=f"tuner-trial-{job.number}", daemon=True)
+        self.thread.start()
 
     def reply(self, call: Call, reply: tuple[Any, ...]) -> None:
         self.replies[(call.trial_id, call.seq)] = reply
@@ -173,8 +188,28 @@ class InlineExecutor(Executor):
         self._answer()
 
     def close(self) -> None:
+        stopping = self.running
         self.cancel([j.trial_id for j in self.waiting] + ([self.running.trial_id] if self.running else []))
         self.closed.set()
-        if self.guarded:
-            _EXIT_GUARD.__exit__()
-            self.guarded = False
+        try:
+            self._join(stopping)
+        finally:
+            if self.guarded:  # after the trial's end: an os._exit while it stops still fails only the trial
+                _EXIT_GUARD.__exit__()
+                self.guarded = False
+
+    def _join(self, job: TrialJob | None) -> None:
+        """Wait until the last trial's thread ends: told to stop, it does at its next report."""
+        thread, self.thread = self.thread, None
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(1.0)
+        if not thread.is_alive():
+            return
+        number = job.number if job is not None else thread.name.rsplit("-", 1)[-1]
+        log.warning("waiting for trial %s to stop at its next report (up to %.0f s; Ctrl-C again quits at once)",
+                    number, STOP_WAIT)
+        thread.join(STOP_WAIT - 1.0)
+        if thread.is_alive():
+            log.warning("trial %s did not stop within %.0f s: its workload never reported; exiting while it runs",
+                        number, STOP_WAIT)
