@@ -144,7 +144,7 @@ def test_a_hung_trial_is_killed_past_its_deadline_and_an_aborted_one_runs_again(
     assert lifecycle.past_deadline(run, p, now=5.5, grace=2.0)
     step = lifecycle.on_deadline(run, p, now=5.5)
     assert step.stop and step.end.attrs()[record.FAIL_KIND] == record.TIMEOUT
-    aborted = lifecycle.on_abort(run, p, "interrupted by the user (Ctrl-C)")
+    aborted = lifecycle.on_abort(run, p, "interrupted by the user (Ctrl-C)", now=6.0)
     assert aborted.state == TrialState.FAIL and not aborted.counted
     assert aborted.attrs()[record.FAIL_KIND] == record.INTERRUPTED
 

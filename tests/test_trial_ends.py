@@ -5,6 +5,7 @@ Run as a user runs it: the installed `tuner` script, `--executor inline`, from t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -126,6 +127,14 @@ def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
     assert proc.returncode == 130, stderr
     (trial,) = optuna.load_study(study_name="slow", storage=f"sqlite:///{db}").trials
     assert trial.state == TrialState.FAIL and "Ctrl-C" in trial.user_attrs["fail_reason"]
+    # diagnosed as any failed trial: `failed`, with its reason, in the attributes and in `tuner show`
+    assert trial.user_attrs["diagnosis"] == "failed"
+    assert "Ctrl-C" in trial.user_attrs["diagnosis_detail"]
+    shown = subprocess.run([TUNER, "show", "slow", "--json"], cwd=tmp_path, env=user_env(), capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)
+    assert row["diagnosis"] == "failed"
 
 
 MLP = """name: mlp-stopped

@@ -178,11 +178,12 @@ def on_deadline(run: Run, plan: Plan, now: float) -> Step:
                 stop=True)
 
 
-def on_abort(run: Run, plan: Plan, reason: str) -> Ending:
-    """The study stops while the trial runs: it fails, uncounted, and runs again at resume."""
-    spec = plan.spec
-    return Ending(TrialState.FAIL, None, Failure(reason, record.INTERRUPTED),
-                  facts=metrics.trial_summary(run.rows, spec.objective, spec.direction))
+def on_abort(run: Run, plan: Plan, reason: str, now: float) -> Ending:
+    """The study stops while the trial runs: it fails, uncounted, and runs again at resume.
+
+    Its epochs so far are diagnosed as any failed trial's: ``failed`` with the reason, unless they show more.
+    """
+    return end(run, plan, TrialState.FAIL, None, Failure(reason, record.INTERRUPTED), now)
 
 
 def past_deadline(run: Run, plan: Plan, now: float, grace: float) -> bool:

@@ -366,7 +366,7 @@ class Orchestrator:
             asked, self._asked = self._asked, None
             self.running[internals.trial_id(asked)] = Run(asked.number, internals.trial_id(asked), {}, time.monotonic())
         for run in list(self.running.values()):
-            self._apply(run, Step(lifecycle.on_abort(run, self.plan, reason)))
+            self._apply(run, Step(lifecycle.on_abort(run, self.plan, reason, time.monotonic())))
 
     # ------------------------------------------------------------------ budget
 
