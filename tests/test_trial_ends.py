@@ -137,6 +137,36 @@ def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
     assert row["diagnosis"] == "failed"
 
 
+def test_a_trial_its_killed_orchestrator_left_running_is_diagnosed_at_resume(tmp_path, tally):
+    """kill -9 leaves the trial RUNNING; the resume that ends it FAIL (interrupted) diagnoses it as failed."""
+    (tmp_path / "slow.py").write_text("import time\n\ndef train(params, report):\n"
+                                      "    for epoch in range(1, params['epochs'] + 1):\n"
+                                      "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
+    (tmp_path / "slow.yaml").write_text(SLOW.replace("trials: 3", "trials: 1").replace("epochs: 200", "epochs: 40"))
+    proc = subprocess.Popen([TUNER, "launch", "slow.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                            env=user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db, deadline = tmp_path / "tuner.db", time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the first trial records epochs
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
+                    break
+        except sqlite3.OperationalError:
+            pass
+    proc.kill()
+    proc.wait(timeout=30)
+    resumed = subprocess.run([TUNER, "resume", "slow", "--executor", "inline", "--quiet"],
+                             cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(study_name="slow", storage=f"sqlite:///{db}").trials
+    (stale,) = [t for t in trials if t.user_attrs.get("fail_kind") == "interrupted"]
+    assert stale.state == TrialState.FAIL
+    assert stale.user_attrs["diagnosis"] == "failed"
+    assert stale.user_attrs["diagnosis_detail"] == stale.user_attrs["fail_reason"]
+    tally("fault")
+
+
 MLP = """name: mlp-stopped
 workload: mlp
 data: mnist1d

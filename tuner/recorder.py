@@ -33,7 +33,7 @@ from tuner import checkpoints
 from tuner.checkpoints import Checkpoints
 from tuner.errors import StoreUnreachable
 from tuner.integrations._process import LoggerProcess, first_line
-from tuner.trial import metrics, record
+from tuner.trial import diagnosis, metrics, record
 from tuner.trial.checkpoint import Checkpoint
 from tuner.spec import CALLABLE_PREFIX, StudySpec
 from tuner.store import Store
@@ -159,9 +159,19 @@ class Recorder:
             self.study.tell(number, state=state, skip_if_finished=True)
 
     def fail_stale(self, trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> None:
-        """End as FAIL trials left RUNNING by an orchestrator that is gone (the caller holds the study mutex)."""
+        """End as FAIL trials left RUNNING by an orchestrator that is gone (the caller holds the study mutex).
+
+        Each is diagnosed from the epochs it recorded, as any failed trial: ``failed`` with the reason in
+        ``attrs``, unless its epochs show more.
+        """
+        rows: dict[int, list[dict[str, Any]]] = {t.number: [] for t in trials}
+        if trials:
+            for row in self.db(self.store.epochs, self.study, list(rows)):
+                rows[row["trial"]].append(row)
         for trial in trials:
-            self.store.set_trial_attrs(internals.trial_id(trial), dict(attrs))
+            found = diagnosis.diagnose(rows[trial.number], self.spec.diagnostics,
+                                       str(attrs.get(record.FAIL_REASON) or "no reason recorded"))
+            self.store.set_trial_attrs(internals.trial_id(trial), {**found.as_attrs(), **attrs})
             self._tell(trial.number, TrialState.FAIL)
             if self.callbacks:  # the session that ran it never saw it end (an MLflow run it left RUNNING)
                 self.callbacks.ended(self.frozen(internals.trial_id(trial)))
