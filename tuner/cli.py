@@ -460,12 +460,17 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from tuner.store import Store
+    from tuner.store.lock import study_lock
 
     store = Store(args.storage, create=False)
+    again = f"delete it (`tuner delete {_quoted(args.study)}`)"
+    with study_lock(store.url, args.study, again):  # refused before asking: its runner holds it
+        pass
     if not args.yes and not _confirmed_delete(store, args.study):
         err.print(f"not confirmed: study {args.study} is kept.", highlight=False)
         return 1
-    trials, rows = store.delete_study(args.study)
+    with study_lock(store.url, args.study, again):  # no runner starts on it while it goes
+        trials, rows = store.delete_study(args.study)
     console.print(f"deleted study {args.study} from {store.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
     return 0
