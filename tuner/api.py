@@ -682,10 +682,15 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
         return study  # the grid is queued already; warm-start points would only repeat some
     # An Optuna objective(trial) makes its space as it runs: its points are Optuna's enqueued trials, as they are.
     fitting = [params for params in warm_start if not spec.params or strategies.fits(spec, params)]
-    for params in fitting:
+    # Past the budget a queued point would wait forever: the first ones (best_configurations: the best) run.
+    queued = fitting[: plan.trials]
+    for params in queued:
         study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
     if warm_start:
-        left = len(warm_start) - len(fitting)
-        log.info("warm start: %d configuration%s queued first%s", len(fitting), "" if len(fitting) == 1 else "s",
-                 f" ({left} left out: outside this space)" if left else "")
+        outside, over = len(warm_start) - len(fitting), len(fitting) - len(queued)
+        notes = ([f"{outside} left out: outside this space"] if outside else []) + (
+            [f"{over} left out: past the budget of {plan.trials} trial{'' if plan.trials == 1 else 's'}"]
+            if over else [])
+        log.info("warm start: %d configuration%s queued first%s", len(queued), "" if len(queued) == 1 else "s",
+                 f" ({'; '.join(notes)})" if notes else "")
     return study

@@ -824,7 +824,8 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
         return _front_result(study)
     direction = study.optuna.direction.name.lower()
     top = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: _rank(t, direction))[:3]
-    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
+    ran = _ran(study)
+    console.print(f"study {study.name}: {_count(len(ran), 'trial')} in {_duration(ran)}; best "
                   f"{len(top)}:", highlight=False)
     for t in top:
         console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
@@ -907,10 +908,16 @@ def _best_front(study: Any, args: argparse.Namespace) -> int:
     return _emit(argparse.Namespace(json=False, csv=None), records, _front_columns(study), title=_front_title(study))
 
 
+def _ran(study: Any) -> list[Any]:
+    """The study's trials that ran: a queued one still WAITING (past the budget) is no trial of this run."""
+    return [t for t in study.trials if t.state.name != "WAITING"]
+
+
 def _front_result(study: Any) -> int:
     """What a finished launch with several objectives prints: its Pareto front."""
     front = study.pareto_front()
-    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; "
+    ran = _ran(study)
+    console.print(f"study {study.name}: {_count(len(ran), 'trial')} in {_duration(ran)}; "
                   f"{_front_title(study).split(': ', 1)[1]}:", highlight=False)
     for t in front:
         values = "  ".join(f"{m} {fmt(v)}" for m, v in zip(study.metric_names, t.values))
