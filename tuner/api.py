@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner import optuna_objective, probe, strategies
-from tuner.errors import SpecError, StorageError, TunerError
+from tuner.errors import NoResultError, SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.progress import shown
@@ -59,18 +59,28 @@ class Study:
 
     @property
     def best_trial(self) -> FrozenTrial:
-        self._one_objective("best_trial")
-        return self.optuna.best_trial
+        """The best COMPLETE trial; :class:`NoResultError` says why where there is none (e.g. every trial failed)."""
+        return self._best("best_trial")
 
     @property
     def best_params(self) -> dict[str, Any]:
-        self._one_objective("best_params")
-        return self.optuna.best_params
+        return self._best("best_params").params
 
     @property
     def best_value(self) -> float:
-        self._one_objective("best_value")
-        return self.optuna.best_value
+        value = self._best("best_value").value
+        assert value is not None  # a COMPLETE trial of one objective has its value
+        return value
+
+    def _best(self, name: str) -> FrozenTrial:
+        self._one_objective(name)
+        try:
+            return self.optuna.best_trial
+        except ValueError:  # Optuna's bare "Record does not exist."
+            why = self.why_no_result()
+            if why is None:
+                raise
+            raise NoResultError(f"{name}: study {self.name} has none, as no trial completed: {why}") from None
 
     @property
     def multi_objective(self) -> bool:
