@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shlex
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +332,24 @@ def launch(
         )
 
 
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """While a study runs from Python, Optuna is as quiet as under the CLI; the user's settings come back after.
+
+    Its INFO lines ("A new study created in RDB ...", each trial's end) repeat what tuner shows, and its
+    ExperimentalWarnings are for features tuner chose (TPE's ``group``), not the user.
+    """
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+@_optuna_quiet()
 def launch_with(
     spec_path_or_dict: str | Path | Mapping[str, Any] | None,
     overrides: Mapping[str, Any],
@@ -424,6 +443,7 @@ def _check_progress(progress: Any) -> bool | None:
     return progress
 
 
+@_optuna_quiet()
 def resume_with(
     name: str,
     overrides: Mapping[str, Any],
@@ -674,11 +694,9 @@ def _define_by_run(source: Any, space: Mapping[str, Any] | None, extra: dict[str
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
     """Create the study with its spec snapshot, the warm-start points and (grid search) the points it runs queued."""
     spec = plan.spec
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = store.create_study(name, spec.directions, plan.sampler())
-        if spec.multi_objective:  # the dashboard and trials_dataframe() name each value by its metric
-            study.set_metric_names(spec.metric_names)
+    study = store.create_study(name, spec.directions, plan.sampler())  # quiet: launch_with is _optuna_quiet
+    if spec.multi_objective:  # the dashboard and trials_dataframe() name each value by its metric
+        study.set_metric_names(spec.metric_names)
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
     if plan.is_grid:
         # Queue the points that will run now: Optuna's GridSampler alone may hand the same
