@@ -181,6 +181,34 @@ def test_delete_is_refused_while_a_tuner_process_runs_the_study_and_that_run_fin
     tally("fault")
 
 
+def test_on_postgresql_delete_and_replace_are_refused_while_a_trial_has_a_fresh_heartbeat(tmp_path, postgres_url,
+                                                                                          tally):
+    from tuner.store import internals
+
+    (tmp_path / "mywork.py").write_text(SLOW)
+    (tmp_path / "s.yaml").write_text("name: s\nworkload: mywork:train\nstrategy: random\ntrials: 1\nepochs: 1\n"
+                                     "pruner: {type: none}\nparams:\n  x: {type: float, low: -1, high: 1}\n")
+    pg = ["--storage", postgres_url]
+    launched = tuner("launch", "s.yaml", "--executor", "inline", "--quiet", *pg, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    # What an orchestrator on another machine leaves while it runs: a RUNNING trial whose heartbeat it keeps fresh.
+    storage = optuna.storages.RDBStorage(postgres_url)
+    trial = optuna.load_study(study_name="s", storage=storage).ask()
+    storage.record_heartbeat(internals.trial_id(trial))
+    refused = tuner("delete", "s", "--yes", *pg, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert ("error: study 's' is being run by another tuner process: 1 of its trials RUNNING had a heartbeat in the "
+            "last 30 s. Fix: wait for it to finish, or stop it, then delete it (`tuner delete s`), or `tuner delete "
+            "s --force` if that process is gone.") in one_line(refused.stderr)
+    replaced = tuner("launch", "s.yaml", "--replace", "--executor", "inline", "--quiet", *pg, cwd=tmp_path)
+    assert replaced.returncode == 2 and "Traceback" not in replaced.stderr, replaced.stderr
+    assert ("then replace it, or `tuner delete s --force` first if that process is gone.") in one_line(replaced.stderr)
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2  # nothing deleted
+    tally("fault")
+    forced = tuner("delete", "s", "--yes", "--force", *pg, cwd=tmp_path)
+    assert forced.returncode == 0 and "deleted study s" in forced.stdout, forced.stderr
+
+
 CHECKPOINTING = '''
 def train(params, report):
     """Saves its "model" (bytes) every epoch; validation is best at epoch 2, then it overfits."""

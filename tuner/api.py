@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import optuna_objective, probe, strategies
+from tuner import optuna_objective, probe, recovery, strategies
 from tuner.errors import NoResultError, SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
@@ -397,7 +397,10 @@ def launch_with(
         try:
             store = existing or Store(storage)
             if if_exists == "replace" and store.has_study(name):
-                store.delete_study(name)  # under the study's lock: no orchestrator runs it meanwhile
+                # Under the study's lock (SQLite) no orchestrator runs it; PostgreSQL: none with a fresh heartbeat.
+                recovery.refuse_if_run_elsewhere(store, name, "replace it",
+                                                 force=f"`tuner delete {shlex.quote(name)} --force` first")
+                store.delete_study(name)
             optuna_study = _create(store, name, plan, warm_start)
             if probed is not None:
                 optuna_study.set_user_attr(probe.ATTR, probed.evidence())

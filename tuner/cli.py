@@ -459,6 +459,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from tuner.recovery import refuse_if_run_elsewhere
     from tuner.store import Store
     from tuner.store.lock import study_lock
 
@@ -466,6 +467,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     again = f"delete it (`tuner delete {_quoted(args.study)}`)"
     with study_lock(store.url, args.study, again):  # refused before asking: its runner holds it
         pass
+    if not args.force:
+        refuse_if_run_elsewhere(store, args.study, again, force=f"`tuner delete {_quoted(args.study)} --force`")
     if not args.yes and not _confirmed_delete(store, args.study):
         err.print(f"not confirmed: study {args.study} is kept.", highlight=False)
         return 1
@@ -1108,6 +1111,8 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("study")
     delete.add_argument("-y", "--yes", action="store_true",
                         help="delete without asking (needed where stdin is not a terminal: scripts, pipes)")
+    delete.add_argument("--force", action="store_true",
+                        help="PostgreSQL: delete even though trials have a fresh heartbeat (their runner is gone)")
     _storage_option(delete)
 
     copy = add("copy", cmd_copy, "copy a study, its trials and their epoch records to a store")
