@@ -62,6 +62,22 @@ def test_best_of_a_study_with_no_completed_trial(failed_study, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("trials", [2, 3])
+def test_the_best_of_a_study_whose_every_trial_failed_says_why_there_is_none(storage, trials, tally):
+    study = tuner.launch(space=SPACE, objective=workloads.broken, trials=trials, executor="inline", storage=storage,
+                         study="all-failed", pruner="none", progress=False)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * trials
+    said = (f"study all-failed has none, as no trial completed: all {trials} failed. Trial 0 failed with: "
+            "RuntimeError: the data loader could not find its files.")
+    for what in ("best_value", "best_params", "best_trial"):
+        for loaded in (study, tuner.load("all-failed", storage)):
+            with pytest.raises(tuner.NoResultError) as raised:
+                getattr(loaded, what)
+            assert str(raised.value) == f"{what}: {said}"
+            assert isinstance(raised.value, ValueError)  # caught as Optuna's best_value error is
+    tally("fault")
+
+
 def test_show_of_a_trial_that_does_not_exist(failed_study, tmp_path):
     result = cli("show", "empty", "--trial", "7", cwd=tmp_path, storage=failed_study)
     assert result.returncode == 2

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import optuna
@@ -133,6 +134,79 @@ def test_delete_and_copy_name_what_is_wrong(tmp_path):
             "or delete that study first (`tuner delete a`).") in one_line(onto.stderr)
     no_target = tuner("copy", "a", cwd=tmp_path)
     assert no_target.returncode == 2 and "the following arguments are required: --to" in no_target.stderr
+
+
+SLOW = """
+import time
+
+def train(params, report):
+    for epoch in range(1, params["epochs"] + 1):
+        time.sleep(0.4)
+        report(epoch, val_loss=params["x"] ** 2 + 1.0 / epoch)
+"""
+
+
+@pytest.mark.parametrize("runner", ["launch", "resume"])
+def test_delete_is_refused_while_a_tuner_process_runs_the_study_and_that_run_finishes(tmp_path, runner, tally):
+    (tmp_path / "mywork.py").write_text(SLOW)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nworkload: mywork:train\nstrategy: random\ntrials: 1\nepochs: 3\nseed: 1\n"
+                    "pruner: {type: none}\nparams:\n  x: {type: float, low: -1, high: 1}\n")
+    if runner == "resume":
+        assert tuner("launch", str(spec), "--executor", "inline", "--quiet", cwd=tmp_path).returncode == 0
+        command = ["resume", "s", "--trials", "4"]
+    else:
+        command = ["launch", str(spec), "--trials", "3"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TUNER_STORAGE": f"sqlite:///{tmp_path / 'tuner.db'}"}
+    running = subprocess.Popen([shutil.which("tuner"), *command, "--executor", "inline", "--quiet"], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = tmp_path / "tuner.db.s.lock"
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lock.exists(), "the run never took the study's lock"
+        refused = tuner("delete", "s", "--yes", cwd=tmp_path)
+        assert running.poll() is None, "the run ended before delete was tried: make its workload slower"
+    finally:
+        out, errors = running.communicate(timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert (f"error: study 's' is being run by another tuner process (pid {running.pid}) on this SQLite file. "
+            "Fix: wait for it to finish, or stop it, then delete it (`tuner delete s`).") in one_line(refused.stderr)
+    assert running.returncode == 0 and "Traceback" not in errors, errors
+    done = optuna.load_study(study_name="s", storage=env["TUNER_STORAGE"]).get_trials()
+    assert [t.state.name for t in done] == ["COMPLETE"] * (4 if runner == "resume" else 3)
+    deleted = tuner("delete", "s", "--yes", cwd=tmp_path)  # once the run is over, it goes
+    assert deleted.returncode == 0 and "deleted study s" in deleted.stdout, deleted.stderr
+    tally("fault")
+
+
+def test_on_postgresql_delete_and_replace_are_refused_while_a_trial_has_a_fresh_heartbeat(tmp_path, postgres_url,
+                                                                                          tally):
+    from tuner.store import internals
+
+    (tmp_path / "mywork.py").write_text(SLOW)
+    (tmp_path / "s.yaml").write_text("name: s\nworkload: mywork:train\nstrategy: random\ntrials: 1\nepochs: 1\n"
+                                     "pruner: {type: none}\nparams:\n  x: {type: float, low: -1, high: 1}\n")
+    pg = ["--storage", postgres_url]
+    launched = tuner("launch", "s.yaml", "--executor", "inline", "--quiet", *pg, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    # What an orchestrator on another machine leaves while it runs: a RUNNING trial whose heartbeat it keeps fresh.
+    storage = optuna.storages.RDBStorage(postgres_url)
+    trial = optuna.load_study(study_name="s", storage=storage).ask()
+    storage.record_heartbeat(internals.trial_id(trial))
+    refused = tuner("delete", "s", "--yes", *pg, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert ("error: study 's' is being run by another tuner process: 1 of its trials RUNNING had a heartbeat in the "
+            "last 30 s. Fix: wait for it to finish, or stop it, then delete it (`tuner delete s`), or `tuner delete "
+            "s --force` if that process is gone.") in one_line(refused.stderr)
+    replaced = tuner("launch", "s.yaml", "--replace", "--executor", "inline", "--quiet", *pg, cwd=tmp_path)
+    assert replaced.returncode == 2 and "Traceback" not in replaced.stderr, replaced.stderr
+    assert ("then replace it, or `tuner delete s --force` first if that process is gone.") in one_line(replaced.stderr)
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2  # nothing deleted
+    tally("fault")
+    forced = tuner("delete", "s", "--yes", "--force", *pg, cwd=tmp_path)
+    assert forced.returncode == 0 and "deleted study s" in forced.stdout, forced.stderr
 
 
 CHECKPOINTING = '''

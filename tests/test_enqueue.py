@@ -130,6 +130,27 @@ def test_warm_start_from_runs_the_best_of_another_study_first_leaving_out_what_n
     assert first.params == kept.params and first.user_attrs["warm_start"] is True
 
 
+def test_warm_start_of_more_than_the_budget_queues_the_best_that_fit_it_and_leaves_no_trial_waiting(
+        launched: Path) -> None:
+    best = min(trials(launched, "base"), key=lambda t: t.value)
+    (launched / "next.yaml").write_text(SPEC.format(name="next", low=0.0))
+    warm = tuner_cli(launched, "launch", "next.yaml", "--warm-start-from", "base", "--warm-start", "2",
+                     "--trials", "1", "--executor", "inline")
+    assert warm.returncode == 0, warm.stderr
+    assert "warm start: 1 configuration queued first (1 left out: past the budget of 1 trial)" in warm.stderr
+    assert "study next: 1 trial in" in warm.stdout
+    ran = trials(launched, "next")
+    assert [t.state.name for t in ran] == ["COMPLETE"] and ran[0].params == best.params
+    # Points queued past the budget wait for a larger one; the summary counts only the trials that ran.
+    (launched / "p.json").write_text('[{"x": 1.0, "depth": 0}, {"x": 3.0, "depth": 0}]')
+    queued = tuner_cli(launched, "enqueue", "next", "p.json")
+    assert "its budget has room for 0 of the 2 queued: `tuner resume next --trials 3` runs them all" in queued.stdout
+    more = tuner_cli(launched, "resume", "next", "--trials", "2", "--executor", "inline")
+    assert more.returncode == 0, more.stderr
+    assert [t.state.name for t in trials(launched, "next")] == ["COMPLETE", "COMPLETE", "WAITING"]
+    assert "study next: 2 trials in" in more.stdout, more.stdout
+
+
 def test_warm_start_flags_are_checked(finished, monkeypatch, capsys) -> None:
     code, said = tuner_inline(monkeypatch, capsys, finished, "launch", "base.yaml", "--study", "x", "--warm-start", "3")
     assert (code, said) == (2, "error: --warm-start: says how many configurations to take from --warm-start-from "

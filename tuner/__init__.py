@@ -17,13 +17,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Study": "tuner.api", "launch": "tuner.api", "load": "tuner.api", "resume": "tuner.api",
     "SpecError": "tuner.errors", "StorageError": "tuner.errors", "TunerError": "tuner.errors",
+    "NoResultError": "tuner.errors", "StudyFailedError": "tuner.errors",
     "StudySpec": "tuner.spec", "load_spec": "tuner.spec",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from tuner.api import Study, launch, load, resume
-    from tuner.errors import SpecError, StorageError, TunerError
+    from tuner.errors import NoResultError, SpecError, StorageError, StudyFailedError, TunerError
     from tuner.spec import StudySpec, load_spec
 
 

@@ -7,19 +7,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shlex
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner import optuna_objective, probe, strategies
-from tuner.errors import SpecError, StorageError, TunerError
+from tuner import optuna_objective, probe, recovery, strategies
+from tuner.errors import NoResultError, SpecError, StorageError, TunerError
 from tuner.executors import make_executor
 from tuner.orchestrator import Orchestrator, Progress
 from tuner.progress import shown
@@ -59,18 +60,28 @@ class Study:
 
     @property
     def best_trial(self) -> FrozenTrial:
-        self._one_objective("best_trial")
-        return self.optuna.best_trial
+        """The best COMPLETE trial; :class:`NoResultError` says why where there is none (e.g. every trial failed)."""
+        return self._best("best_trial")
 
     @property
     def best_params(self) -> dict[str, Any]:
-        self._one_objective("best_params")
-        return self.optuna.best_params
+        return self._best("best_params").params
 
     @property
     def best_value(self) -> float:
-        self._one_objective("best_value")
-        return self.optuna.best_value
+        value = self._best("best_value").value
+        assert value is not None  # a COMPLETE trial of one objective has its value
+        return value
+
+    def _best(self, name: str) -> FrozenTrial:
+        self._one_objective(name)
+        try:
+            return self.optuna.best_trial
+        except ValueError:  # Optuna's bare "Record does not exist."
+            why = self.why_no_result()
+            if why is None:
+                raise
+            raise NoResultError(f"{name}: study {self.name} has none, as no trial completed: {why}") from None
 
     @property
     def multi_objective(self) -> bool:
@@ -321,6 +332,24 @@ def launch(
         )
 
 
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """While a study runs from Python, Optuna is as quiet as under the CLI; the user's settings come back after.
+
+    Its INFO lines ("A new study created in RDB ...", each trial's end) repeat what tuner shows, and its
+    ExperimentalWarnings are for features tuner chose (TPE's ``group``), not the user.
+    """
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+@_optuna_quiet()
 def launch_with(
     spec_path_or_dict: str | Path | Mapping[str, Any] | None,
     overrides: Mapping[str, Any],
@@ -368,7 +397,10 @@ def launch_with(
         try:
             store = existing or Store(storage)
             if if_exists == "replace" and store.has_study(name):
-                store.delete_study(name)  # under the study's lock: no orchestrator runs it meanwhile
+                # Under the study's lock (SQLite) no orchestrator runs it; PostgreSQL: none with a fresh heartbeat.
+                recovery.refuse_if_run_elsewhere(store, name, "replace it",
+                                                 force=f"`tuner delete {shlex.quote(name)} --force` first")
+                store.delete_study(name)
             optuna_study = _create(store, name, plan, warm_start)
             if probed is not None:
                 optuna_study.set_user_attr(probe.ATTR, probed.evidence())
@@ -414,6 +446,7 @@ def _check_progress(progress: Any) -> bool | None:
     return progress
 
 
+@_optuna_quiet()
 def resume_with(
     name: str,
     overrides: Mapping[str, Any],
@@ -664,11 +697,9 @@ def _define_by_run(source: Any, space: Mapping[str, Any] | None, extra: dict[str
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:
     """Create the study with its spec snapshot, the warm-start points and (grid search) the points it runs queued."""
     spec = plan.spec
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = store.create_study(name, spec.directions, plan.sampler())
-        if spec.multi_objective:  # the dashboard and trials_dataframe() name each value by its metric
-            study.set_metric_names(spec.metric_names)
+    study = store.create_study(name, spec.directions, plan.sampler())  # quiet: launch_with is _optuna_quiet
+    if spec.multi_objective:  # the dashboard and trials_dataframe() name each value by its metric
+        study.set_metric_names(spec.metric_names)
     study.set_user_attr(SPEC_ATTR, {**spec.to_dict(), "name": spec.name})
     if plan.is_grid:
         # Queue the points that will run now: Optuna's GridSampler alone may hand the same
@@ -682,10 +713,15 @@ def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[st
         return study  # the grid is queued already; warm-start points would only repeat some
     # An Optuna objective(trial) makes its space as it runs: its points are Optuna's enqueued trials, as they are.
     fitting = [params for params in warm_start if not spec.params or strategies.fits(spec, params)]
-    for params in fitting:
+    # Past the budget a queued point would wait forever: the first ones (best_configurations: the best) run.
+    queued = fitting[: plan.trials]
+    for params in queued:
         study.enqueue_trial(dict(params), user_attrs={record.WARM_START: True}, skip_if_exists=True)
     if warm_start:
-        left = len(warm_start) - len(fitting)
-        log.info("warm start: %d configuration%s queued first%s", len(fitting), "" if len(fitting) == 1 else "s",
-                 f" ({left} left out: outside this space)" if left else "")
+        outside, over = len(warm_start) - len(fitting), len(fitting) - len(queued)
+        notes = ([f"{outside} left out: outside this space"] if outside else []) + (
+            [f"{over} left out: past the budget of {plan.trials} trial{'' if plan.trials == 1 else 's'}"]
+            if over else [])
+        log.info("warm start: %d configuration%s queued first%s", len(queued), "" if len(queued) == 1 else "s",
+                 f" ({'; '.join(notes)})" if notes else "")
     return study

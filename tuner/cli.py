@@ -459,13 +459,21 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from tuner.recovery import refuse_if_run_elsewhere
     from tuner.store import Store
+    from tuner.store.lock import study_lock
 
     store = Store(args.storage, create=False)
+    again = f"delete it (`tuner delete {_quoted(args.study)}`)"
+    with study_lock(store.url, args.study, again):  # refused before asking: its runner holds it
+        pass
+    if not args.force:
+        refuse_if_run_elsewhere(store, args.study, again, force=f"`tuner delete {_quoted(args.study)} --force`")
     if not args.yes and not _confirmed_delete(store, args.study):
         err.print(f"not confirmed: study {args.study} is kept.", highlight=False)
         return 1
-    trials, rows = store.delete_study(args.study)
+    with study_lock(store.url, args.study, again):  # no runner starts on it while it goes
+        trials, rows = store.delete_study(args.study)
     console.print(f"deleted study {args.study} from {store.safe_url}: {trials} trials, {rows} epoch rows",
                   highlight=False)
     return 0
@@ -819,7 +827,8 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
         return _front_result(study)
     direction = study.optuna.direction.name.lower()
     top = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: _rank(t, direction))[:3]
-    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
+    ran = _ran(study)
+    console.print(f"study {study.name}: {_count(len(ran), 'trial')} in {_duration(ran)}; best "
                   f"{len(top)}:", highlight=False)
     for t in top:
         console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
@@ -902,10 +911,16 @@ def _best_front(study: Any, args: argparse.Namespace) -> int:
     return _emit(argparse.Namespace(json=False, csv=None), records, _front_columns(study), title=_front_title(study))
 
 
+def _ran(study: Any) -> list[Any]:
+    """The study's trials that ran: a queued one still WAITING (past the budget) is no trial of this run."""
+    return [t for t in study.trials if t.state.name != "WAITING"]
+
+
 def _front_result(study: Any) -> int:
     """What a finished launch with several objectives prints: its Pareto front."""
     front = study.pareto_front()
-    console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; "
+    ran = _ran(study)
+    console.print(f"study {study.name}: {_count(len(ran), 'trial')} in {_duration(ran)}; "
                   f"{_front_title(study).split(': ', 1)[1]}:", highlight=False)
     for t in front:
         values = "  ".join(f"{m} {fmt(v)}" for m, v in zip(study.metric_names, t.values))
@@ -1096,6 +1111,8 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("study")
     delete.add_argument("-y", "--yes", action="store_true",
                         help="delete without asking (needed where stdin is not a terminal: scripts, pipes)")
+    delete.add_argument("--force", action="store_true",
+                        help="PostgreSQL: delete even though trials have a fresh heartbeat (their runner is gone)")
     _storage_option(delete)
 
     copy = add("copy", cmd_copy, "copy a study, its trials and their epoch records to a store")

@@ -47,6 +47,15 @@ class StudyFailedError(TunerError):
         self.workload_traceback = workload_traceback  # the first failed trial's, shown by --debug
 
 
+class NoResultError(TunerError, ValueError):
+    """A study's best trial was asked for, but it has none: no trial completed. The message says why.
+
+    A ValueError too, as Optuna's ``best_value`` raises for a study without a completed trial.
+    """
+
+    exit_code = 1
+
+
 class StoreUnreachable(TunerError):
     """The study store stayed unreachable past the outage bound: the study stopped, and a resume continues it."""
 

@@ -20,9 +20,11 @@ from tuner.recorder import DB_RETRY_SECONDS, Recorder
 from tuner.store.lock import study_mutex
 from tuner.trial import record
 from tuner.trial.record import counts_toward_budget
+from tuner.errors import TunerError
 from tuner.store import internals
 
 if TYPE_CHECKING:
+    from tuner.store import Store
     from tuner.orchestrator import Orchestrator, Progress
 
 # A RUNNING trial whose Optuna heartbeat is older than this has no live orchestrator.
@@ -53,6 +55,29 @@ def count_existing(study: optuna.Study, planned: int) -> Progress:
         return progress
     progress.best_value, progress.best_trial = best.value, best.number
     return progress
+
+
+def refuse_if_run_elsewhere(store: Store, name: str, doing: str, force: str | None = None) -> None:
+    """On PostgreSQL (no study lock): refuse ``doing`` while a trial of the study has a fresh heartbeat.
+
+    A RUNNING trial whose heartbeat is younger than HEARTBEAT_GRACE has a live orchestrator
+    somewhere, whose next write would fail on a deleted study. ``force`` names how to go on anyway
+    (the orchestrator may be gone: its heartbeats go stale within HEARTBEAT_GRACE seconds).
+    SQLite needs none: the study's lock refuses (see tuner.store.lock.study_lock).
+    """
+    if store.engine.dialect.name == "sqlite" or not store.has_study(name):
+        return
+    study = store.load_study(name)
+    sid = internals.study_id(study)
+    running = {internals.trial_id(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    live = running - set(internals.stale_trial_ids(store.storage, sid, HEARTBEAT_SECONDS, HEARTBEAT_GRACE))
+    live -= set(internals.unbeaten_trial_ids(store.storage, sid))
+    if live:
+        also = f", or {force} if that process is gone" if force else ""
+        raise TunerError(
+            f"study {name!r} is being run by another tuner process: {len(live)} of its trials RUNNING had a "
+            f"heartbeat in the last {HEARTBEAT_GRACE} s. Fix: wait for it to finish, or stop it, then {doing}{also}."
+        )
 
 
 def recover(plan: Plan, recorder: Recorder, every_running: bool) -> None:

@@ -26,14 +26,19 @@ from tuner.errors import TunerError
 
 
 @contextlib.contextmanager
-def study_lock(url: str, study: str) -> Iterator[bool]:
-    """Hold the study's lock while the block runs; yields True when one was taken (SQLite)."""
-    refusal = (
-        f"study {study!r} is being run by another tuner process (pid {{owner}}) on this SQLite "
-        "file. SQLite allows one orchestrator per study. Fix: wait for it to finish (or stop "
-        "it and run `tuner resume`), or use a PostgreSQL store to share a study between "
-        "several orchestrators."
-    )
+def study_lock(url: str, study: str, doing: str | None = None) -> Iterator[bool]:
+    """Hold the study's lock while the block runs; yields True when one was taken (SQLite).
+
+    Whatever runs a study's trials holds it, and so does whatever deletes the study
+    (``doing`` names that, e.g. "delete it"): a study is never deleted under its runner.
+    """
+    if doing is None:
+        fix = ("SQLite allows one orchestrator per study. Fix: wait for it to finish (or stop it and run "
+               "`tuner resume`), or use a PostgreSQL store to share a study between several orchestrators.")
+    else:
+        fix = f"Fix: wait for it to finish, or stop it, then {doing}."
+    refusal = (f"study {study!r} is being run by another tuner process (pid {{owner}}) on this SQLite "
+               f"file. {fix}")
     with _sqlite_flock(url, _file_part(study), refusal) as taken:
         yield taken
 
