@@ -906,7 +906,7 @@ def _best_front(study: Any, args: argparse.Namespace) -> int:
         objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(study.metric_names, study.optuna.directions)]
         print(_json({"study": study.name, "objectives": objectives, "pareto_front": [
             {"trial": r["trial"], "values": {m: r[m] for m in study.metric_names}, "params": r["params"]}
-            for r in records]}, indent=2))
+            for r in records]}))
         return 0
     return _emit(argparse.Namespace(json=False, csv=None), records, _front_columns(study), title=_front_title(study))
 
