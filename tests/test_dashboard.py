@@ -238,6 +238,13 @@ def test_annotations_are_written_once_and_keep_a_users_note(tmp_path):
     assert len(list((tmp_path / "tuner-artifacts").iterdir())) == 3  # each trial still gets its curve
 
 
+def empty_store(tmp_path: Path) -> str:
+    """A store tuner made with no study in it yet: the dashboard serves only a store that exists."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    Store(url).close()
+    return url
+
+
 def test_a_port_in_use_is_refused_naming_the_port(tmp_path, capsys):
     from tuner.cli import main
 
@@ -245,7 +252,7 @@ def test_a_port_in_use_is_refused_naming_the_port(tmp_path, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = main(["dashboard", "--storage", f"sqlite:///{tmp_path / 't.db'}", "--port", str(port)])
+        code = main(["dashboard", "--storage", empty_store(tmp_path), "--port", str(port)])
     stderr = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert f"--port: port {port} on 127.0.0.1 is already in use" in stderr
@@ -259,13 +266,13 @@ def test_a_port_in_use_is_refused_naming_the_port(tmp_path, capsys):
 def test_a_bad_port_or_host_is_refused(tmp_path, capsys, args, message):
     from tuner.cli import main
 
-    assert main(["dashboard", "--storage", f"sqlite:///{tmp_path / 't.db'}", *args]) == 2
+    assert main(["dashboard", "--storage", empty_store(tmp_path), *args]) == 2
     stderr = " ".join(capsys.readouterr().err.split())
     assert message in stderr and "Traceback" not in stderr and "warning" not in stderr
 
 
 def test_another_host_than_loopback_warns_that_anyone_can_modify_studies(tmp_path):
-    proc, log = start_dashboard(tmp_path, "--storage", f"sqlite:///{tmp_path / 't.db'}", "--host", "0.0.0.0",
+    proc, log = start_dashboard(tmp_path, "--storage", empty_store(tmp_path), "--host", "0.0.0.0",
                                 "--port", str(free_port()))
     deadline = time.monotonic() + 60
     while "optuna-dashboard on" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
