@@ -159,16 +159,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from tuner.spec import Overrides, Probe, load_spec
 
     spec = load_spec(args.spec)
+    # The command is a probe whether or not the file asks for one: the spec is checked with its
+    # probe settings (or the defaults), so a spec a probe cannot run on gets the spec's own refusal.
+    settings = {**(spec.probe or Probe()).model_dump(), "narrow": args.narrow}
     plot = args.output or f"{spec.name}-probe.png"
     if not args.narrow:
+        spec = load_spec(args.spec, {"probe": settings})
         found = probe.run(spec, spec.workload_target)
         console.print(found.summary(spec.name), highlight=False)
         err.print(f"wrote the plot to {found.save_png(plot, spec.name)}", highlight=False)
         return 0
     from tuner.api import launch_with
 
-    settings = {**(spec.probe or Probe()).model_dump(), "narrow": True}
-    overrides = Overrides.flags({"probe": settings, "trials": args.trials, "timeout": args.timeout})
+    # probe is the command's, not a flag's: a problem with it is the file's.
+    overrides = Overrides({"probe": settings, "trials": args.trials, "timeout": args.timeout},
+                          {"trials": "--trials", "timeout": "--timeout"})
     with _progress_display(args.quiet) as (on_start, on_progress):
         def started(spec: Any, study: Any) -> None:
             found = probe.Finding.from_evidence(study.optuna.user_attrs[probe.ATTR])

@@ -1,0 +1,48 @@
+"""What a new user meets first, through the installed `tuner` script from their own directory:
+a spec the probe cannot run on, a pruner that does not exist, launch output in a pipe, `show --trial`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.services import user_env
+
+TUNER = shutil.which("tuner")
+
+NO_LR = """name: nolr
+workload: mlp
+data: iris
+objective: {metric: val_loss, direction: minimize}
+params:
+  width: {type: int, low: 8, high: 32}
+"""
+CATEGORICAL_LR = NO_LR.replace("width: {type: int, low: 8, high: 32}", "lr: {type: categorical, choices: [0.1, 0.01]}")
+
+
+def tuner(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    assert TUNER is not None, "the `tuner` console script is not installed: pip install -e ."
+    return subprocess.run([TUNER, *args], cwd=cwd, env=user_env(**env), capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("narrow", [False, True], ids=["probe", "probe-narrow"])
+@pytest.mark.parametrize("text", [NO_LR, CATEGORICAL_LR], ids=["no-lr", "categorical-lr"])
+def test_probe_refuses_a_spec_without_a_float_lr_as_launch_does(tmp_path: Path, tally, text: str,
+                                                                 narrow: bool) -> None:
+    (tmp_path / "s.yaml").write_text(text)
+    probed = tuner(tmp_path, "probe", "s.yaml", *(["--narrow"] if narrow else []))
+    (tmp_path / "p.yaml").write_text(text.replace("workload:", "probe: true\nworkload:"))
+    launched = tuner(tmp_path, "launch", "p.yaml", "--executor", "inline")
+    assert probed.returncode == 2, probed.stderr
+    assert "Traceback" not in probed.stderr, probed.stderr
+    # The same rule, word for word, as `probe: true` under `tuner launch`.
+    rule = launched.stderr.strip().split("p.yaml: ", 1)[1]
+    assert rule.startswith("probe: needs a continuous float param lr") and "Fix:" in rule, launched.stderr
+    assert probed.stderr.strip() == f"error: s.yaml: {rule}", probed.stderr
+    assert not (tmp_path / "nolr-probe.png").exists()
+    assert not (tmp_path / "tuner.db").exists() or "nolr" not in tuner(tmp_path, "studies").stdout  # nothing stored
+    tally("hostile input")
