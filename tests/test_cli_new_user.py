@@ -20,6 +20,14 @@ objective: {metric: val_loss, direction: minimize}
 params:
   width: {type: int, low: 8, high: 32}
 """
+OK = """name: ok
+workload: mlp
+data: iris
+epochs: 1
+trials: 1
+params:
+  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+"""
 CATEGORICAL_LR = NO_LR.replace("width: {type: int, low: 8, high: 32}", "lr: {type: categorical, choices: [0.1, 0.01]}")
 
 
@@ -45,4 +53,35 @@ def test_probe_refuses_a_spec_without_a_float_lr_as_launch_does(tmp_path: Path, 
     assert probed.stderr.strip() == f"error: s.yaml: {rule}", probed.stderr
     assert not (tmp_path / "nolr-probe.png").exists()
     assert not (tmp_path / "tuner.db").exists() or "nolr" not in tuner(tmp_path, "studies").stdout  # nothing stored
+    tally("hostile input")
+
+
+@pytest.mark.parametrize("given, fix", [
+    (["--pruner", "bogus"], "error: --pruner: `pruner.type` must be one of none, median, percentile, "
+     "successive_halving, hyperband, threshold, extrapolating, but got 'bogus'. Fix: use one of them, "
+     "e.g. --pruner median."),
+    (["pruner: bogus"], "error: ok.yaml: `pruner.type` must be one of none, median, percentile, "
+     "successive_halving, hyperband, threshold, extrapolating, but got 'bogus'. Fix: use one of them, "
+     "e.g. pruner: {type: median}."),
+], ids=["flag", "spec"])
+def test_an_unknown_pruner_gets_a_fix_in_the_form_it_was_given(tmp_path: Path, tally, given: list[str],
+                                                               fix: str) -> None:
+    text = OK if given[0].startswith("--") else OK + given.pop() + "\n"
+    (tmp_path / "ok.yaml").write_text(text)
+    launched = tuner(tmp_path, "launch", "ok.yaml", "--executor", "inline", *given)
+    assert launched.returncode == 2, launched.stderr
+    assert launched.stderr.strip() == fix
+    assert not (tmp_path / "tuner.db").exists() or "ok" not in tuner(tmp_path, "studies").stdout  # nothing stored
+    tally("hostile input")
+
+
+def test_an_unknown_pruner_keyword_gets_a_keyword_fix(tmp_path: Path, tally) -> None:
+    import tuner as api
+    from tuner.errors import SpecError
+
+    (tmp_path / "ok.yaml").write_text(OK)
+    with pytest.raises(SpecError) as refused:
+        api.launch(str(tmp_path / "ok.yaml"), pruner="bogus", executor="inline", storage=f"sqlite:///{tmp_path}/t.db")
+    assert str(refused.value).endswith("but got 'bogus'. Fix: use one of them, e.g. pruner=\"median\".")
+    assert str(refused.value).startswith("pruner=: ")
     tally("hostile input")
