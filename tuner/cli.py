@@ -359,8 +359,9 @@ def _print_params_block(records: list[dict[str, Any]], key: str, width: int) -> 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True, justify="right")
     grid.add_column(overflow="fold")
+    room = width - max([0, *(len(fmt(r[key])) for r in records)]) - 2
     for r in records:
-        grid.add_row(fmt(r[key]), _params(r["params"]))
+        grid.add_row(fmt(r[key]), _pairs_wrapped(r["params"], room))
     console.print(grid, width=width, highlight=False)
 
 
@@ -775,8 +776,8 @@ def _show_epochs(study: Any, number: int) -> int:
         raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
     trial = study.trials[number]
     width = _width()
-    console.print(f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params {_params(trial.params)}",
-                  width=width)
+    head = f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params"
+    console.print(f"{head}{_pairs_wrapped(trial.params, width, len(head))}", width=width, highlight=False)
     for key, value in trial.user_attrs.items():
         console.print(f"  {key}: {value}", width=width)
     rows = study.epochs(number)
@@ -934,6 +935,30 @@ def _storage_hint(store: Any) -> str:
 
 def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+
+
+def _pairs_wrapped(params: dict[str, Any], width: int, first: int = 0) -> str:
+    """``name=value`` pairs in lines of at most ``width``, the first line after ``first`` characters
+    already printed (it starts with a space then; a newline when not even one pair fits there).
+
+    A pair that does not fit what is left of a line starts the next; one wider than a whole line breaks
+    only after its ``=``, its value alone on the next line, indented: never inside a name or a number."""
+    lines: list[str] = []
+    line, used = "", first
+    for name, value in params.items():
+        pair = f"{name}={fmt(value)}"
+        if used + (1 if used else 0) + len(pair) <= width and not line.startswith("  "):
+            line, used = f"{line} {pair}" if used else pair, used + (1 if used else 0) + len(pair)
+            continue
+        if line or used:
+            lines.append(line)
+        if len(pair) <= width:
+            line, used = pair, len(pair)
+        else:  # the name on a line, the value alone under it
+            lines.append(f"{name}=")
+            line, used = "  " + fmt(value), width
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def _rank(trial: Any, direction: str) -> tuple[int, float, int]:
