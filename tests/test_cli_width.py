@@ -198,3 +198,30 @@ def test_show_breaks_a_pair_wider_than_the_line_only_at_its_equals_sign(tmp_path
         assert out.returncode == 0, out.stderr
         shown = [t for t in trials if args[-1] == "long" or t.number == int(args[-1])]
         assert_pairs_whole(out.stdout, 50, shown)
+
+
+@pytest.mark.parametrize("columns", [None, 90], ids=["piped", "90-columns"])
+def test_launch_output_fits_a_pipe_without_padding(tmp_path, columns):
+    """`tuner launch | tee log`: the summary's params wrap between pairs, log lines are not padded."""
+    (tmp_path / "wide.py").write_text(WORKLOAD.replace('params["lr"]', f'params["{LONG}"]'))
+    name = "a-study-with-a-name-long-enough-to-push-the-header-of-the-progress-display-past-the-width"
+    (tmp_path / "long.yaml").write_text(SPEC.replace("name: wide", f"name: {name}").replace("  lr:", f"  {LONG}:"))
+    env = {k: v for k, v in user_env().items() if k not in ("COLUMNS", "LINES")}
+    if columns:
+        env["COLUMNS"] = str(columns)
+    width = columns or PIPED_WIDTH
+    outputs = []
+    for args in (["launch", "long.yaml", "--executor", "inline"], ["resume", name, "--executor", "inline"]):
+        ran = subprocess.run([TUNER, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        outputs += [ran.stdout, ran.stderr]
+    assert "INFO     " in outputs[3] and "budget reached" in outputs[3], outputs[3]  # a log line, from resume
+    for out in outputs:
+        for line in out.splitlines():
+            assert len(line) <= width and line == line.rstrip(), (len(line), line, out)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
+    best = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    words = set(outputs[0].split())
+    for t in best[:3]:
+        for key, value in t.params.items():
+            assert f"{key}={fmt(value)}" in words, (key, outputs[0])

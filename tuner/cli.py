@@ -28,10 +28,39 @@ from tuner.progress import Display
 from tuner.progress import count as _count
 from tuner.trial.metrics import fmt
 
-# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
-# COLUMNS says how wide (as a terminal does).
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 200)
+# Piped output (CI logs, `| less`) without COLUMNS: laid out for this many columns, not rich's 80.
+PIPED_WIDTH = 120
+
+
+class _Unpadded:
+    """sys.stdout or sys.stderr (looked up at each write, as rich does) for a console that is not a
+    terminal: each line without the spaces rich pads it with (log lines, tables) or leaves where it
+    wrapped, which a log file or CI keeps as trailing whitespace."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self.name)
+
+    def write(self, text: str) -> int:
+        return self.stream.write(re.sub(r"[ \t]+(?=\n)", "", text))
+
+    def __getattr__(self, attr: str) -> Any:  # flush, isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, attr)
+
+
+def _console(name: str) -> Console:
+    """A terminal's own width, or COLUMNS (as a terminal sets it), else PIPED_WIDTH, unpadded."""
+    if getattr(sys, name).isatty():
+        return Console(stderr=name == "stderr")
+    return Console(file=_Unpadded(name), width=int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit()
+                   else PIPED_WIDTH)
+
+
+console = _console("stdout")
+err = _console("stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,8 +279,6 @@ SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "val_loss curve", "diag
                 "device", "params", "stopped because")
 OPTIONAL_COLUMNS = ("val_loss curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
 WRAPPED_COLUMNS = ("params", "stopped because", "study")
-# Piped output (a CI log, `| less`) without COLUMNS: tables laid out for this many columns.
-PIPED_WIDTH = 120
 # A wrapped column of prose ("stopped because") is at least this wide, or its longest word if shorter.
 PROSE_WIDTH = 24
 
@@ -828,8 +855,10 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     console.print(f"study {study.name}: {len(study.trials)} trials in {_duration(study.trials)}; best "
                   f"{len(top)}:", highlight=False)
     for t in top:
-        console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
-    console.print(f"best trial {best.number}: value {fmt(best.value)}  {_params(best.params)}", highlight=False)
+        head = f"  trial {t.number}: value {fmt(t.value)} "
+        console.print(head + _pairs_wrapped(t.params, _width(), len(head), indent=4), highlight=False)
+    head = f"best trial {best.number}: value {fmt(best.value)} "
+    console.print(head + _pairs_wrapped(best.params, _width(), len(head), indent=2), highlight=False)
     reached = study.target_reached
     if reached is not None:
         target = study.spec["objective"]["target"]
@@ -937,26 +966,29 @@ def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def _pairs_wrapped(params: dict[str, Any], width: int, first: int = 0) -> str:
+def _pairs_wrapped(params: dict[str, Any], width: int, first: int = 0, indent: int = 0) -> str:
     """``name=value`` pairs in lines of at most ``width``, the first line after ``first`` characters
-    already printed (it starts with a space then; a newline when not even one pair fits there).
+    already printed (it starts with a space then; a newline when not even one pair fits there), the
+    lines after it indented by ``indent``.
 
     A pair that does not fit what is left of a line starts the next; one wider than a whole line breaks
     only after its ``=``, its value alone on the next line, indented: never inside a name or a number."""
     lines: list[str] = []
-    line, used = "", first
+    line, room = "", width - first  # the line being filled, and what is left of it
     for name, value in params.items():
         pair = f"{name}={fmt(value)}"
-        if used + (1 if used else 0) + len(pair) <= width and not line.startswith("  "):
-            line, used = f"{line} {pair}" if used else pair, used + (1 if used else 0) + len(pair)
+        gap = 1 if line or first else 0
+        if room >= gap + len(pair):
+            line, room = line + " " * gap + pair, room - gap - len(pair)
             continue
-        if line or used:
+        if line or first:
             lines.append(line)
-        if len(pair) <= width:
-            line, used = pair, len(pair)
+        whole = width - indent  # a line after the first
+        if len(pair) <= whole:
+            line, room = " " * indent + pair, whole - len(pair)
         else:  # the name on a line, the value alone under it
-            lines.append(f"{name}=")
-            line, used = "  " + fmt(value), width
+            lines.append(" " * indent + f"{name}=")
+            line, room = " " * (indent + 2) + fmt(value), 0
     lines.append(line)
     return "\n".join(lines)
 
