@@ -85,3 +85,40 @@ def test_an_unknown_pruner_keyword_gets_a_keyword_fix(tmp_path: Path, tally) -> 
     assert str(refused.value).endswith("but got 'bogus'. Fix: use one of them, e.g. pruner=\"median\".")
     assert str(refused.value).startswith("pruner=: ")
     tally("hostile input")
+
+
+CHECKPOINTED = '''
+import torch  # so that checkpoints are saved with torch.save, as checkpoint.pt
+
+
+def train(params, report):
+    if params["x"] > 2.5:
+        raise RuntimeError("diverged")
+    for epoch in range(1, 4):
+        report(epoch, val_loss=(params["x"] - 2) ** 2 + 1 / epoch, checkpoint={"epoch": epoch, "w": list(range(3000))})
+'''
+
+
+def test_show_trial_reads_as_text_and_checkpoints_are_octet_streams(tmp_path: Path) -> None:
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+    from rich.filesize import decimal
+
+    (tmp_path / "ck.py").write_text(CHECKPOINTED)
+    (tmp_path / "ck.yaml").write_text("name: ck\nworkload: ck:train\nepochs: 3\ntrials: 6\npruner: none\n"
+                                      "strategy: random\nseed: 3\nparams:\n  x: {type: float, low: 0, high: 4}\n")
+    launched = tuner(tmp_path, "launch", "ck.yaml", "--executor", "inline", "--quiet")
+    assert launched.returncode == 0, launched.stderr
+    study = optuna.load_study(study_name="ck", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    assert {t.state.name for t in study.trials} == {"COMPLETE", "FAIL"}
+    for t in study.trials:
+        out = tuner(tmp_path, "show", "ck", "--trial", str(t.number)).stdout
+        if t.state.name == "FAIL":
+            assert out.startswith(f"trial {t.number}: FAIL, value none (failed), params x="), out
+            continue
+        assert out.startswith(f"trial {t.number}: COMPLETE, value {t.value:.4g}, params x="), out
+        meta = t.user_attrs["checkpoint"]
+        assert f"  checkpoint: epoch 3, {decimal(meta['bytes'])}\n" in out, out
+        assert "{" not in out and "artifact_id" not in out, out
+        stored = get_all_artifact_meta(t, storage=study._storage)
+        assert stored and {(m.filename, m.mimetype) for m in stored} == {("checkpoint.pt", "application/octet-stream")}

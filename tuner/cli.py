@@ -803,10 +803,12 @@ def _show_epochs(study: Any, number: int) -> int:
         raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
     trial = study.trials[number]
     width = _width()
-    head = f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params"
+    state = "failed" if trial.state.name == "FAIL" else trial.state.name.lower()
+    value = fmt(trial.value) if trial.value is not None else f"none ({state})"
+    head = f"trial {number}: {trial.state.name}, value {value}, params"
     console.print(f"{head}{_pairs_wrapped(trial.params, width, len(head))}", width=width, highlight=False)
     for key, value in trial.user_attrs.items():
-        console.print(f"  {key}: {value}", width=width)
+        console.print(f"  {key}: {_attr_text(value)}", width=width, highlight=False, markup=False)
     rows = study.epochs(number)
     columns = [c for c in _columns(rows) if c not in ("trial", "device")]
     cells = [{c: fmt(row.get(c)) for c in columns} for row in rows]
@@ -817,6 +819,19 @@ def _show_epochs(study: Any, number: int) -> int:
             table.add_row(*[row[c] for c in group])
         console.print(table, width=width)
     return 0
+
+
+def _attr_text(value: Any) -> str:
+    """A trial attribute as text: a checkpoint's record as its epoch and size (and why it is gone), another
+    mapping as name=value pairs, a number as a value."""
+    from rich.filesize import decimal
+
+    if isinstance(value, dict) and {"epoch", "bytes"} <= value.keys():
+        gone = f", removed: {value['removed']}" if value.get("removed") else ""
+        return f"epoch {value['epoch']}, {decimal(value['bytes'])}{gone}"
+    if isinstance(value, dict):
+        return _params(value)
+    return fmt(value)
 
 
 def _column_groups(columns: list[str], widths: dict[str, int], width: int) -> list[list[str]]:
