@@ -164,3 +164,64 @@ def test_show_of_several_objectives_fits_80_columns(tmp_path):
     for t in trials:
         if t.values:
             assert f"n_params={fmt(t.values[1])}" in out.stdout, out.stdout
+
+
+LONG = "learning_rate_for_the_backbone_network"  # with its value, wider than what is left of a 50-column line
+
+
+def assert_pairs_whole(out: str, width: int, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Every name=value pair on one line, or, wider than a whole line, broken after its `=` only:
+    the name and `=` ending a line, the value alone on the next."""
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert max(map(len, lines)) <= width, out
+    words = set(re.split(r"[\s│┃]+", out))
+    for t in trials:
+        for name, value in t.params.items():
+            pair = f"{name}={fmt(value)}"
+            at = [i for i, line in enumerate(lines) if line.endswith(f"{name}=")]
+            assert pair in words or any(lines[i + 1].strip() == fmt(value) for i in at), (pair, out)
+            if len(pair) <= width - 3:  # it fits a line even of the params block (3 columns for the number)
+                assert pair in words, (pair, out)
+
+
+def test_show_breaks_a_pair_wider_than_the_line_only_at_its_equals_sign(tmp_path):
+    (tmp_path / "wide.py").write_text(WORKLOAD.replace('params["lr"]', f'params["{LONG}"]'))
+    (tmp_path / "long.yaml").write_text(SPEC.replace("name: wide", "name: long").replace("  lr:", f"  {LONG}:"))
+    launched = subprocess.run([TUNER, "launch", "long.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
+                              env=user_env(), capture_output=True, text=True, timeout=120)
+    assert launched.returncode == 0, launched.stderr
+    trials = optuna.load_study(study_name="long", storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
+    assert any(len(f"{LONG}={fmt(t.params[LONG])}") > 47 for t in trials)  # the case this test is about
+    env = {**{k: v for k, v in user_env().items() if k != "LINES"}, "COLUMNS": "50"}
+    for args in (["show", "long"], *(["show", "long", "--trial", str(t.number)] for t in trials)):
+        out = subprocess.run([TUNER, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        shown = [t for t in trials if args[-1] == "long" or t.number == int(args[-1])]
+        assert_pairs_whole(out.stdout, 50, shown)
+
+
+@pytest.mark.parametrize("columns", [None, 90], ids=["piped", "90-columns"])
+def test_launch_output_fits_a_pipe_without_padding(tmp_path, columns):
+    """`tuner launch | tee log`: the summary's params wrap between pairs, log lines are not padded."""
+    (tmp_path / "wide.py").write_text(WORKLOAD.replace('params["lr"]', f'params["{LONG}"]'))
+    name = "a-study-with-a-name-long-enough-to-push-the-header-of-the-progress-display-past-the-width"
+    (tmp_path / "long.yaml").write_text(SPEC.replace("name: wide", f"name: {name}").replace("  lr:", f"  {LONG}:"))
+    env = {k: v for k, v in user_env().items() if k not in ("COLUMNS", "LINES")}
+    if columns:
+        env["COLUMNS"] = str(columns)
+    width = columns or PIPED_WIDTH
+    outputs = []
+    for args in (["launch", "long.yaml", "--executor", "inline"], ["resume", name, "--executor", "inline"]):
+        ran = subprocess.run([TUNER, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        outputs += [ran.stdout, ran.stderr]
+    assert "INFO     " in outputs[3] and "budget reached" in outputs[3], outputs[3]  # a log line, from resume
+    for out in outputs:
+        for line in out.splitlines():
+            assert len(line) <= width and line == line.rstrip(), (len(line), line, out)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'tuner.db'}").trials
+    best = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    words = set(outputs[0].split())
+    for t in best[:3]:
+        for key, value in t.params.items():
+            assert f"{key}={fmt(value)}" in words, (key, outputs[0])

@@ -262,8 +262,10 @@ class Checkpoints:
             path = Path(folder, checkpoint.filename)
             path.write_bytes(checkpoint.data)
             try:
+                # Optuna guesses the mimetype from the name: .pt would read as a SNES page table.
                 return upload_artifact(artifact_store=written, file_path=str(path),
-                                       study_or_trial=optuna.Trial(self.study, trial_id))
+                                       study_or_trial=optuna.Trial(self.study, trial_id),
+                                       mimetype="application/octet-stream")
             except BaseException:
                 for artifact_id in written.ids:
                     with contextlib.suppress(ArtifactNotFound, OSError):  # the first error is the one to see

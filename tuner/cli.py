@@ -28,10 +28,39 @@ from tuner.progress import Display
 from tuner.progress import count as _count
 from tuner.trial.metrics import fmt
 
-# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns, unless
-# COLUMNS says how wide (as a terminal does).
-console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 200)
+# Piped output (CI logs, `| less`) without COLUMNS: laid out for this many columns, not rich's 80.
+PIPED_WIDTH = 120
+
+
+class _Unpadded:
+    """sys.stdout or sys.stderr (looked up at each write, as rich does) for a console that is not a
+    terminal: each line without the spaces rich pads it with (log lines, tables) or leaves where it
+    wrapped, which a log file or CI keeps as trailing whitespace."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self.name)
+
+    def write(self, text: str) -> int:
+        return self.stream.write(re.sub(r"[ \t]+(?=\n)", "", text))
+
+    def __getattr__(self, attr: str) -> Any:  # flush, isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, attr)
+
+
+def _console(name: str) -> Console:
+    """A terminal's own width, or COLUMNS (as a terminal sets it), else PIPED_WIDTH, unpadded."""
+    if getattr(sys, name).isatty():
+        return Console(stderr=name == "stderr")
+    return Console(file=_Unpadded(name), width=int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit()
+                   else PIPED_WIDTH)
+
+
+console = _console("stdout")
+err = _console("stderr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,16 +188,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from tuner.spec import Overrides, Probe, load_spec
 
     spec = load_spec(args.spec)
+    # The command is a probe whether or not the file asks for one: the spec is checked with its
+    # probe settings (or the defaults), so a spec a probe cannot run on gets the spec's own refusal.
+    settings = {**(spec.probe or Probe()).model_dump(), "narrow": args.narrow}
     plot = args.output or f"{spec.name}-probe.png"
     if not args.narrow:
+        spec = load_spec(args.spec, {"probe": settings})
         found = probe.run(spec, spec.workload_target)
         console.print(found.summary(spec.name), highlight=False)
         err.print(f"wrote the plot to {found.save_png(plot, spec.name)}", highlight=False)
         return 0
     from tuner.api import launch_with
 
-    settings = {**(spec.probe or Probe()).model_dump(), "narrow": True}
-    overrides = Overrides.flags({"probe": settings, "trials": args.trials, "timeout": args.timeout})
+    # probe is the command's, not a flag's: a problem with it is the file's.
+    overrides = Overrides({"probe": settings, "trials": args.trials, "timeout": args.timeout},
+                          {"trials": "--trials", "timeout": "--timeout"})
     with _progress_display(args.quiet) as (on_start, on_progress):
         def started(spec: Any, study: Any) -> None:
             found = probe.Finding.from_evidence(study.optuna.user_attrs[probe.ATTR])
@@ -245,8 +279,6 @@ SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "val_loss curve", "diag
                 "device", "params", "stopped because")
 OPTIONAL_COLUMNS = ("val_loss curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
 WRAPPED_COLUMNS = ("params", "stopped because", "study")
-# Piped output (a CI log, `| less`) without COLUMNS: tables laid out for this many columns.
-PIPED_WIDTH = 120
 # A wrapped column of prose ("stopped because") is at least this wide, or its longest word if shorter.
 PROSE_WIDTH = 24
 
@@ -354,8 +386,9 @@ def _print_params_block(records: list[dict[str, Any]], key: str, width: int) -> 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True, justify="right")
     grid.add_column(overflow="fold")
+    room = width - max([0, *(len(fmt(r[key])) for r in records)]) - 2
     for r in records:
-        grid.add_row(fmt(r[key]), _params(r["params"]))
+        grid.add_row(fmt(r[key]), _pairs_wrapped(r["params"], room))
     console.print(grid, width=width, highlight=False)
 
 
@@ -778,10 +811,12 @@ def _show_epochs(study: Any, number: int) -> int:
         raise TunerError(f"--trial: study {study.name!r} has no trial {number} (it has 0..{len(study.trials) - 1}).")
     trial = study.trials[number]
     width = _width()
-    console.print(f"trial {number}: {trial.state.name}, value {fmt(trial.value)}, params {_params(trial.params)}",
-                  width=width)
+    state = "failed" if trial.state.name == "FAIL" else trial.state.name.lower()
+    value = fmt(trial.value) if trial.value is not None else f"none ({state})"
+    head = f"trial {number}: {trial.state.name}, value {value}, params"
+    console.print(f"{head}{_pairs_wrapped(trial.params, width, len(head))}", width=width, highlight=False)
     for key, value in trial.user_attrs.items():
-        console.print(f"  {key}: {value}", width=width)
+        console.print(f"  {key}: {_attr_text(value)}", width=width, highlight=False, markup=False)
     rows = study.epochs(number)
     columns = [c for c in _columns(rows) if c not in ("trial", "device")]
     cells = [{c: fmt(row.get(c)) for c in columns} for row in rows]
@@ -792,6 +827,19 @@ def _show_epochs(study: Any, number: int) -> int:
             table.add_row(*[row[c] for c in group])
         console.print(table, width=width)
     return 0
+
+
+def _attr_text(value: Any) -> str:
+    """A trial attribute as text: a checkpoint's record as its epoch and size (and why it is gone), another
+    mapping as name=value pairs, a number as a value."""
+    from rich.filesize import decimal
+
+    if isinstance(value, dict) and {"epoch", "bytes"} <= value.keys():
+        gone = f", removed: {value['removed']}" if value.get("removed") else ""
+        return f"epoch {value['epoch']}, {decimal(value['bytes'])}{gone}"
+    if isinstance(value, dict):
+        return _params(value)
+    return fmt(value)
 
 
 def _column_groups(columns: list[str], widths: dict[str, int], width: int) -> list[list[str]]:
@@ -831,8 +879,10 @@ def _print_result(study: Any, args: argparse.Namespace) -> int:
     console.print(f"study {study.name}: {_count(len(ran), 'trial')} in {_duration(ran)}; best "
                   f"{len(top)}:", highlight=False)
     for t in top:
-        console.print(f"  trial {t.number}: value {fmt(t.value)}  {_params(t.params)}", highlight=False)
-    console.print(f"best trial {best.number}: value {fmt(best.value)}  {_params(best.params)}", highlight=False)
+        head = f"  trial {t.number}: value {fmt(t.value)} "
+        console.print(head + _pairs_wrapped(t.params, _width(), len(head), indent=4), highlight=False)
+    head = f"best trial {best.number}: value {fmt(best.value)} "
+    console.print(head + _pairs_wrapped(best.params, _width(), len(head), indent=2), highlight=False)
     reached = study.target_reached
     if reached is not None:
         target = study.spec["objective"]["target"]
@@ -944,6 +994,33 @@ def _storage_hint(store: Any) -> str:
 
 def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
+
+
+def _pairs_wrapped(params: dict[str, Any], width: int, first: int = 0, indent: int = 0) -> str:
+    """``name=value`` pairs in lines of at most ``width``, the first line after ``first`` characters
+    already printed (it starts with a space then; a newline when not even one pair fits there), the
+    lines after it indented by ``indent``.
+
+    A pair that does not fit what is left of a line starts the next; one wider than a whole line breaks
+    only after its ``=``, its value alone on the next line, indented: never inside a name or a number."""
+    lines: list[str] = []
+    line, room = "", width - first  # the line being filled, and what is left of it
+    for name, value in params.items():
+        pair = f"{name}={fmt(value)}"
+        gap = 1 if line or first else 0
+        if room >= gap + len(pair):
+            line, room = line + " " * gap + pair, room - gap - len(pair)
+            continue
+        if line or first:
+            lines.append(line)
+        whole = width - indent  # a line after the first
+        if len(pair) <= whole:
+            line, room = " " * indent + pair, whole - len(pair)
+        else:  # the name on a line, the value alone under it
+            lines.append(" " * indent + f"{name}=")
+            line, room = " " * (indent + 2) + fmt(value), 0
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def _rank(trial: Any, direction: str) -> tuple[int, float, int]:

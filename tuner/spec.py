@@ -274,6 +274,10 @@ def pruner_class(kind: str) -> type:
     return getattr(optuna.pruners, PRUNERS[kind])
 
 
+# How a pruner's fix names one in a spec; given as a flag or keyword, it reads as one (see _blamed).
+PRUNER_EXAMPLE = "pruner: {type: median}"
+
+
 class Pruner(BaseModel):
     """Optuna's pruner ``type`` with its own options, plus tuner's diagnostics pruner."""
 
@@ -292,7 +296,10 @@ class Pruner(BaseModel):
     @field_validator("type")
     @classmethod
     def _check_type(cls, kind: str) -> str:
-        return _one_of("pruner.type", kind, tuple(PRUNERS))
+        try:
+            return _one_of("pruner.type", kind, tuple(PRUNERS))
+        except ValueError as exc:
+            raise ValueError(f"{exc} Fix: use one of them, e.g. {PRUNER_EXAMPLE}.") from None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -1382,6 +1389,9 @@ def _given(overrides: Mapping[str, Any] | None) -> dict[str, str]:
 def _blamed(problem: str, spelled: Mapping[str, str]) -> str:
     """``problem`` named by the flag or keyword that gave its field: "--trials: must be > 0, ..."."""
     for path, spelling in spelled.items():
+        if path == "pruner":  # the fix as the user would give it: --pruner median, pruner="median"
+            problem = problem.replace(PRUNER_EXAMPLE, f"{spelling} median" if spelling.startswith("--")
+                                      else f'{spelling}"median"')
         for head in (f"{path}: ", f"`{path}` "):
             if problem.startswith(head):
                 return f"{spelling}: {problem[len(head):]}"
