@@ -80,3 +80,19 @@ def _wait(ready, deadline: float, proc: subprocess.Popen, what: str) -> None:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError(f"{what}: {proc.stderr.read() if proc.poll() is not None else 'timed out'}")
         time.sleep(1)
+
+
+def wait_for_epochs(db: Path, proc: subprocess.Popen, count: int = 2, timeout: float = 60) -> None:
+    """Wait until the SQLite store ``db`` holds ``count`` epoch rows (trials are running), ``proc`` ends, or
+    ``timeout`` seconds pass."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= count:
+                    return
+        except sqlite3.OperationalError:  # not made yet, or its tables not yet
+            pass

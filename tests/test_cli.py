@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from tests.services import wait_for_epochs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,16 +102,7 @@ def test_ctrl_c_stops_cleanly_with_nothing_left_running(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "launch", str(spec)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "tuner.db"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until trials are running and recording epochs
-        time.sleep(0.5)
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:
-                    if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
-                        break
-            except sqlite3.OperationalError:
-                pass
+    wait_for_epochs(db, proc, timeout=120)  # until trials are running and recording epochs
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 import tuner
-from tests.services import user_env
+from tests.services import user_env, wait_for_epochs
 
 TUNER = shutil.which("tuner")
 
@@ -105,23 +104,19 @@ params:
 """
 
 
+SLOW_PY = ("import time\n\ndef train(params, report):\n"
+           "    for epoch in range(1, params['epochs'] + 1):\n"
+           "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
+
+
 def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
     """A KeyboardInterrupt of the workload's fails its trial; the user's Ctrl-C (SIGINT) stops the study."""
-    (tmp_path / "slow.py").write_text("import time\n\ndef train(params, report):\n"
-                                      "    for epoch in range(1, params['epochs'] + 1):\n"
-                                      "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
+    (tmp_path / "slow.py").write_text(SLOW_PY)
     (tmp_path / "slow.yaml").write_text(SLOW)
     proc = subprocess.Popen([TUNER, "launch", "slow.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
                             env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db, deadline = tmp_path / "tuner.db", time.monotonic() + 60
-    while time.monotonic() < deadline:  # until the first trial records epochs
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as conn:
-                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
-                    break
-        except sqlite3.OperationalError:
-            pass
+    db = tmp_path / "tuner.db"
+    wait_for_epochs(db, proc, timeout=60)  # until the first trial records epochs
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -139,21 +134,12 @@ def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
 
 def test_a_trial_its_killed_orchestrator_left_running_is_diagnosed_at_resume(tmp_path, tally):
     """kill -9 leaves the trial RUNNING; the resume that ends it FAIL (interrupted) diagnoses it as failed."""
-    (tmp_path / "slow.py").write_text("import time\n\ndef train(params, report):\n"
-                                      "    for epoch in range(1, params['epochs'] + 1):\n"
-                                      "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
+    (tmp_path / "slow.py").write_text(SLOW_PY)
     (tmp_path / "slow.yaml").write_text(SLOW.replace("trials: 3", "trials: 1").replace("epochs: 200", "epochs: 40"))
     proc = subprocess.Popen([TUNER, "launch", "slow.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
                             env=user_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db, deadline = tmp_path / "tuner.db", time.monotonic() + 60
-    while time.monotonic() < deadline:  # until the first trial records epochs
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as conn:
-                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
-                    break
-        except sqlite3.OperationalError:
-            pass
+    db = tmp_path / "tuner.db"
+    wait_for_epochs(db, proc, timeout=60)  # until the first trial records epochs
     proc.kill()
     proc.wait(timeout=30)
     resumed = subprocess.run([TUNER, "resume", "slow", "--executor", "inline", "--quiet"],
@@ -187,15 +173,8 @@ def test_stopping_an_inline_study_mid_training_exits_with_its_code_not_an_abort(
     (tmp_path / "mlp.yaml").write_text(MLP)
     proc = subprocess.Popen([TUNER, "launch", "mlp.yaml", "--executor", "inline", "--quiet"], cwd=tmp_path,
                             env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db, deadline = tmp_path / "tuner.db", time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # until the first trial trains
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as conn:
-                if conn.execute("select count(*) from tuner_epochs").fetchone()[0] >= 2:
-                    break
-        except sqlite3.OperationalError:
-            pass
+    db = tmp_path / "tuner.db"
+    wait_for_epochs(db, proc, timeout=120)  # until the first trial records epochs
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
