@@ -251,3 +251,37 @@ def test_a_trial_whose_ray_worker_dies_runs_again_with_the_params_it_was_given(r
     assert rerun.params == died.params and set(died.params) >= {"x", "kind"}  # what the sampler gave, again
     assert rerun.value == pytest.approx(died.params["x"] ** 2)
     tally("fault")
+
+
+def reports_steps(trial):
+    """Optuna's shape: only trial.report(value, step), three finite values, no val_loss."""
+    x = trial.suggest_float("x", -2.0, 2.0)
+    for step in range(3):
+        trial.report((x - 1.0) ** 2 + (3.0, 2.0, 0.0)[step], step)
+    return (x - 1.0) ** 2
+
+
+def test_show_draws_the_curve_of_the_objectives_own_metric_not_missing_val_loss_as_nan(storage, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    from tests.services import user_env
+
+    tuner.launch(objective=reports_steps, n_trials=2, executor="inline", storage=storage, study="steps",
+                 pruner="none")
+    script = shutil.which("tuner")
+    assert script, "the `tuner` console script is not on PATH"
+    run = functools.partial(subprocess.run, cwd=tmp_path, env=user_env(COLUMNS="200"), capture_output=True,
+                            text=True, timeout=120)
+    shown = run([script, "show", "steps", "--storage", storage, "--json"])
+    assert shown.returncode == 0, shown.stderr
+    curves = [next(v for k, v in r.items() if k.endswith("curve")) for r in json.loads(shown.stdout)]
+    assert len(curves) == 2 and all(c == "█▆▁" for c in curves), curves  # 3, 2, 0 above the value: drawn, no ×
+    table = run([script, "show", "steps", "--storage", storage])
+    assert table.returncode == 0, table.stderr
+    assert "curve: value per epoch" in table.stdout and "█▆▁" in table.stdout and "×" not in table.stdout
+    csv_file = tmp_path / "steps.csv"
+    assert run([script, "show", "steps", "--storage", storage, "--csv", str(csv_file)]).returncode == 0
+    assert "×" not in csv_file.read_text() and "█▆▁" in csv_file.read_text()
+
