@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 import tuner
 import tuner.api
 from tuner.errors import TunerError
+from tuner.trial import record
 
 EPOCHS = 4
 # Trials whose should_prune() said True, with the epoch (inline runs them in this process, so it is seen here).
@@ -285,3 +286,15 @@ def test_show_draws_the_curve_of_the_objectives_own_metric_not_missing_val_loss_
     assert run([script, "show", "steps", "--storage", storage, "--csv", str(csv_file)]).returncode == 0
     assert "×" not in csv_file.read_text() and "█▆▁" in csv_file.read_text()
 
+
+def returns_none(trial):
+    trial.suggest_float("x", -1.0, 1.0)
+
+
+def test_an_objective_that_returns_none_is_told_to_return_its_value_not_to_call_tuners_report(storage):
+    study = tuner.launch(objective=returns_none, n_trials=1, executor="inline", storage=storage)
+    [trial] = study.trials
+    why = record.why_stopped(trial.user_attrs)
+    assert trial.state == TrialState.FAIL
+    assert "objective(trial) returned None" in why and "return the value" in why and "trial.report(value, step)" in why
+    assert "report(epoch" not in why

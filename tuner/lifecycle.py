@@ -293,6 +293,10 @@ def _value(result: Completed, run: Run, plan: Plan) -> tuple[Value, str | None]:
     value = result.value
     if value is None:
         value = metrics.objective_value(run.rows, spec.objective, spec.direction)
+    if value is None and plan.define_by_run:  # Optuna's objective(trial): its fix is in Optuna's words
+        return None, ("the objective(trial) returned None and never called trial.report(value, step), so the "
+                      "trial has no value. Fix: return the value from the objective (e.g. `return accuracy`), "
+                      "or call trial.report(value, step) each step.")
     if value is None:
         return None, (f"the workload returned no value and never reported {metric!r}: "
                       f"{what_it_reported(run.rows, metric)}. Fix: call report(epoch, {metric}=...) each epoch, "
