@@ -95,7 +95,7 @@ def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
         return GO_ON
     run.judged_epoch = epoch
     spec = plan.spec
-    if len(run.rows) >= spec.epochs:
+    if spec.epochs is not None and len(run.rows) >= spec.epochs:
         return GO_ON  # its whole budget ran: stopping it now saves nothing and loses a result
     stop = spec.early_stopping
     if stop is not None:
