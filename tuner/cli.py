@@ -226,8 +226,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             **({"pareto": t.number in front} if study.multi_objective else {}),
         })
     order = "the Pareto front first" if study.multi_objective else "best first"
-    _emit(args, records, list(SHOW_COLUMNS),
-          title=f"{study.name} ({_count(len(trials), 'trial')}, {order}; curve: {metric} per epoch)")
+    _emit(args, records, list(SHOW_COLUMNS), title=f"{study.name} ({_count(len(trials), 'trial')}, {order})")
     if args.json or args.csv:
         return 0
     if study.multi_objective:
