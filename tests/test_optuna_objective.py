@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 import tuner
 import tuner.api
 from tuner.errors import TunerError
+from tuner.trial import record
 
 EPOCHS = 4
 # Trials whose should_prune() said True, with the epoch (inline runs them in this process, so it is seen here).
@@ -251,3 +252,93 @@ def test_a_trial_whose_ray_worker_dies_runs_again_with_the_params_it_was_given(r
     assert rerun.params == died.params and set(died.params) >= {"x", "kind"}  # what the sampler gave, again
     assert rerun.value == pytest.approx(died.params["x"] ** 2)
     tally("fault")
+
+
+def reports_steps(trial):
+    """Optuna's shape: only trial.report(value, step), three finite values, no val_loss."""
+    x = trial.suggest_float("x", -2.0, 2.0)
+    for step in range(3):
+        trial.report((x - 1.0) ** 2 + (3.0, 2.0, 0.0)[step], step)
+    return (x - 1.0) ** 2
+
+
+def test_show_draws_the_curve_of_the_objectives_own_metric_not_missing_val_loss_as_nan(storage, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    from tests.services import user_env
+
+    tuner.launch(objective=reports_steps, n_trials=2, executor="inline", storage=storage, study="steps",
+                 pruner="none")
+    script = shutil.which("tuner")
+    assert script, "the `tuner` console script is not on PATH"
+    run = functools.partial(subprocess.run, cwd=tmp_path, env=user_env(COLUMNS="200"), capture_output=True,
+                            text=True, timeout=120)
+    shown = run([script, "show", "steps", "--storage", storage, "--json"])
+    assert shown.returncode == 0, shown.stderr
+    curves = [next(v for k, v in r.items() if k.endswith("curve")) for r in json.loads(shown.stdout)]
+    assert len(curves) == 2 and all(c == "█▆▁" for c in curves), curves  # 3, 2, 0 above the value: drawn, no ×
+    table = run([script, "show", "steps", "--storage", storage])
+    assert table.returncode == 0, table.stderr
+    assert "█▆▁" in table.stdout and "×" not in table.stdout
+    csv_file = tmp_path / "steps.csv"
+    assert run([script, "show", "steps", "--storage", storage, "--csv", str(csv_file)]).returncode == 0
+    assert "×" not in csv_file.read_text() and "█▆▁" in csv_file.read_text()
+
+
+def returns_none(trial):
+    trial.suggest_float("x", -1.0, 1.0)
+
+
+def test_an_objective_that_returns_none_is_told_to_return_its_value_not_to_call_tuners_report(storage):
+    study = tuner.launch(objective=returns_none, n_trials=1, executor="inline", storage=storage)
+    [trial] = study.trials
+    why = record.why_stopped(trial.user_attrs)
+    assert trial.state == TrialState.FAIL
+    assert "objective(trial) returned None" in why and "return the value" in why and "trial.report(value, step)" in why
+    assert "report(epoch" not in why
+
+
+def two_steps(trial):
+    """Reports steps 0 and 1 only; later trials rank worse (trial.number dominates), so pruning is deterministic."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    for step in range(2):
+        trial.report(x + trial.number, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return x + trial.number
+
+
+def plain_optuna(pruner, name: str, n_trials: int) -> list[tuple[TrialState, int | None]]:
+    study = optuna.create_study(study_name=name, pruner=pruner)
+    study.optimize(two_steps, n_trials=n_trials)
+    return [(t.state, max(t.intermediate_values, default=None)) for t in study.trials]
+
+
+@pytest.mark.parametrize("pruner, optunas", [("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+                                             ("hyperband", optuna.pruners.HyperbandPruner)])
+def test_without_epochs_the_step_count_is_unknown_and_pruning_is_optunas_own(storage, capsys, pruner, optunas):
+    study = tuner.launch(objective=two_steps, n_trials=6, executor="inline", storage=storage, study="steps",
+                         pruner=pruner, progress=True)
+    header = capsys.readouterr().err
+    assert "steps per trial unknown (no epochs=)" in " ".join(header.split())
+    assert "10 epochs" not in header and "rungs at epochs" not in header
+    assert study.spec["epochs"] is None  # saved so: a resume does not take 10 for it either
+    assert tuner.api.Plan.of(tuner.api.load_spec(study.spec)).spec.epochs is None
+    # No step is known to be the last before the objective returns: pruning is Optuna's, as in plain Optuna
+    # (a trial may be pruned at step 1, the last it would have reported).
+    ran = [(t.state, max(t.intermediate_values, default=None)) for t in study.trials]
+    assert ran == plain_optuna(optunas(), "steps", 6)
+    assert (TrialState.PRUNED, 1) in ran
+
+
+def test_a_pruner_that_needs_the_last_step_is_refused_without_epochs(storage, tally):
+    with pytest.raises(TunerError, match=r"without epochs= how many steps .* Fix: pass epochs=N"):
+        tuner.launch(objective=two_steps, n_trials=1, executor="inline", storage=storage, pruner="extrapolating")
+    assert optuna.get_all_study_names(storage) == []
+    tally("hostile input")
+    with pytest.raises(TunerError, match=r"`epochs`: must be a whole number > 0, but got null"):
+        tuner.launch({"name": "s", "epochs": None, "params": {"x": {"type": "float", "low": 0, "high": 1}}},
+                     executor="inline", storage=storage)
+    tally("hostile input")

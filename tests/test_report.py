@@ -142,7 +142,7 @@ def test_show_draws_each_trials_validation_curve_best_first(store, capsys, monke
     monkeypatch.setenv("COLUMNS", "160")  # a terminal wide enough for every column (at 120 the curve goes first)
     assert main(["show", "wine", "--storage", storage]) == 0
     out = capsys.readouterr().out
-    assert "val_loss curve" in out
+    assert "curve" in out and "val_loss curve" not in out  # the objective's curve: here val_loss
     study = tuner.load("wine", storage)
     best = min((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     curve = report.sparkline([r["val_loss"] for r in study.epochs(best.number)])
@@ -160,6 +160,7 @@ def test_every_new_command_has_help(command, capsys):
 def test_sparkline():
     assert report.sparkline([3.0, 2.0, 1.0]) == "█▅▁"
     assert report.sparkline([1.0, math.nan, 1.0]) == "▄×▄"
+    assert report.sparkline([1.0, None, 2.0]) == "▁ █"  # not reported: blank, not a NaN's ×
     assert report.sparkline([]) == ""
     assert len(report.sparkline(list(range(100)), width=20)) == 20
     assert report.sparkline(list(range(100)), width=20)[::19] == "▁█"  # first and last kept

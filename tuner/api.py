@@ -274,7 +274,7 @@ class Study:
 
     def accounting(self) -> dict[str, Any]:
         """Compute spent (epochs, wall and GPU seconds) and what pruning saved."""
-        return metrics.accounting(self.trials, int(self.spec.get("epochs", 0)))
+        return metrics.accounting(self.trials, int(self.spec.get("epochs") or 0))
 
     def __repr__(self) -> str:
         return f"Study(name={self.name!r}, trials={len(self.trials)}, storage={self.store.safe_url!r})"
@@ -660,6 +660,8 @@ def _make_spec(
             )
         name = getattr(objective, "__name__", None) or getattr(getattr(objective, "func", None), "__name__", "study")
         source = {"name": name.replace("_", "-").strip("-<>") or "study"}
+        if trial_shaped:  # without epochs=, how many steps an objective(trial) reports is unknown, not 10
+            source["epochs"] = None
     if space is not None:
         extra["params"] = dict(space)
     if objective is not None:
@@ -692,6 +694,14 @@ def _define_by_run(source: Any, space: Mapping[str, Any] | None, extra: dict[str
     objective = extra.get("objective")
     if not isinstance(objective, Mapping) or "metric" not in objective:
         extra["objective"] = {"metric": optuna_objective.METRIC, **(objective or {})}
+    if extra.get("epochs") is None:  # how many steps it reports is unknown, not tuner's default 10
+        pruner = extra.get("pruner")
+        if (pruner.get("type") if isinstance(pruner, Mapping) else pruner) == "extrapolating":
+            raise TunerError(
+                "pruner='extrapolating' extrapolates each curve to the last step, but without epochs= how many "
+                "steps the objective reports is unknown. Fix: pass epochs=N (the steps it reports), or "
+                "pruner='successive_halving' (or 'median', 'hyperband'), which learn it as Optuna's do."
+            )
 
 
 def _create(store: Store, name: str, plan: Plan, warm_start: Sequence[Mapping[str, Any]] = ()) -> optuna.Study:

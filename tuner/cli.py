@@ -247,12 +247,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     trials, front = _show_order(study)
     curves = collect_curves(study.epochs())
+    metric = study.metric_names[0]
     records = []
     for t in trials:
         a = t.user_attrs
         records.append({
             "#": t.number, "state": t.state.name, "value": _value_cell(study, t), "best ep": a.get("best_epoch"),
-            "gap": a.get("final_gap"), "val_loss curve": sparkline([r.get("val_loss") for r in curves.get(t.number, [])]),
+            "gap": a.get("final_gap"), "curve": sparkline(_curve(study, t, curves.get(t.number, []), metric)),
             "diagnosis": a.get("diagnosis", ""), "epochs": a.get("epochs"), "seconds": a.get("wall_seconds"),
             "device": a.get("device", ""), "params": t.params,
             "stopped because": record.why_stopped(a),
@@ -274,10 +275,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve(study: Any, trial: Any, rows: list[dict[str, Any]], metric: str) -> list[float | None]:
+    """A trial's objective metric per epoch, the one the study ranks on: its intermediate values (Optuna keeps a
+    NaN as NaN) for one objective, else the metric as reported; None where an epoch did not report it."""
+    if study.multi_objective:
+        return [r.get(metric) for r in rows]
+    return [trial.intermediate_values.get(r["epoch"]) for r in rows]
+
+
 # The columns of `tuner show`; on a narrow terminal the optional ones go first, in this order.
-SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "val_loss curve", "diagnosis", "epochs", "seconds",
+SHOW_COLUMNS = ("#", "state", "value", "best ep", "gap", "curve", "diagnosis", "epochs", "seconds",
                 "device", "params", "stopped because")
-OPTIONAL_COLUMNS = ("val_loss curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
+OPTIONAL_COLUMNS = ("curve", "device", "seconds", "epochs", "best ep", "gap", "diagnosis")
 WRAPPED_COLUMNS = ("params", "stopped because", "study")
 # A wrapped column of prose ("stopped because") is at least this wide, or its longest word if shorter.
 PROSE_WIDTH = 24

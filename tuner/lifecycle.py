@@ -95,7 +95,7 @@ def on_epochs(run: Run, plan: Plan, prune: PruneQuery, now: float) -> Step:
         return GO_ON
     run.judged_epoch = epoch
     spec = plan.spec
-    if len(run.rows) >= spec.epochs:
+    if spec.epochs is not None and len(run.rows) >= spec.epochs:
         return GO_ON  # its whole budget ran: stopping it now saves nothing and loses a result
     stop = spec.early_stopping
     if stop is not None:
@@ -294,6 +294,10 @@ def _value(result: Completed, run: Run, plan: Plan) -> tuple[Value, str | None]:
     value = result.value
     if value is None:
         value = metrics.objective_value(run.rows, spec.objective, spec.direction)
+    if value is None and plan.define_by_run:  # Optuna's objective(trial): its fix is in Optuna's words
+        return None, ("the objective(trial) returned None and never called trial.report(value, step), so the "
+                      "trial has no value. Fix: return the value from the objective (e.g. `return accuracy`), "
+                      "or call trial.report(value, step) each step.")
     if value is None:
         return None, (f"the workload returned no value and never reported {metric!r}: "
                       f"{what_it_reported(run.rows, metric)}. Fix: call report(epoch, {metric}=...) each epoch, "

@@ -57,6 +57,8 @@ class Plan:
             return "no pruner"
         if self.wait_at:
             return f"pruner {kind} (rungs at epochs {', '.join(map(str, self.wait_at))})"
+        if self.spec.epochs is None and kind in ("successive_halving", "hyperband"):
+            return f"pruner {kind} (rungs learnt from the first trials to finish, as Optuna's)"
         return f"pruner {kind}"
 
     @property
@@ -106,9 +108,13 @@ def _budget_defaults(spec: StudySpec) -> dict[str, Any]:
     trials running in parallel that is the whole first wave run to the end.
     The budget is known up front, so the rungs are too: successive halving's
     first rung is ``epochs / reduction_factor**2`` (three rungs below the
-    budget), hyperband's brackets span 1 to ``epochs``.
+    budget), hyperband's brackets span 1 to ``epochs``. An Optuna objective
+    launched without ``epochs=`` has no known budget: its pruner learns it as
+    Optuna's own does for such an objective (``auto``).
     """
     kind, options = spec.pruner.type, spec.pruner.options
+    if spec.epochs is None:
+        return {"max_resource": "auto"} if kind == "hyperband" else {}
     if kind == "successive_halving":
         factor = options.get("reduction_factor", 4)
         return {"min_resource": max(1, spec.epochs // factor**2)}
@@ -126,7 +132,7 @@ def _verdict_epochs(spec: StudySpec, options: dict[str, Any]) -> tuple[tuple[int
     """Where the driver may stop a trial: the worker waits for its verdict there and nowhere else."""
     kind = spec.pruner.type
     wait_from = spec.early_stopping.patience + 1 if spec.early_stopping is not None else None
-    if kind in ("successive_halving", "hyperband", "extrapolating"):
+    if kind in ("successive_halving", "hyperband", "extrapolating") and spec.epochs is not None:
         # Optuna promotes at step min_resource * factor**(rate + rung); hyperband's brackets
         # differ only in the rate, so their rungs together are min_resource * factor**j.
         factor = options.get("reduction_factor", 3 if kind == "hyperband" else 4)

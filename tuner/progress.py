@@ -70,7 +70,8 @@ class Display:
             f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
             f"{objectives(spec)} · "
             f"{count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
-            f"{count(spec.epochs, 'epoch')} · store {study.store.safe_url}", highlight=False,
+            f"{count(spec.epochs, 'epoch') if spec.epochs is not None else 'steps per trial unknown (no epochs=)'}"
+            f" · store {study.store.safe_url}", highlight=False,
         )
 
     def on_progress(self, p: Any) -> None:

@@ -391,7 +391,8 @@ class StudySpec(_Model):
     strategy: str = "auto"
     trials: Int | None = Field(default=None, gt=0)
     parallel: Int = Field(default=1, gt=0)
-    epochs: Int = Field(default=10, gt=0)
+    # None only for an Optuna objective(trial) launched without epochs=: how many steps it reports is unknown.
+    epochs: Int | None = Field(default=10, gt=0)
     seed: Int | None = None
     timeout: Float | None = Field(default=None, gt=0)
     # Seconds one trial may run before it is stopped and recorded FAIL (a hung trial).
@@ -477,6 +478,15 @@ class StudySpec(_Model):
         beside = [folder.joinpath(*parts).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")]
         found = next((str(f) for f in beside if f.is_file()), None)
         return f"{found}:{func}" if found is not None else workload
+
+    @field_validator("epochs")
+    @classmethod
+    def _check_epochs(cls, epochs: int | None, info: ValidationInfo) -> int | None:
+        workload = info.data.get("workload", "")
+        if epochs is None and not (workload.startswith(CALLABLE_PREFIX) and workload.endswith(TRIAL_SUFFIX)):
+            raise ValueError("`epochs`: must be a whole number > 0, but got null. Fix: set `epochs: N`, the epochs "
+                             "each trial trains for (10 when left out).")
+        return epochs
 
     @field_validator("trial_timeout")
     @classmethod
@@ -602,7 +612,8 @@ class StudySpec(_Model):
 
     def context(self) -> dict[str, Any]:
         """Keys every workload receives besides the sampled params."""
-        ctx: dict[str, Any] = {"epochs": self.epochs, "seed": self.seed or 0}
+        ctx: dict[str, Any] = {"epochs": self.epochs, "seed": self.seed or 0} if self.epochs is not None else {
+            "seed": self.seed or 0}  # an objective's step count unknown: no step is known to be its last
         if self.data is not None:
             ctx["data"] = self.data
         return {**ctx, **self.fixed}
@@ -610,6 +621,8 @@ class StudySpec(_Model):
     def to_dict(self) -> dict[str, Any]:
         """The spec as a file would give it; several objectives as the list they were given as."""
         out = self.model_dump(mode="json", exclude_none=True)
+        if self.epochs is None:  # an objective(trial)'s unknown step count, kept so that a resume keeps it
+            out["epochs"] = None
         if out.pop("objectives"):  # later objectives with only their own keys: objective[0] holds mode and max_gap
             out["objective"] = [out["objective"], *(o.model_dump(mode="json", exclude_unset=True, exclude_none=True)
                                                     for o in self.objectives[1:])]

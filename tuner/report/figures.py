@@ -33,7 +33,8 @@ STATE_MARKERS = {"COMPLETE": "o", "PRUNED": "x", "FAIL": "v"}
 
 
 def sparkline(values: Sequence[float | None], width: int = 20) -> str:
-    """``values`` as unicode blocks, low to high (▁ to █); × marks a NaN or infinite value.
+    """``values`` as unicode blocks, low to high (▁ to █); × marks a NaN or infinite value, a blank one that is
+    missing (None: not reported).
 
     Longer series are sampled evenly, first and last kept, to ``width`` characters.
     """
@@ -45,7 +46,9 @@ def sparkline(values: Sequence[float | None], width: int = 20) -> str:
     lo, hi = (min(finite_values), max(finite_values)) if finite_values else (0.0, 0.0)
     out = []
     for v in values:
-        if not finite(v):
+        if v is None:
+            out.append(" ")
+        elif not finite(v):
             out.append("×")
         elif hi == lo:
             out.append(SPARK_BLOCKS[3])

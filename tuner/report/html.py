@@ -151,7 +151,7 @@ def _overview(facts: Facts) -> str:
         ", ".join(f"{d} {m}" for d, m in facts.objectives or ((facts.direction, facts.metric),)),
         f"strategy {spec.get('strategy', '?')}, pruner {(spec.get('pruner') or {}).get('type', '?')}",
         f"workload {spec.get('workload', '?')}" + (f" on {spec['data']}" if spec.get("data") else ""),
-        f"up to {spec.get('epochs', '?')} epochs",
+        f"up to {spec['epochs']} epochs" if spec.get("epochs") else "steps per trial unknown (no epochs=)",
     ])
 
 
