@@ -220,3 +220,20 @@ def test_a_metric_never_reported_is_named_with_what_was(storage):
     assert trial.user_attrs["fail_reason"] == ("the workload returned no value and never reported 'f1': it reported "
                                                "train_loss, val_acc. Fix: call report(epoch, f1=...) each epoch, or "
                                                "return the value.")
+
+
+def test_a_huge_failure_whose_text_cannot_be_kept_still_ends_its_trial(storage, tmp_path, monkeypatch, tally):
+    """No room for the whole text (here: no temporary folder to write it in): the trial ends FAIL, shown cut,
+    with why its whole text is missing; the study goes on and nothing is left RUNNING."""
+    import tempfile
+
+    monkeypatch.setenv("TUNER_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    study = tuner.launch(space={"case": {"type": "categorical", "choices": ["message", "returned"]}},
+                         objective=huge_failure, strategy="grid", trials=2, epochs=1, executor="inline",
+                         storage=storage, pruner="none", max_failed_trials=3)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    for trial in study.trials:
+        whole = trial.user_attrs["fail_text"]
+        assert "FileNotFoundError" in whole["error"] and whole["chars"] > 2_000_000
+    tally("fault")

@@ -131,18 +131,18 @@ class Recorder:
         """Keep a failure's whole text as the trial's artifact (optuna-dashboard lists it on the trial's page);
         its attributes show it cut, and name the file. One that cannot be written is said there instead."""
         text = failure.text
-        with tempfile.TemporaryDirectory(prefix="tuner-failure-") as folder:
-            path = Path(folder, record.FAIL_TEXT_FILENAME)
-            path.write_text(text, encoding="utf-8", errors="backslashreplace")
-            try:
+        try:  # the temporary file too: a full /tmp must not keep the trial from ending
+            with tempfile.TemporaryDirectory(prefix="tuner-failure-") as folder:
+                path = Path(folder, record.FAIL_TEXT_FILENAME)
+                path.write_text(text, encoding="utf-8", errors="backslashreplace")
                 artifact_id = self.db(upload_artifact, artifact_store=self.checkpoints.artifacts, file_path=str(path),
                                       study_or_trial=optuna.Trial(self.study, trial_id), mimetype="text/plain",
                                       encoding="utf-8")
-            except OSError as exc:  # a full or read-only disk: the trial still ends, with the text cut
-                whole = {"error": f"{type(exc).__name__}: {exc}", "chars": len(text)}
-            else:
-                whole = {"artifact_id": artifact_id, "chars": len(text),
-                         "path": str(self.checkpoints.directory.resolve() / artifact_id)}
+        except OSError as exc:  # a full or read-only disk: the trial still ends, with the text cut
+            whole = {"error": f"{type(exc).__name__}: {exc}", "chars": len(text)}
+        else:
+            whole = {"artifact_id": artifact_id, "chars": len(text),
+                     "path": str(self.checkpoints.directory.resolve() / artifact_id)}
         return dataclasses.replace(failure, whole_text=whole)
 
     def _end(self, number: int, trial_id: int, ending: Ending) -> None:
