@@ -174,3 +174,33 @@ def test_ray_prints_nothing_on_tuners_output_when_a_worker_dies(launched):
     died = next(t for t in trials if t.state == TrialState.FAIL)
     assert "worker died" in died.user_attrs["fail_reason"]  # tuner's record says it, once, where it belongs
     assert out.strip() and "best trial" in out
+
+
+ON_START_RAISES = """
+import ray, tuner
+
+def train(params, report):
+    report(1, val_loss=params["x"])
+
+def on_start(spec, study):
+    raise RuntimeError("the user's callback broke")
+
+try:
+    tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=train, trials=1, epochs=1,
+                 on_start=on_start, progress=False)
+except RuntimeError as exc:
+    print("raised:", exc)
+print("ray still up:", ray.is_initialized())
+"""
+
+
+def test_a_launch_that_fails_after_its_local_ray_started_takes_that_ray_down(tmp_path, tally):
+    """A user's on_start that raises (after tuner started its local Ray): the launch raises it, and the Ray it
+    started is gone, so the next launch in that process starts, and stops, its own."""
+    (tmp_path / "user.py").write_text(ON_START_RAISES)
+    done = subprocess.run([shutil.which("python") or "python", "user.py"], cwd=tmp_path, env=user_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "raised: the user's callback broke" in done.stdout
+    assert "ray still up: False" in done.stdout, done.stdout
+    tally("fault")

@@ -383,14 +383,19 @@ def launch_with(
     # Nothing is created until the launch is sure to go: a refused one leaves no store behind.
     existing = Store.existing(storage)
     name = study or spec.name
-    if existing is not None and existing.has_study(name):
-        if if_exists == "error":
-            raise StorageError(_taken(existing, name, given_as))
-        if if_exists == "new_name":
-            name = _free_name(existing, name)
-    runner = make_executor(executor, ray_address)
-    runner.check_workload(workload)
-    spec, probed = probe.before_study(spec, workload)  # the spec's lr range test; with narrow: its bounds
+    try:
+        if existing is not None and existing.has_study(name):
+            if if_exists == "error":
+                raise StorageError(_taken(existing, name, given_as))
+            if if_exists == "new_name":
+                name = _free_name(existing, name)
+        runner = make_executor(executor, ray_address)
+        runner.check_workload(workload)
+        spec, probed = probe.before_study(spec, workload)  # the spec's lr range test; with narrow: its bounds
+    except BaseException:  # refused: the store's connections go with it
+        if existing is not None:
+            existing.close()
+        raise
     plan = Plan.of(spec)
     with study_lock(resolve_url(storage), name):
         runner.start(spec.resources.model_dump(), spec.parallel)
@@ -404,13 +409,14 @@ def launch_with(
             optuna_study = _create(store, name, plan, warm_start)
             if probed is not None:
                 optuna_study.set_user_attr(probe.ATTR, probed.evidence())
-        except BaseException:
+            result = Study(optuna_study, store, plan)
+            if on_start is not None:  # the spec as this run runs it: inline runs one trial at a time
+                on_start(spec.model_copy(update={"parallel": runner.at_once(spec.parallel)}), result)
+            orchestrator = Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks)
+        except BaseException:  # until the orchestrator owns it, the runner (a local Ray) is closed here
             runner.close()
             raise
-        result = Study(optuna_study, store, plan)
-        if on_start is not None:  # the spec as this run runs it: inline runs one trial at a time
-            on_start(spec.model_copy(update={"parallel": runner.at_once(spec.parallel)}), result)
-        Orchestrator(spec, store, optuna_study, runner, workload, on_progress, plan, callbacks).run()
+        orchestrator.run()
     return result
 
 
