@@ -107,3 +107,15 @@ def test_progress_takes_true_false_or_none(tmp_path, bad, tally):
     db = tmp_path / "p.db"
     assert not db.exists() or "bad" not in optuna.get_all_study_names(f"sqlite:///{db}")  # nothing created
     tally("hostile input")
+
+
+def test_the_header_shows_a_store_path_with_brackets_as_written(tmp_path, tally):
+    """rich markup in a store's path ("[dim]") is text in the header, not a style that swallows it."""
+    folder = tmp_path / "runs [bold]"
+    folder.mkdir()
+    (folder / "script.py").write_text(SCRIPT.format().replace('"sqlite:///p.db"', '"sqlite:///runs[dim]x.db"'))
+    done = subprocess.run([sys.executable, "script.py", "{'progress': True}"], cwd=folder, env=user_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    assert "store sqlite:///runs[dim]x.db" in " ".join(done.stderr.split()), done.stderr
+    tally("hostile input")

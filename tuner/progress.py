@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tuner.trial.metrics import fmt
@@ -66,13 +67,11 @@ class Display:
         if self.quiet:
             return
         plan = study.plan
-        self.bar.console.print(
-            f"study [bold]{study.name}[/] · {plan.description} · {plan.pruner_description} · "
-            f"{objectives(spec)} · "
-            f"{count(plan.trials, 'trial')}, {spec.parallel} in parallel, "
-            f"{count(spec.epochs, 'epoch') if spec.epochs is not None else 'steps per trial unknown (no epochs=)'}"
-            f" · store {study.store.safe_url}", highlight=False,
-        )
+        steps = count(spec.epochs, 'epoch') if spec.epochs is not None else 'steps per trial unknown (no epochs=)'
+        said = escape(f"{plan.description} · {plan.pruner_description} · {objectives(spec)} · "
+                      f"{count(plan.trials, 'trial')}, {spec.parallel} in parallel, {steps} · "
+                      f"store {study.store.safe_url}")  # a URL's [::1] or [/] is text, never markup
+        self.bar.console.print(f"study [bold]{escape(study.name)}[/] · {said}", highlight=False)
 
     def on_progress(self, p: Any) -> None:
         if self.quiet:
