@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 import tuner
 import tuner.api
-from tuner.errors import TunerError
+from tuner.errors import SpecError, TunerError
 from tuner.trial import record
 
 EPOCHS = 4
@@ -342,3 +342,31 @@ def test_a_pruner_that_needs_the_last_step_is_refused_without_epochs(storage, ta
         tuner.launch({"name": "s", "epochs": None, "params": {"x": {"type": "float", "low": 0, "high": 1}}},
                      executor="inline", storage=storage)
     tally("hostile input")
+
+
+def test_what_optunas_api_allows_but_tuner_cannot_run_is_refused_with_a_fix(storage, tally):
+    """directions= (several objectives), a negative step, and a queued point that is no plain mapping."""
+    import numpy as np
+
+    with pytest.raises(TunerError, match=r"directions=: .* Fix: direction='minimize'"):
+        tuner.launch(objective=picky, directions=["minimize", "minimize"], storage=storage, executor="inline")
+    tally("hostile input")
+    assert optuna.get_all_study_names(storage) == []
+    study = tuner.launch(objective=negative_step, n_trials=1, storage=storage, executor="inline", pruner="none",
+                         max_failed_trials=2)
+    (trial,) = study.trials
+    assert trial.state.name == "FAIL"
+    assert "the step must be 0 or more, but got -1. Fix: count steps 0, 1, 2" in trial.user_attrs["fail_reason"]
+    tally("hostile input")
+    for point, problem in [([1, 2], r"a point maps param names to values, but got \[1, 2\]"),
+                           ({"x": np.int64(3)}, r"'x': a queued value is a plain number.*Fix: pass it as a Python")]:
+        with pytest.raises(SpecError, match=problem):
+            tuner.api.enqueue(study.name, [point], storage=storage)
+        tally("hostile input")
+    assert len(optuna.load_study(study_name=study.name, storage=storage).trials) == 1  # nothing queued
+
+
+def negative_step(trial):
+    x = trial.suggest_float("x", 0, 1)
+    trial.report(x, -1)
+    return x

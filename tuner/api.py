@@ -524,7 +524,7 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
     for i, params in enumerate(points):
         # An Optuna objective(trial) makes its space as it runs: a point is queued as Optuna's enqueue_trial takes it.
         # A point may leave params out: they are sampled (as with Optuna's enqueue_trial).
-        found = point_problems(spec, params, partial=True) if spec.params else []
+        found = point_problems(spec, params, partial=True) if spec.params else _free_point_problems(params)
         problems += [f"point {i + 1} of {len(points)}: {p}" if len(points) > 1 else p for p in found]
         if len(problems) >= _MAX_POINT_PROBLEMS:
             problems = problems[:_MAX_POINT_PROBLEMS] + [f"(checking stopped at point {i + 1} of {len(points)})"]
@@ -539,6 +539,18 @@ def enqueue(name: str, points: Sequence[Mapping[str, Any]], storage: str | None 
 
 # A list of many points with a systematic mistake names this many problems, not one per point.
 _MAX_POINT_PROBLEMS = 20
+
+
+def _free_point_problems(params: Any) -> list[str]:
+    """What keeps a point of a study with no declared space (an Optuna objective(trial) makes its own) from
+    being queued: it must map param names to plain values, as Optuna's ``enqueue_trial`` stores them."""
+    if not isinstance(params, Mapping):
+        return [f"a point maps param names to values, but got {params!r:.80} ({type(params).__name__}). "
+                'Fix: e.g. {"lr": 0.01, "optimizer": "adam"}.']
+    return [f"{key!r}: a queued value is a plain number, string or true/false, but got {value!r:.80} "
+            f"({type(value).__name__}). Fix: pass it as a Python value, e.g. float(x) or int(n)."
+            for key, value in params.items()
+            if not isinstance(key, str) or not isinstance(value, (bool, int, float, str))]
 
 
 # ---------------------------------------------------------------------- helpers

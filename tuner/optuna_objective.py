@@ -88,6 +88,13 @@ def create_study_keywords(overrides: dict[str, Any]) -> dict[str, Any]:
     out = dict(overrides)
     if "study_name" in out and "name" not in out:
         out["name"] = out.pop("study_name")
+    if "directions" in out:
+        raise TunerError(
+            f"directions=: an Optuna objective(trial) run by tuner returns one value, so its study has one "
+            f"direction, but got directions={out['directions']!r}. Fix: direction='minimize' (or 'maximize') and "
+            "return one number; for a Pareto front, write train(params, report) with a spec whose objective: is "
+            "a list (README: Several objectives)."
+        )
     sampler = out.get("sampler")
     if sampler is not None:
         kind = type(sampler).__name__

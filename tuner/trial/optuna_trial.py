@@ -151,7 +151,8 @@ class RemoteTrial:
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"trial.report: the step must be an int, but got {step!r}")
         if step < 0:
-            raise ValueError(f"trial.report: the step must be positive, but got {step}")
+            raise ValueError(f"trial.report: the step must be 0 or more, but got {step}. Fix: count steps 0, 1, "
+                             "2, ... (e.g. the epoch).")
         if step in self._steps:
             warnings.warn(f"The reported value is ignored because this `step` {step} is already reported.",
                           stacklevel=2)
