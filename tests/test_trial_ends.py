@@ -109,6 +109,35 @@ SLOW_PY = ("import time\n\ndef train(params, report):\n"
            "        time.sleep(0.05)\n        report(epoch, val_loss=1.0 / epoch)\n")
 
 
+WATCHDOG = """
+import os, threading, time, tuner
+
+def train(params, report):
+    for epoch in range(1, 200):
+        time.sleep(0.05)
+        report(epoch, val_loss=1.0 / epoch)
+
+def watchdog():  # the user's own: it ends the process, as os._exit does
+    time.sleep(1.5)
+    os._exit(7)
+
+threading.Thread(target=watchdog, daemon=True).start()
+tuner.launch(space={"x": {"type": "float", "low": 0, "high": 1}}, objective=train, trials=1, epochs=199,
+             executor="inline", storage="sqlite:///w.db", progress=False)
+print("the study ended first")
+"""
+
+
+def test_an_os_exit_from_a_users_own_thread_during_an_inline_study_ends_the_process(tmp_path, tally):
+    """Only a trial's thread has its os._exit turned into that trial's failure; the user's own thread exits."""
+    (tmp_path / "user.py").write_text(WATCHDOG)
+    done = subprocess.run([shutil.which("python") or "python", "user.py"], cwd=tmp_path, env=user_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7, (done.returncode, done.stdout, done.stderr)
+    assert "WorkloadExit" not in done.stderr and "the study ended first" not in done.stdout
+    tally("fault")
+
+
 def test_the_users_ctrl_c_still_stops_an_inline_study(tmp_path):
     """A KeyboardInterrupt of the workload's fails its trial; the user's Ctrl-C (SIGINT) stops the study."""
     (tmp_path / "slow.py").write_text(SLOW_PY)

@@ -16,13 +16,14 @@ status.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tuner.executors.base import Executor
@@ -40,15 +41,25 @@ class WorkloadExit(BaseException):
 
 
 class _ExitGuard:
-    """While inline trials may run, ``os._exit`` from a thread of the driver other than its main one fails that
-    thread's trial (a WorkloadExit) instead of ending the driver at once, with no exit handler run, its exit
-    status 0 and the trial left RUNNING. The main thread, and a process forked from this one, exit as asked."""
+    """While inline trials may run, ``os._exit`` from a trial's thread fails that trial (a WorkloadExit) instead
+    of ending the driver at once, with no exit handler run, its exit status 0 and the trial left RUNNING. Any
+    other thread (the main one, a user's own), and a process forked from this one, exit as asked."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.users = 0
         self.real = os._exit
         self.pid = 0
+        self.trial_threads: set[int] = set()
+
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[None]:
+        """Mark the calling thread as a trial's while the block runs."""
+        self.trial_threads.add(threading.get_ident())
+        try:
+            yield
+        finally:
+            self.trial_threads.discard(threading.get_ident())
 
     def __enter__(self) -> None:
         with self.lock:
@@ -64,7 +75,7 @@ class _ExitGuard:
                 os._exit = self.real
 
     def _exit(self, status: int) -> None:
-        if os.getpid() == self.pid and threading.current_thread() is not threading.main_thread():
+        if os.getpid() == self.pid and threading.get_ident() in self.trial_threads:
             raise WorkloadExit(
                 f"the workload called os._exit({status}), which would end the study's own process: with "
                 "--executor inline its trials run inside it. Fix: return (or raise) from the workload instead, or "
@@ -167,7 +178,9 @@ class InlineExecutor(Executor):
             return self.replies.pop((job.trial_id, call.seq), ("stop", f"trial {job.number} was stopped"))
 
         def trial() -> None:
-            self.events.put((run_trial(job, deliver, ask=ask), None))
+            with _EXIT_GUARD.trial():
+                ended = run_trial(job, deliver, ask=ask)
+            self.events.put((ended, None))
 
         self.thread = threading.Thread(target=trial, name=f"tuner-trial-{job.number}", daemon=True)
         self.thread.start()
