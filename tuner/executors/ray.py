@@ -293,9 +293,11 @@ class RayExecutor(Executor):
             ray.kill(self.channel)
             self.channel = None
         if self.started_ray:
-            ray.shutdown()
-            _print_ray_messages(True)
-            self.started_ray = False
+            try:
+                ray.shutdown()
+            finally:  # Ray's default, whatever its shutdown raised
+                _print_ray_messages(True)
+                self.started_ray = False
             for folder in _temp_dirs(os.getpid()):
                 shutil.rmtree(folder, ignore_errors=True)
 
