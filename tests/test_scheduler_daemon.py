@@ -177,6 +177,14 @@ def test_the_schedule_commands(tmp_path):
     shown = tuner("schedule", "show", "nightly", cwd=tmp_path, storage=storage)
     assert "overlap: skip · catch_up: once · on_interrupt: resume · warm start: 2" in shown.stdout
     assert "manual" in shown.stdout and "succeeded" in shown.stdout
+    # Piped (120 columns) and in a narrow terminal, the run's study name stays whole: the user types it next.
+    study = now.stdout.split("study ", 1)[1].split()[0].rstrip(",.")
+    for columns in (None, "80"):
+        env = {k: v for k, v in _env(storage).items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+        for command in (["schedule", "show", "nightly"], ["schedule", "list"]):
+            narrow = subprocess.run([sys.executable, "-m", "tuner", *command], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert narrow.returncode == 0 and study in narrow.stdout, narrow.stdout
     removed = tuner("schedule", "remove", "nightly", cwd=tmp_path, storage=storage)
     assert "schedule nightly removed (its studies stay in the store)" in removed.stdout
     assert optuna.get_all_study_names(storage)  # the study of the run stays

@@ -709,9 +709,11 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
     last = {}
     for run in reversed(book.runs()):
         last[run.schedule_id] = run
-    table = Table("schedule", "cron", "timezone", "state", "next firing (UTC)", "last run", "last best",
-                  "spec", title=f"schedules in {book.store.safe_url}")
-    for sched in book.all():
+    schedules = book.all()
+    last_runs = [f"{last[s.id].status} ({last[s.id].study})" for s in schedules if s.id in last]
+    table = Table("schedule", "cron", "timezone", "state", "next firing (UTC)", _whole_words("last run", last_runs),
+                  "last best", "spec", title=f"schedules in {book.store.safe_url}")
+    for sched in schedules:
         run = last.get(sched.id)
         table.add_row(sched.name, sched.cron, sched.timezone, "enabled" if sched.enabled else "paused",
                       _when(sched.next_fire_at) if sched.enabled else "",
@@ -719,6 +721,12 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
                       sched.spec_path)
     console.print(table)
     return 0
+
+
+def _whole_words(header: str, values: list[str]) -> Column:
+    """A column at least as wide as its longest word, so that a narrow terminal (or a pipe's 120 columns) never
+    cuts a study's name, which is what the user types next; other columns wrap instead."""
+    return Column(header, min_width=max((len(word) for value in values for word in value.split()), default=0))
 
 
 def cmd_schedule_show(args: argparse.Namespace) -> int:
@@ -735,9 +743,10 @@ def cmd_schedule_show(args: argparse.Namespace) -> int:
         f"  overlap: {sched.overlap} · catch_up: {sched.catch_up} · on_interrupt: {sched.on_interrupt} · "
         f"warm start: {sched.warm_start}", highlight=False,
     )
-    table = Table("run", "firing (UTC)", "trigger", "study", "status", "started", "ended", "best", "change",
-                  "trials", "why", title=f"runs of {sched.name}, newest first")
-    for run in book.runs(args.name, limit=args.last):
+    runs = book.runs(args.name, limit=args.last)
+    table = Table("run", "firing (UTC)", "trigger", _whole_words("study", [r.study for r in runs]), "status",
+                  "started", "ended", "best", "change", "trials", "why", title=f"runs of {sched.name}, newest first")
+    for run in runs:
         table.add_row(str(run.id), _when(run.scheduled_for), run.trigger, run.study, run.status,
                       _when(run.started_at), _when(run.ended_at), fmt(run.best_value),
                       "" if run.change is None else f"{run.change:+.4g}", fmt(run.trials), run.reason or "")
