@@ -185,6 +185,8 @@ def test_the_schedule_commands(tmp_path):
             narrow = subprocess.run([sys.executable, "-m", "tuner", *command], cwd=tmp_path, env=env,
                                     capture_output=True, text=True, timeout=120)
             assert narrow.returncode == 0 and study in narrow.stdout, narrow.stdout
+            if columns is None:  # piped: every column whole, no row cut at the pipe's width
+                assert "…" not in narrow.stdout and str(spec) in narrow.stdout, narrow.stdout
     removed = tuner("schedule", "remove", "nightly", cwd=tmp_path, storage=storage)
     assert "schedule nightly removed (its studies stay in the store)" in removed.stdout
     assert optuna.get_all_study_names(storage)  # the study of the run stays

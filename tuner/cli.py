@@ -719,8 +719,20 @@ def cmd_schedule_list(args: argparse.Namespace) -> int:
                       _when(sched.next_fire_at) if sched.enabled else "",
                       f"{run.status} ({run.study})" if run else "", fmt(run.best_value) if run else "",
                       sched.spec_path)
-    console.print(table)
+    _print_whole(table)
     return 0
+
+
+def _print_whole(table: Table) -> None:
+    """A table of records (schedules, their runs) printed whole: in a terminal (or at COLUMNS) within its width,
+    piped at the table's own width, as a log or a grep wants every column of it."""
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    roomy = Console(file=console.file, width=1000)
+    Console(file=console.file, width=Measurement.get(roomy, roomy.options, table).maximum).print(table)
 
 
 def _whole_words(header: str, values: list[str]) -> Column:
@@ -750,7 +762,7 @@ def cmd_schedule_show(args: argparse.Namespace) -> int:
         table.add_row(str(run.id), _when(run.scheduled_for), run.trigger, run.study, run.status,
                       _when(run.started_at), _when(run.ended_at), fmt(run.best_value),
                       "" if run.change is None else f"{run.change:+.4g}", fmt(run.trials), run.reason or "")
-    console.print(table)
+    _print_whole(table)
     return 0
 
 
